@@ -1,0 +1,308 @@
+//! The storage trait every backend implements.
+//!
+//! [`Store`] is object-safe and used as `Arc<dyn Store>`. It knows nothing of HTTP
+//! and applies no business rule: the rules live in [`crate::state`],
+//! [`crate::auth`] and [`crate::query`]; a store persists, indexes and finds.
+//!
+//! # Guarantees every implementation gives
+//!
+//! - **Atomicity**: each method is atomic on its own: a concurrent reader sees a
+//!   write whole or not at all (a node never without its index entries, an event
+//!   never without its sequence id). Methods over several items say so when they are
+//!   not atomic as a whole.
+//! - **Durability**: for a durable backend, when a write method returns `Ok` the
+//!   write survives a crash (process kill or power loss) unless the backend was
+//!   explicitly configured to relax this. Volatile backends (in-memory) say so in
+//!   their own docs.
+//! - **Order**: queries without a sort return nodes by ascending id (creation
+//!   order), so paging with `limit`/`offset` is stable.
+//! - **Equivalence**: every backend returns the same results for the same calls;
+//!   a node matches a query exactly when [`crate::query::matches()`] says so.
+//!
+//! Errors are [`Error`]: `NotFound` and `Conflict` as documented per method,
+//! `Storage` for I/O failures and corrupt data (never a panic).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{User, UserGroup};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventQuery, NewEvent};
+use crate::exact::ExactFilter;
+use crate::id::ObjectId;
+use crate::node::Node;
+use crate::query::Query;
+use crate::state::ChildrenSummary;
+use crate::time::Timestamp;
+
+/// A stored value's version: incremented by every write of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version(pub u64);
+
+/// A value with the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version.
+    pub version: Version,
+}
+
+/// One page of results and the number of all matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of the page.
+    pub items: Vec<T>,
+    /// Number of matching items, ignoring limit and offset.
+    pub total: u64,
+}
+
+/// A durable pub/sub subscriber (MODELS.md §9, `SubscriberState`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberState {
+    /// Client-chosen unique id.
+    pub subscriber_id: String,
+    /// Channel.
+    pub channel: String,
+    /// Username of the subscriber.
+    pub user: String,
+    /// Receives every event, not only the user's own and ownerless ones.
+    pub promiscuous: bool,
+    /// Sequence id of the last event delivered (only ever increases).
+    pub last_event_id: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last listen.
+    pub last_poll: Option<Timestamp>,
+}
+
+/// What a [`TokenRecord`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenPurpose {
+    /// An invitation to set a password.
+    Invite,
+    /// A password reset.
+    Reset,
+}
+
+/// A single-use token the server issued (invites, password resets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Opaque token id (for example the hash of the token text).
+    pub id: String,
+    /// Purpose.
+    pub purpose: TokenPurpose,
+    /// The user it concerns.
+    pub user_id: ObjectId,
+    /// Expiry.
+    pub expires: Timestamp,
+    /// Set once consumed.
+    pub used: bool,
+}
+
+/// The bulk field updates `PUT /batch/nodeset` may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldSet {
+    /// `processed_by_kcidb_bridge` := the value.
+    ProcessedByKcidbBridge(bool),
+}
+
+/// Persistent storage of nodes, events, subscribers, users, groups, tokens and KV
+/// pairs (see the module docs for the guarantees).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- nodes -------------------------------------------------------------------
+
+    /// Inserts a new node (version 1). `Conflict` if the id exists. Atomic, durable.
+    async fn insert_node(&self, node: &Node) -> Result<()>;
+
+    /// Inserts many new nodes (bulk loads). All-or-nothing: on `Conflict` (an id that
+    /// exists or repeats) nothing is inserted. Durable when it returns.
+    async fn insert_nodes(&self, nodes: &[Node]) -> Result<()>;
+
+    /// The node with this id and its version, or `None`.
+    async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>>;
+
+    /// Replaces the stored node with the same id, if its version is still `expected`
+    /// (compare-and-swap). Returns the new version. `NotFound` if absent, `Conflict`
+    /// if the version moved on (the caller re-reads and re-applies its rules).
+    /// Atomic, durable.
+    async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version>;
+
+    /// The nodes matching `query`, ordered by its sort (default ascending id), with its
+    /// offset and limit applied by the store (never by loading every match).
+    async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>>;
+
+    /// The number of nodes matching `query`'s filters (limit and offset ignored).
+    async fn count_nodes(&self, query: &Query) -> Result<u64>;
+
+    /// One page of [`Store::find_nodes`] with the [`Store::count_nodes`] total, read
+    /// from one consistent view where the backend allows it.
+    async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
+        let items = self.find_nodes(query).await?;
+        let total = self.count_nodes(query).await?;
+        Ok(Page { items, total })
+    }
+
+    /// The number of stored nodes.
+    async fn count_all_nodes(&self) -> Result<u64>;
+
+    /// Applies `set` to each existing node of `ids` and sets its `updated` to `now`,
+    /// bumping its version. Returns how many nodes were changed; unknown ids are
+    /// skipped. Each node's update is atomic; the batch as a whole is not.
+    async fn set_field_many(&self, ids: &[ObjectId], set: FieldSet, now: Timestamp) -> Result<u64>;
+
+    /// The direct children of `parent` (nodes whose `parent` is it), by ascending id.
+    async fn children(&self, parent: ObjectId) -> Result<Vec<Node>>;
+
+    /// How many direct children `parent` has and how many of them are `done`.
+    async fn children_summary(&self, parent: ObjectId) -> Result<ChildrenSummary>;
+
+    /// Deletes up to `max` nodes created before `before` whose kind is not in
+    /// `keep_kinds` (the purge keeps checkouts), oldest first. Returns how many were
+    /// deleted. Each deletion is atomic; the batch as a whole is not.
+    async fn delete_nodes_created_before(
+        &self,
+        before: Timestamp,
+        keep_kinds: &[&str],
+        max: usize,
+    ) -> Result<u64>;
+
+    // ---- events ------------------------------------------------------------------
+
+    /// Appends an event with the next sequence id (1, 2, 3... shared by all channels,
+    /// never reused, also after restarts and trims) and returns it. Atomic, durable.
+    async fn append_event(&self, event: NewEvent) -> Result<Event>;
+
+    /// Up to `limit` events with a sequence id greater than `after`, on `channel`
+    /// when given, by ascending sequence id.
+    async fn events_after(
+        &self,
+        after: u64,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
+
+    /// The events matching `query`, by ascending sequence id, its offset and limit
+    /// applied.
+    async fn find_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// The sequence id of the last appended event (0 when none ever was).
+    async fn last_event_sequence(&self) -> Result<u64>;
+
+    /// Deletes events older than `before`. Returns how many.
+    async fn trim_events(&self, before: Timestamp) -> Result<u64>;
+
+    // ---- durable subscribers ------------------------------------------------------
+
+    /// The subscriber with this id.
+    async fn get_subscriber(&self, subscriber_id: &str) -> Result<Option<SubscriberState>>;
+
+    /// Creates or replaces a subscriber. Atomic, durable.
+    async fn put_subscriber(&self, state: &SubscriberState) -> Result<()>;
+
+    /// Records delivery up to `sequence_id` (kept only if greater than the stored
+    /// position: "max" semantics) and the poll time. `NotFound` if unknown. Atomic,
+    /// durable.
+    async fn advance_subscriber(
+        &self,
+        subscriber_id: &str,
+        sequence_id: u64,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Deletes a subscriber; `false` if it did not exist.
+    async fn delete_subscriber(&self, subscriber_id: &str) -> Result<bool>;
+
+    /// Every subscriber, by id.
+    async fn list_subscribers(&self) -> Result<Vec<SubscriberState>>;
+
+    // ---- counters ----------------------------------------------------------------
+
+    /// The next value (1, 2, 3...) of the durable counter `name` (subscription ids).
+    /// Never returns a value twice, also across restarts.
+    async fn next_counter(&self, name: &str) -> Result<u64>;
+
+    // ---- users and groups --------------------------------------------------------
+
+    /// Inserts a user. `Conflict` if the id, username or e-mail is taken.
+    async fn insert_user(&self, user: &User) -> Result<()>;
+
+    /// The user with this id.
+    async fn get_user(&self, id: ObjectId) -> Result<Option<User>>;
+
+    /// The user with this username.
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>>;
+
+    /// The user with this e-mail.
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>>;
+
+    /// Replaces a user. `NotFound` if absent, `Conflict` if the new username or e-mail
+    /// belongs to another user.
+    async fn update_user(&self, user: &User) -> Result<()>;
+
+    /// Deletes a user; `false` if it did not exist.
+    async fn delete_user(&self, id: ObjectId) -> Result<bool>;
+
+    /// Users whose public JSON form ([`User::to_public_json`]) matches `filter`, by
+    /// ascending id, one page.
+    async fn find_users(&self, filter: &ExactFilter, limit: u64, offset: u64)
+        -> Result<Page<User>>;
+
+    /// Inserts a group. `Conflict` if the id or name is taken.
+    async fn insert_group(&self, group: &UserGroup) -> Result<()>;
+
+    /// The group with this id.
+    async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>>;
+
+    /// The group with this name.
+    async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>>;
+
+    /// Deletes a group; `false` if it did not exist; `Conflict` (and nothing deleted)
+    /// while a user belongs to it.
+    async fn delete_group(&self, id: ObjectId) -> Result<bool>;
+
+    /// Groups matching `filter` (on `{id, name}`), by ascending id, one page.
+    async fn find_groups(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<UserGroup>>;
+
+    // ---- tokens ------------------------------------------------------------------
+
+    /// Stores a token record (replacing one with the same id).
+    async fn put_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// The token record with this id.
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Marks the token used if it exists, is unused and has not expired at `now`, and
+    /// returns it; otherwise `None`. Atomic: of two concurrent calls at most one gets
+    /// the token.
+    async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>>;
+
+    // ---- key/value ---------------------------------------------------------------
+
+    /// The value stored under `namespace`/`key`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>>;
+
+    /// Stores a value. Durable.
+    async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> Result<()>;
+
+    /// Deletes a value; `false` if there was none.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+
+    // ---- lifecycle ---------------------------------------------------------------
+
+    /// Waits until every write acknowledged so far is on disk (a no-op for volatile
+    /// backends). Called on shutdown.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// `NotFound` for a node id, with the reference's wording.
+pub fn node_not_found(id: ObjectId) -> Error {
+    Error::NotFound(format!("Node not found with id: {id}"))
+}

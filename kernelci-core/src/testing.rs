@@ -1,0 +1,455 @@
+//! A naive, scan-only [`Store`] (feature `test-util`).
+//!
+//! Everything lives in vectors and maps behind one mutex and every query is a full
+//! scan with [`crate::query::matches()`]: obviously correct, deliberately slow. It is
+//! the reference model for this crate's tests and for the model-based tests of the
+//! real backends (which must return exactly what this one returns). Volatile: nothing
+//! survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::auth::{User, UserGroup};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventQuery, NewEvent};
+use crate::exact::ExactFilter;
+use crate::id::ObjectId;
+use crate::node::{Node, State};
+use crate::query::{matches, sort_nodes, Query};
+use crate::state::{set_processed, ChildrenSummary};
+use crate::store::{
+    node_not_found, FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
+};
+use crate::time::Timestamp;
+
+#[derive(Default)]
+struct Inner {
+    nodes: BTreeMap<ObjectId, (Node, Version)>,
+    events: Vec<Event>,
+    last_sequence: u64,
+    subscribers: BTreeMap<String, SubscriberState>,
+    counters: BTreeMap<String, u64>,
+    users: BTreeMap<ObjectId, User>,
+    groups: BTreeMap<ObjectId, UserGroup>,
+    tokens: BTreeMap<String, TokenRecord>,
+    kv: BTreeMap<(String, String), String>,
+}
+
+/// The naive store (see the module docs).
+#[derive(Default)]
+pub struct NaiveStore {
+    inner: Mutex<Inner>,
+}
+
+impl NaiveStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::Storage("naive store mutex poisoned".into()))
+    }
+}
+
+fn page<T: Clone>(items: Vec<T>, limit: Option<u64>, offset: u64) -> Vec<T> {
+    let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(take)
+        .collect()
+}
+
+#[async_trait]
+impl Store for NaiveStore {
+    async fn insert_node(&self, node: &Node) -> Result<()> {
+        self.insert_nodes(std::slice::from_ref(node)).await
+    }
+
+    async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
+        let mut g = self.lock()?;
+        let mut seen = std::collections::HashSet::new();
+        for n in nodes {
+            if g.nodes.contains_key(&n.id) || !seen.insert(n.id) {
+                return Err(Error::Conflict(format!(
+                    "Node already exists with id: {}",
+                    n.id
+                )));
+            }
+        }
+        for n in nodes {
+            g.nodes.insert(n.id, (n.clone(), Version(1)));
+        }
+        Ok(())
+    }
+
+    async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
+        Ok(self.lock()?.nodes.get(&id).map(|(n, v)| Versioned {
+            value: n.clone(),
+            version: *v,
+        }))
+    }
+
+    async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
+        let mut g = self.lock()?;
+        let Some((stored, version)) = g.nodes.get_mut(&node.id) else {
+            return Err(node_not_found(node.id));
+        };
+        if *version != expected {
+            return Err(Error::Conflict(format!(
+                "Node {} was modified concurrently",
+                node.id
+            )));
+        }
+        *stored = node.clone();
+        version.0 += 1;
+        Ok(*version)
+    }
+
+    async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
+        let g = self.lock()?;
+        let mut found: Vec<Node> = g
+            .nodes
+            .values()
+            .filter(|(n, _)| matches(n, query))
+            .map(|(n, _)| n.clone())
+            .collect();
+        sort_nodes(&mut found, query.sort.as_ref());
+        Ok(page(found, query.limit, query.offset))
+    }
+
+    async fn count_nodes(&self, query: &Query) -> Result<u64> {
+        let g = self.lock()?;
+        Ok(g.nodes.values().filter(|(n, _)| matches(n, query)).count() as u64)
+    }
+
+    async fn count_all_nodes(&self) -> Result<u64> {
+        Ok(self.lock()?.nodes.len() as u64)
+    }
+
+    async fn set_field_many(&self, ids: &[ObjectId], set: FieldSet, now: Timestamp) -> Result<u64> {
+        let mut g = self.lock()?;
+        let mut changed = 0;
+        for id in ids {
+            if let Some((n, v)) = g.nodes.get_mut(id) {
+                match set {
+                    FieldSet::ProcessedByKcidbBridge(b) => set_processed(n, b, now),
+                }
+                v.0 += 1;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn children(&self, parent: ObjectId) -> Result<Vec<Node>> {
+        let g = self.lock()?;
+        Ok(g.nodes
+            .values()
+            .filter(|(n, _)| n.parent == Some(parent))
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    async fn children_summary(&self, parent: ObjectId) -> Result<ChildrenSummary> {
+        let children = self.children(parent).await?;
+        Ok(ChildrenSummary {
+            total: children.len() as u64,
+            done: children.iter().filter(|n| n.state == State::Done).count() as u64,
+        })
+    }
+
+    async fn delete_nodes_created_before(
+        &self,
+        before: Timestamp,
+        keep_kinds: &[&str],
+        max: usize,
+    ) -> Result<u64> {
+        let mut g = self.lock()?;
+        let mut victims: Vec<(Timestamp, ObjectId)> = g
+            .nodes
+            .values()
+            .filter(|(n, _)| n.created < before && !keep_kinds.contains(&n.kind.as_str()))
+            .map(|(n, _)| (n.created, n.id))
+            .collect();
+        victims.sort();
+        victims.truncate(max);
+        for (_, id) in &victims {
+            g.nodes.remove(id);
+        }
+        Ok(victims.len() as u64)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> Result<Event> {
+        let mut g = self.lock()?;
+        g.last_sequence += 1;
+        let e = event.with_sequence(g.last_sequence);
+        g.events.push(e.clone());
+        Ok(e)
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let g = self.lock()?;
+        Ok(g.events
+            .iter()
+            .filter(|e| e.sequence_id > after && channel.is_none_or(|c| c == e.channel))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn find_events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        let g = self.lock()?;
+        let found: Vec<Event> = g
+            .events
+            .iter()
+            .filter(|e| query.matches(e))
+            .cloned()
+            .collect();
+        Ok(page(found, query.limit, query.offset))
+    }
+
+    async fn last_event_sequence(&self) -> Result<u64> {
+        Ok(self.lock()?.last_sequence)
+    }
+
+    async fn trim_events(&self, before: Timestamp) -> Result<u64> {
+        let mut g = self.lock()?;
+        let n = g.events.len();
+        g.events.retain(|e| e.timestamp >= before);
+        Ok((n - g.events.len()) as u64)
+    }
+
+    async fn get_subscriber(&self, id: &str) -> Result<Option<SubscriberState>> {
+        Ok(self.lock()?.subscribers.get(id).cloned())
+    }
+
+    async fn put_subscriber(&self, state: &SubscriberState) -> Result<()> {
+        self.lock()?
+            .subscribers
+            .insert(state.subscriber_id.clone(), state.clone());
+        Ok(())
+    }
+
+    async fn advance_subscriber(&self, id: &str, sequence_id: u64, now: Timestamp) -> Result<()> {
+        let mut g = self.lock()?;
+        let s = g
+            .subscribers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("Subscriber not found: {id}")))?;
+        s.last_event_id = s.last_event_id.max(sequence_id);
+        s.last_poll = Some(now);
+        Ok(())
+    }
+
+    async fn delete_subscriber(&self, id: &str) -> Result<bool> {
+        Ok(self.lock()?.subscribers.remove(id).is_some())
+    }
+
+    async fn list_subscribers(&self) -> Result<Vec<SubscriberState>> {
+        Ok(self.lock()?.subscribers.values().cloned().collect())
+    }
+
+    async fn next_counter(&self, name: &str) -> Result<u64> {
+        let mut g = self.lock()?;
+        let c = g.counters.entry(name.to_owned()).or_insert(0);
+        *c += 1;
+        Ok(*c)
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<()> {
+        let mut g = self.lock()?;
+        if g.users
+            .values()
+            .any(|u| u.id == user.id || u.username == user.username || u.email == user.email)
+        {
+            return Err(Error::Conflict(
+                "User with this id, username or e-mail already exists".into(),
+            ));
+        }
+        g.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn get_user(&self, id: ObjectId) -> Result<Option<User>> {
+        Ok(self.lock()?.users.get(&id).cloned())
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        Ok(self
+            .lock()?
+            .users
+            .values()
+            .find(|u| u.username == username)
+            .cloned())
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
+        Ok(self
+            .lock()?
+            .users
+            .values()
+            .find(|u| u.email == email)
+            .cloned())
+    }
+
+    async fn update_user(&self, user: &User) -> Result<()> {
+        let mut g = self.lock()?;
+        if !g.users.contains_key(&user.id) {
+            return Err(Error::NotFound(format!(
+                "User not found with id: {}",
+                user.id
+            )));
+        }
+        if g.users
+            .values()
+            .any(|u| u.id != user.id && (u.username == user.username || u.email == user.email))
+        {
+            return Err(Error::Conflict("Username or e-mail already taken".into()));
+        }
+        g.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: ObjectId) -> Result<bool> {
+        Ok(self.lock()?.users.remove(&id).is_some())
+    }
+
+    async fn find_users(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<User>> {
+        let g = self.lock()?;
+        let found: Vec<User> = g
+            .users
+            .values()
+            .filter(|u| filter.matches(&u.to_public_json()))
+            .cloned()
+            .collect();
+        let total = found.len() as u64;
+        Ok(Page {
+            items: page(found, Some(limit), offset),
+            total,
+        })
+    }
+
+    async fn insert_group(&self, group: &UserGroup) -> Result<()> {
+        let mut g = self.lock()?;
+        if g.groups
+            .values()
+            .any(|x| x.id == group.id || x.name == group.name)
+        {
+            return Err(Error::Conflict(format!(
+                "Group already exists: {}",
+                group.name
+            )));
+        }
+        g.groups.insert(group.id, group.clone());
+        Ok(())
+    }
+
+    async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>> {
+        Ok(self.lock()?.groups.get(&id).cloned())
+    }
+
+    async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>> {
+        Ok(self
+            .lock()?
+            .groups
+            .values()
+            .find(|x| x.name == name)
+            .cloned())
+    }
+
+    async fn delete_group(&self, id: ObjectId) -> Result<bool> {
+        let mut g = self.lock()?;
+        if g.users
+            .values()
+            .any(|u| u.groups.iter().any(|x| x.id == id))
+        {
+            return Err(Error::Conflict(
+                "Group is in use by at least one user".into(),
+            ));
+        }
+        Ok(g.groups.remove(&id).is_some())
+    }
+
+    async fn find_groups(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<UserGroup>> {
+        let g = self.lock()?;
+        let found: Vec<UserGroup> = g
+            .groups
+            .values()
+            .filter(|x| filter.matches(&serde_json::to_value(x).unwrap_or_default()))
+            .cloned()
+            .collect();
+        let total = found.len() as u64;
+        Ok(Page {
+            items: page(found, Some(limit), offset),
+            total,
+        })
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        self.lock()?.tokens.insert(token.id.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.lock()?.tokens.get(id).cloned())
+    }
+
+    async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>> {
+        let mut g = self.lock()?;
+        match g.tokens.get_mut(id) {
+            Some(t) if !t.used && t.expires > now => {
+                t.used = true;
+                Ok(Some(t.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()?
+            .kv
+            .get(&(namespace.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
+        self.lock()?
+            .kv
+            .insert((namespace.to_owned(), key.to_owned()), value.to_owned());
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        Ok(self
+            .lock()?
+            .kv
+            .remove(&(namespace.to_owned(), key.to_owned()))
+            .is_some())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
