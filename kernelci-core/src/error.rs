@@ -165,3 +165,17 @@ impl fmt::Display for ValidationErrors {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::time::DateTimeError> for Error {
+    /// A datetime that does not parse is refused content (400 at the edge).
+    fn from(e: crate::time::DateTimeError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<crate::id::ObjectIdError> for Error {
+    /// A malformed id is refused content (400 at the edge, with the reference's text).
+    fn from(e: crate::id::ObjectIdError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}

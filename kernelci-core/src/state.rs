@@ -336,17 +336,20 @@ fn plan_level(
     Ok(())
 }
 
-/// The state of a node's direct children, as the time-driven rules need it.
+/// The state of a node's descendants (children, grandchildren...), as the
+/// time-driven rules need it. Descendants, not only direct children, as
+/// kernelci-pipeline's timeout service checks them: a checkout must not close while a
+/// test two levels below it still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChildrenSummary {
-    /// Number of children.
+    /// Number of descendants.
     pub total: u64,
-    /// Number of children in state `done`.
+    /// Number of descendants in state `done`.
     pub done: u64,
 }
 
 impl ChildrenSummary {
-    /// True when every child is done (vacuously true without children).
+    /// True when every descendant is done (vacuously true without any).
     pub fn all_done(&self) -> bool {
         self.done >= self.total
     }
@@ -359,7 +362,7 @@ pub enum TimedReason {
     Timeout,
     /// An `available` node's `holdoff` has passed.
     Holdoff,
-    /// A `closing` node's children are all done.
+    /// A `closing` node's descendants are all done.
     ChildrenDone,
 }
 
@@ -379,13 +382,13 @@ pub struct TimedTransition {
 ///
 /// 1. not `done` and `timeout` < `now` → `done` (with `result` `incomplete` and
 ///    `data.error_code` `node_timeout` when it has no result);
-/// 2. `available` and `holdoff` < `now` → `done` when all children are done, else
-///    `closing`;
-/// 3. `closing` and all children done → `done`.
+/// 2. `available` and `holdoff` < `now` → `done` when all descendants are done,
+///    else `closing`;
+/// 3. `closing` and all descendants done → `done`.
 ///
 /// The rules are checked in that order and the first that applies wins. Applying the
 /// result with [`apply_timed`] leaves a node for which this returns `None` (at the
-/// same `now` and children), so a background task may run it any number of times.
+/// same `now` and descendants), so a background task may run it any number of times.
 pub fn due_transition(
     node: &Node,
     children: ChildrenSummary,

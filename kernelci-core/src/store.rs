@@ -156,8 +156,11 @@ pub trait Store: Send + Sync + 'static {
     /// The direct children of `parent` (nodes whose `parent` is it), by ascending id.
     async fn children(&self, parent: ObjectId) -> Result<Vec<Node>>;
 
-    /// How many direct children `parent` has and how many of them are `done`.
-    async fn children_summary(&self, parent: ObjectId) -> Result<ChildrenSummary>;
+    /// How many descendants (children, grandchildren...) `id` has and how many of
+    /// them are `done`, for the time-driven rules. Each node counts once and the walk
+    /// terminates even if `parent` links form a cycle (PUT only refuses a node being
+    /// its own parent).
+    async fn descendants_summary(&self, id: ObjectId) -> Result<ChildrenSummary>;
 
     /// Deletes up to `max` nodes created before `before` whose kind is not in
     /// `keep_kinds` (the purge keeps checkouts), oldest first. Returns how many were

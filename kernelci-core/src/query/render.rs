@@ -38,12 +38,9 @@ impl Query {
 
 fn render_filter(f: &FieldFilter, out: &mut Vec<(String, String)>) {
     let field = f.field.as_str();
-    let typed_root = f.field.is_top_level()
-        && (f.field.root().is_timestamp()
-            || matches!(
-                f.field.root(),
-                super::Root::Parent | super::Root::RetryCounter
-            ));
+    // Only `retry_counter` turns a plain value into an integer; elsewhere integer
+    // equality comes from `__int`.
+    let plain_int = f.field.is_top_level() && f.field.root() == super::Root::RetryCounter;
     for c in &f.conds {
         let (op, value) = match c {
             Cond::Eq(QValue::Doc(doc)) => {
@@ -57,7 +54,7 @@ fn render_filter(f: &FieldFilter, out: &mut Vec<(String, String)>) {
                 }
                 continue;
             }
-            Cond::Eq(v @ QValue::Int(_)) if !typed_root => ("int", value(v)),
+            Cond::Eq(v @ QValue::Int(_)) if !plain_int => ("int", value(v)),
             Cond::Eq(v) => ("", value(v)),
             Cond::Ne(v) => ("ne", value(v)),
             Cond::Lt(v) => ("lt", value(v)),

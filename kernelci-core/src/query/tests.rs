@@ -466,6 +466,7 @@ fn rendering_round_trips() {
         "name__foo=bar&x__int=-3&parent=null&retry_counter=4&sort=-created&limit=7&offset=3",
         "a__b__c=1&name__ne=123&processed_by_kcidb_bridge=TRUE&holdoff__lte=2024-01-01T10:00:00%2B02:00",
         "name=a%26b%3Dc+d",
+        "created__int=0&parent__int=1&retry_counter__int=2",
     ] {
         let q = Query::parse_str(qs, Mode::Page).unwrap();
         let again = Query::parse_str(&q.to_query_string(), Mode::Page).unwrap();

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+pub mod conformance;
+
 use async_trait::async_trait;
 
 use crate::auth::{User, UserGroup};
@@ -156,12 +158,22 @@ impl Store for NaiveStore {
             .collect())
     }
 
-    async fn children_summary(&self, parent: ObjectId) -> Result<ChildrenSummary> {
-        let children = self.children(parent).await?;
-        Ok(ChildrenSummary {
-            total: children.len() as u64,
-            done: children.iter().filter(|n| n.state == State::Done).count() as u64,
-        })
+    async fn descendants_summary(&self, id: ObjectId) -> Result<ChildrenSummary> {
+        let g = self.lock()?;
+        let mut summary = ChildrenSummary::default();
+        let mut frontier = vec![id];
+        let mut seen = std::collections::HashSet::from([id]);
+        while let Some(parent) = frontier.pop() {
+            for (n, _) in g.nodes.values().filter(|(n, _)| n.parent == Some(parent)) {
+                if !seen.insert(n.id) {
+                    continue;
+                }
+                summary.total += 1;
+                summary.done += u64::from(n.state == State::Done);
+                frontier.push(n.id);
+            }
+        }
+        Ok(summary)
     }
 
     async fn delete_nodes_created_before(

@@ -1,0 +1,589 @@
+//! The store conformance suite, written once over `&dyn Store`.
+//!
+//! Each function checks one area of the [`Store`] contract on an **empty** store and
+//! panics (test-style) on the first violation. A backend's test module calls
+//! [`run_all`] (or each function with a fresh store). `reopen` variants for durable
+//! backends live with those backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test utility: failing loudly is the point
+
+use serde_json::json;
+
+use crate::auth::{User, UserGroup};
+use crate::error::Error;
+use crate::events::{node_event, EventQuery, NodeOp};
+use crate::exact::ExactFilter;
+use crate::id::{IdGenerator, ObjectId};
+use crate::node::{Node, NodeResult, State};
+use crate::query::{Mode, Query};
+use crate::store::{FieldSet, Store, SubscriberState, TokenPurpose, TokenRecord, Version};
+use crate::time::{parse_query_datetime, Timestamp};
+
+fn t(s: &str) -> Timestamp {
+    parse_query_datetime(s).unwrap()
+}
+
+fn q(qs: &str, mode: Mode) -> Query {
+    Query::parse_str(qs, mode).unwrap()
+}
+
+/// Ten nodes: a checkout and nine children of kinds kbuild/test/job, with ids in
+/// creation order.
+pub fn sample_nodes() -> Vec<Node> {
+    let ids = IdGenerator::with_parts([7, 7, 7, 7, 7], 0);
+    let t0 = t("2024-01-01");
+    let mut checkout = Node::new("checkout", "checkout", t0);
+    checkout.id = ids.next_id_at(1_700_000_000);
+    checkout.state = State::Available;
+    checkout.data = json!({"kernel_revision": {"tree": "mainline"}})
+        .as_object()
+        .cloned();
+    let mut out = vec![checkout.clone()];
+    for i in 0..9i64 {
+        let kind = ["kbuild", "test", "job"][(i % 3) as usize];
+        let mut n = Node::new(kind, &format!("{kind}-{i}"), t0.plus_seconds(i + 1));
+        n.id = ids.next_id_at(1_700_000_000 + i as u64 + 1);
+        n.parent = Some(checkout.id);
+        n.path = vec!["checkout".into(), n.name.clone()];
+        n.state = if i < 4 { State::Done } else { State::Running };
+        n.result = (i < 4).then_some(NodeResult::Pass);
+        n.owner = Some(if i % 2 == 0 { "alice" } else { "bob" }.into());
+        n.data = json!({"arch": if i % 2 == 0 { "x86_64" } else { "arm64" }, "n": i})
+            .as_object()
+            .cloned();
+        out.push(n);
+    }
+    out
+}
+
+/// Every check, each on the given store (which must start empty and is left
+/// non-empty).
+pub async fn run_all(store: &dyn Store) {
+    nodes(store).await;
+    queries(store).await;
+    bulk_and_purge(store).await;
+    events(store).await;
+    subscribers_and_counters(store).await;
+    users_and_groups(store).await;
+    tokens_and_kv(store).await;
+    store.flush().await.unwrap();
+}
+
+/// Insert, get, versioned replace, conflicts.
+pub async fn nodes(store: &dyn Store) {
+    let nodes = sample_nodes();
+    store.insert_node(&nodes[0]).await.unwrap();
+    assert!(matches!(
+        store.insert_node(&nodes[0]).await,
+        Err(Error::Conflict(_))
+    ));
+    // All-or-nothing bulk insert: a duplicate inside the batch inserts nothing.
+    let dup = vec![nodes[1].clone(), nodes[1].clone()];
+    assert!(matches!(
+        store.insert_nodes(&dup).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(store.get_node(nodes[1].id).await.unwrap().is_none());
+    store.insert_nodes(&nodes[1..]).await.unwrap();
+    assert_eq!(store.count_all_nodes().await.unwrap(), 10);
+
+    let got = store.get_node(nodes[3].id).await.unwrap().unwrap();
+    assert_eq!(got.value, nodes[3]);
+    assert_eq!(got.version, Version(1));
+    let mut changed = got.value.clone();
+    changed.result = Some(NodeResult::Fail);
+    let v2 = store.replace_node(&changed, got.version).await.unwrap();
+    assert!(v2 > got.version);
+    assert!(matches!(
+        store.replace_node(&changed, got.version).await,
+        Err(Error::Conflict(_))
+    ));
+    changed.result = Some(NodeResult::Pass);
+    store.replace_node(&changed, v2).await.unwrap();
+    assert_eq!(
+        store.get_node(nodes[3].id).await.unwrap().unwrap().value,
+        changed
+    );
+    let ghost = Node::new("test", "ghost", t("2024-01-01"));
+    assert!(matches!(
+        store.replace_node(&ghost, Version(1)).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(store.get_node(ghost.id).await.unwrap().is_none());
+}
+
+/// Queries: filters, order, sort, limit/offset, totals, children.
+pub async fn queries(store: &dyn Store) {
+    let nodes = sample_nodes();
+    let names = |ns: Vec<Node>| ns.into_iter().map(|n| n.name).collect::<Vec<_>>();
+
+    let all = store.find_nodes(&q("", Mode::Fast)).await.unwrap();
+    assert_eq!(
+        all.iter().map(|n| n.id).collect::<Vec<_>>(),
+        nodes.iter().map(|n| n.id).collect::<Vec<_>>(),
+        "default order is ascending id"
+    );
+
+    let page = store
+        .find_page(&q("kind=kbuild&limit=2&offset=1", Mode::Page))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(names(page.items), ["kbuild-3", "kbuild-6"]);
+    let page = store
+        .find_page(&q("kind=kbuild&limit=2&offset=10", Mode::Page))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.items.len(), page.total),
+        (0, 3),
+        "offset beyond the end keeps the total"
+    );
+
+    assert_eq!(
+        store
+            .count_nodes(&q("state=done", Mode::Count))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store.count_nodes(&q("limit=1", Mode::Count)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q("data.arch=arm64&state__ne=done", Mode::Count))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q("parent=null", Mode::Count))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q("path=checkout", Mode::Count))
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q(
+                "created__gte=2024-01-01T00:00:05&created__lt=2024-01-01T00:00:08",
+                Mode::Count
+            ))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q("data.n__gt=6", Mode::Count))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_nodes(&q("name__re=^test-", Mode::Count))
+            .await
+            .unwrap(),
+        3
+    );
+
+    let newest = store
+        .find_nodes(&q("sort=-created&limit=3", Mode::Page))
+        .await
+        .unwrap();
+    assert_eq!(names(newest), ["job-8", "test-7", "kbuild-6"]);
+    let by_name = store
+        .find_nodes(&q("kind=job&sort=name", Mode::Fast))
+        .await
+        .unwrap();
+    assert_eq!(names(by_name), ["job-2", "job-5", "job-8"]);
+    let fast = store
+        .find_nodes(&q("owner=alice&offset=3&limit=1", Mode::Fast))
+        .await
+        .unwrap();
+    assert_eq!(names(fast), ["kbuild-6"]);
+
+    let children = store.children(nodes[0].id).await.unwrap();
+    assert_eq!(children.len(), 9);
+    assert!(children.windows(2).all(|w| w[0].id < w[1].id));
+    let summary = store.descendants_summary(nodes[0].id).await.unwrap();
+    assert_eq!((summary.total, summary.done), (9, 4));
+    assert_eq!(
+        store.descendants_summary(nodes[5].id).await.unwrap().total,
+        0
+    );
+    // Grandchildren count too.
+    let mut grandchild = Node::new("test", "grandchild", t("2024-01-01T00:01:00"));
+    grandchild.parent = Some(nodes[5].id);
+    store.insert_node(&grandchild).await.unwrap();
+    assert_eq!(
+        store.descendants_summary(nodes[5].id).await.unwrap(),
+        crate::state::ChildrenSummary { total: 1, done: 0 }
+    );
+    let summary = store.descendants_summary(nodes[0].id).await.unwrap();
+    assert_eq!((summary.total, summary.done), (10, 4));
+    assert_eq!(
+        store.children(nodes[0].id).await.unwrap().len(),
+        9,
+        "children are direct only"
+    );
+    // A parent cycle (a -> b -> a) terminates and counts each node once.
+    let mut a = Node::new("test", "cycle-a", t("2024-01-01T00:02:00"));
+    let mut b = Node::new("test", "cycle-b", t("2024-01-01T00:02:01"));
+    a.parent = Some(b.id);
+    b.parent = Some(a.id);
+    store.insert_nodes(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(store.descendants_summary(a.id).await.unwrap().total, 1);
+}
+
+/// Bulk field set and purge by age.
+pub async fn bulk_and_purge(store: &dyn Store) {
+    let nodes = sample_nodes();
+    let now = t("2024-02-01");
+    let ids = vec![nodes[1].id, nodes[2].id, ObjectId::new()];
+    let changed = store
+        .set_field_many(&ids, FieldSet::ProcessedByKcidbBridge(true), now)
+        .await
+        .unwrap();
+    assert_eq!(changed, 2, "unknown ids are skipped");
+    let n1 = store.get_node(nodes[1].id).await.unwrap().unwrap();
+    assert!(n1.value.processed_by_kcidb_bridge);
+    assert_eq!(n1.value.updated, now);
+    assert_eq!(
+        store
+            .count_nodes(&q("processed_by_kcidb_bridge=true", Mode::Count))
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Purge: created before 00:00:03, checkouts kept, oldest first, at most `max`.
+    let deleted = store
+        .delete_nodes_created_before(t("2024-01-01T00:00:03"), &["checkout"], 1)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.get_node(nodes[1].id).await.unwrap().is_none());
+    let deleted = store
+        .delete_nodes_created_before(t("2024-01-01T00:00:03"), &["checkout"], 100)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(
+        store.get_node(nodes[0].id).await.unwrap().is_some(),
+        "checkouts are kept"
+    );
+    assert_eq!(store.count_all_nodes().await.unwrap(), 11);
+    assert_eq!(
+        store
+            .count_nodes(&q("kind=kbuild", Mode::Count))
+            .await
+            .unwrap(),
+        2,
+        "counts follow deletions"
+    );
+}
+
+/// The event log.
+pub async fn events(store: &dyn Store) {
+    let before = store.last_event_sequence().await.unwrap();
+    let mut n = Node::new("kbuild", "k", t("2024-03-01"));
+    n.owner = Some("alice".into());
+    let e1 = store
+        .append_event(node_event(
+            &n,
+            NodeOp::Created,
+            false,
+            t("2024-03-01T00:00:01"),
+        ))
+        .await
+        .unwrap();
+    let e2 = store
+        .append_event(node_event(
+            &n,
+            NodeOp::Updated {
+                previous_state: State::Running,
+                previous_result: None,
+            },
+            false,
+            t("2024-03-01T00:00:02"),
+        ))
+        .await
+        .unwrap();
+    let mut other = node_event(&n, NodeOp::Created, false, t("2024-03-01T00:00:03"));
+    other.channel = "other".into();
+    other.data = json!("raw");
+    let e3 = store.append_event(other).await.unwrap();
+    assert_eq!(
+        (e1.sequence_id, e2.sequence_id, e3.sequence_id),
+        (before + 1, before + 2, before + 3)
+    );
+    assert_eq!(store.last_event_sequence().await.unwrap(), before + 3);
+
+    let after = store.events_after(before, None, 10).await.unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.sequence_id).collect::<Vec<_>>(),
+        [before + 1, before + 2, before + 3]
+    );
+    assert_eq!(
+        store
+            .events_after(before, Some("node"), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.events_after(before, None, 1).await.unwrap(),
+        vec![e1.clone()]
+    );
+
+    let pairs = |qs: &str| {
+        form_urlencoded::parse(qs.as_bytes())
+            .into_owned()
+            .collect::<Vec<_>>()
+    };
+    let found = store
+        .find_events(&EventQuery::parse(&pairs("op=updated&kind=kbuild")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, vec![e2.clone()]);
+    let found = store
+        .find_events(&EventQuery::parse(&pairs("channel=node&offset=1&limit=5")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, vec![e2.clone()]);
+    let found = store
+        .find_events(&EventQuery::parse(&pairs(&format!("ids={},{}", e1.id, e3.id))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, vec![e1.clone(), e3.clone()]);
+
+    assert_eq!(
+        store.trim_events(t("2024-03-01T00:00:02")).await.unwrap(),
+        1
+    );
+    let e4 = store
+        .append_event(node_event(&n, NodeOp::Created, false, t("2024-03-02")))
+        .await
+        .unwrap();
+    assert_eq!(
+        e4.sequence_id,
+        before + 4,
+        "sequence ids are never reused after a trim"
+    );
+}
+
+/// Durable subscribers and counters.
+pub async fn subscribers_and_counters(store: &dyn Store) {
+    let s = SubscriberState {
+        subscriber_id: "pipeline-1".into(),
+        channel: "node".into(),
+        user: "alice".into(),
+        promiscuous: false,
+        last_event_id: 5,
+        created_at: t("2024-01-01"),
+        last_poll: None,
+    };
+    store.put_subscriber(&s).await.unwrap();
+    store
+        .advance_subscriber("pipeline-1", 9, t("2024-01-02"))
+        .await
+        .unwrap();
+    store
+        .advance_subscriber("pipeline-1", 7, t("2024-01-03"))
+        .await
+        .unwrap();
+    let got = store.get_subscriber("pipeline-1").await.unwrap().unwrap();
+    assert_eq!(got.last_event_id, 9, "max semantics");
+    assert_eq!(got.last_poll, Some(t("2024-01-03")));
+    assert!(matches!(
+        store.advance_subscriber("nope", 1, t("2024-01-01")).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.list_subscribers().await.unwrap().len(), 1);
+    assert!(store.delete_subscriber("pipeline-1").await.unwrap());
+    assert!(!store.delete_subscriber("pipeline-1").await.unwrap());
+    assert!(store.get_subscriber("pipeline-1").await.unwrap().is_none());
+
+    assert_eq!(store.next_counter("subscription").await.unwrap(), 1);
+    assert_eq!(store.next_counter("subscription").await.unwrap(), 2);
+    assert_eq!(store.next_counter("other").await.unwrap(), 1);
+}
+
+fn user(name: &str, groups: Vec<UserGroup>) -> User {
+    User {
+        id: ObjectId::new(),
+        username: name.into(),
+        email: format!("{name}@example.org"),
+        hashed_password: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA".into(),
+        is_active: true,
+        is_superuser: false,
+        is_verified: true,
+        groups,
+    }
+}
+
+/// Users and groups.
+pub async fn users_and_groups(store: &dyn Store) {
+    let g = UserGroup {
+        id: ObjectId::new(),
+        name: "kernelci".into(),
+    };
+    store.insert_group(&g).await.unwrap();
+    assert!(matches!(
+        store
+            .insert_group(&UserGroup {
+                id: ObjectId::new(),
+                name: "kernelci".into()
+            })
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_group_by_name("kernelci").await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(store.get_group(g.id).await.unwrap(), Some(g.clone()));
+
+    let alice = user("alice", vec![g.clone()]);
+    let bob = user("bob", vec![]);
+    store.insert_user(&alice).await.unwrap();
+    store.insert_user(&bob).await.unwrap();
+    let mut clash = user("alice", vec![]);
+    assert!(matches!(
+        store.insert_user(&clash).await,
+        Err(Error::Conflict(_))
+    ));
+    clash.username = "carol".into();
+    clash.email = "bob@example.org".into();
+    assert!(matches!(
+        store.insert_user(&clash).await,
+        Err(Error::Conflict(_))
+    ));
+
+    assert_eq!(store.get_user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.get_user_by_username("bob").await.unwrap(),
+        Some(bob.clone())
+    );
+    assert_eq!(
+        store.get_user_by_email("alice@example.org").await.unwrap(),
+        Some(alice.clone())
+    );
+
+    let mut renamed = bob.clone();
+    renamed.username = "alice".into();
+    assert!(matches!(
+        store.update_user(&renamed).await,
+        Err(Error::Conflict(_))
+    ));
+    renamed.username = "robert".into();
+    store.update_user(&renamed).await.unwrap();
+    assert!(store.get_user_by_username("bob").await.unwrap().is_none());
+    assert_eq!(
+        store.get_user_by_username("robert").await.unwrap(),
+        Some(renamed.clone())
+    );
+    assert!(matches!(
+        store.update_user(&user("ghost", vec![])).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let pairs = |qs: &str| {
+        form_urlencoded::parse(qs.as_bytes())
+            .into_owned()
+            .collect::<Vec<_>>()
+    };
+    let f = ExactFilter::from_pairs(&pairs("groups.name=kernelci"), &[]);
+    let page = store.find_users(&f, 10, 0).await.unwrap();
+    assert_eq!((page.total, page.items[0].username.as_str()), (1, "alice"));
+    let page = store
+        .find_users(&ExactFilter::default(), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!((page.total, page.items.len()), (2, 1));
+    let groups = store
+        .find_groups(
+            &ExactFilter::from_pairs(&pairs("name=kernelci"), &[]),
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(groups.items, vec![g.clone()]);
+
+    assert!(
+        matches!(store.delete_group(g.id).await, Err(Error::Conflict(_))),
+        "group in use"
+    );
+    assert!(store.delete_user(alice.id).await.unwrap());
+    assert!(!store.delete_user(alice.id).await.unwrap());
+    assert!(store.delete_group(g.id).await.unwrap());
+    assert!(!store.delete_group(g.id).await.unwrap());
+}
+
+/// Single-use tokens and the key/value store.
+pub async fn tokens_and_kv(store: &dyn Store) {
+    let tok = TokenRecord {
+        id: "tok-1".into(),
+        purpose: TokenPurpose::Invite,
+        user_id: ObjectId::new(),
+        expires: t("2024-01-02"),
+        used: false,
+    };
+    store.put_token(&tok).await.unwrap();
+    assert_eq!(store.get_token("tok-1").await.unwrap(), Some(tok.clone()));
+    assert!(
+        store
+            .consume_token("tok-1", t("2024-01-03"))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    let got = store
+        .consume_token("tok-1", t("2024-01-01"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.used);
+    assert!(
+        store
+            .consume_token("tok-1", t("2024-01-01"))
+            .await
+            .unwrap()
+            .is_none(),
+        "single use"
+    );
+    assert!(store
+        .consume_token("nope", t("2024-01-01"))
+        .await
+        .unwrap()
+        .is_none());
+
+    assert_eq!(store.kv_get("ns", "k").await.unwrap(), None);
+    store.kv_set("ns", "k", "v1").await.unwrap();
+    store.kv_set("ns", "k", "v2").await.unwrap();
+    store.kv_set("other", "k", "x").await.unwrap();
+    assert_eq!(
+        store.kv_get("ns", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert!(store.kv_delete("ns", "k").await.unwrap());
+    assert!(!store.kv_delete("ns", "k").await.unwrap());
+    assert_eq!(
+        store.kv_get("other", "k").await.unwrap().as_deref(),
+        Some("x")
+    );
+}
