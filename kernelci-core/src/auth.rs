@@ -391,6 +391,64 @@ mod tests {
         }
     }
 
+    /// AUTH.md §1.2: requirement × caller → outcome (None = allowed).
+    #[test]
+    fn requirement_table_of_auth_md() {
+        let active = principal("u", false, &[]);
+        let mut inactive = active.clone();
+        inactive.is_active = false;
+        let mut unverified = active.clone();
+        unverified.is_verified = false;
+        let not_super = active.clone();
+        let admin_unverified = Principal {
+            is_superuser: true,
+            is_verified: false,
+            ..active.clone()
+        };
+        let u = Some(Denied::Unauthenticated);
+        let table: [(Operation, [Option<Denied>; 5]); 3] = [
+            // op (requirement): anonymous, inactive, unverified, not superuser, unverified superuser
+            (Operation::CreateNode, [u, u, None, None, None]),
+            (
+                Operation::Whoami,
+                [
+                    u,
+                    u,
+                    Some(Denied::NotVerified),
+                    None,
+                    Some(Denied::NotVerified),
+                ],
+            ),
+            (
+                Operation::CreateGroup,
+                [
+                    u,
+                    u,
+                    Some(Denied::NotSuperuser),
+                    Some(Denied::NotSuperuser),
+                    None,
+                ],
+            ),
+        ];
+        for (op, expected) in table {
+            let callers = [
+                None,
+                Some(&inactive),
+                Some(&unverified),
+                Some(&not_super),
+                Some(&admin_unverified),
+            ];
+            for (caller, want) in callers.into_iter().zip(expected) {
+                let got = match authorize(caller, op) {
+                    Ok(_) => None,
+                    Err(Error::Forbidden(d)) => Some(d),
+                    Err(e) => panic!("{e:?}"),
+                };
+                assert_eq!(got, want, "{op:?} by {caller:?}");
+            }
+        }
+    }
+
     #[test]
     fn public_user_json_has_no_hash() {
         let u = User {
