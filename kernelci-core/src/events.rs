@@ -117,7 +117,7 @@ pub fn node_event_payload(node: &Node, op: NodeOp, is_hierarchy: bool) -> Value 
 pub fn node_event(node: &Node, op: NodeOp, is_hierarchy: bool, now: Timestamp) -> NewEvent {
     NewEvent {
         id: ObjectId::new(),
-        timestamp: now,
+        timestamp: now.truncate_to_millis(),
         channel: NODE_CHANNEL.into(),
         owner: node.owner.clone(),
         data: node_event_payload(node, op, is_hierarchy),
@@ -168,8 +168,9 @@ impl EventQuery {
     /// Parses decoded query pairs with the rules and messages of API.md §7. A repeated
     /// key keeps its last value.
     ///
-    /// Choice where the reference is silent: `recursive` without `limit` uses the
-    /// recursive maximum (1000) as the limit.
+    /// Choices where the reference is silent: `recursive` without `limit` uses the
+    /// recursive maximum (1000) as the limit; an empty value (`id=`, `from=`...) counts
+    /// as absent; the query length and term limits of [`crate::query`] apply.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self> {
         let get = |k: &str| {
             pairs
@@ -215,18 +216,18 @@ impl EventQuery {
         if let Some(from) = get("from") {
             q.from = Some(
                 parse_query_datetime(from)
-                    .map_err(|_| bad("Invalid 'from' parameter, must be an ISO 8601 datetime"))?,
+                    .map_err(|_| bad("Invalid 'from' parameter, must be an ISO 8601 datetime"))?
+                    .truncate_to_millis(),
             );
         }
-        let int = |k: &str, v: &str| -> Result<u64> {
-            let n = crate::node::kind::parse_python_int(v)?;
-            u64::try_from(n).map_err(|_| Error::Invalid(format!("'{k}' must not be negative")))
-        };
+        let int = |v: &str| crate::node::kind::parse_python_int(v);
         if let Some(v) = get("limit") {
-            q.limit = Some(int("limit", v)?);
+            // MongoDB's limit: 0 is no limit, a negative n is n.
+            let n = int(v)?;
+            q.limit = (n != 0).then_some(n.unsigned_abs());
         }
         if let Some(v) = get("offset") {
-            q.offset = int("offset", v)?;
+            q.offset = u64::try_from(int(v)?).map_err(|_| bad("'offset' must not be negative"))?;
         }
         q.recursive = get("recursive").is_some_and(|v| !v.is_empty());
         if q.recursive {
@@ -240,7 +241,7 @@ impl EventQuery {
         }
         let mut reserved: Vec<&str> = RESERVED.to_vec();
         reserved.extend(DATA_KEYS);
-        q.other = ExactFilter::from_pairs(pairs, &reserved);
+        q.other = ExactFilter::from_pairs(pairs, &reserved)?;
         Ok(q)
     }
 

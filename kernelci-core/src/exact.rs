@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+
 /// Conjunction of `path = value` terms.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExactFilter {
@@ -13,8 +15,20 @@ pub struct ExactFilter {
 }
 
 impl ExactFilter {
-    /// Builds a filter from decoded query pairs, skipping the `reserved` keys.
-    pub fn from_pairs(pairs: &[(String, String)], reserved: &[&str]) -> Self {
+    /// Builds a filter from decoded query pairs, skipping the `reserved` keys. The
+    /// query length and term limits of [`crate::query`] apply.
+    pub fn from_pairs(pairs: &[(String, String)], reserved: &[&str]) -> Result<Self> {
+        use crate::query::{MAX_QUERY_LEN, MAX_TERMS};
+        if pairs.len() > MAX_TERMS {
+            return Err(Error::Invalid(format!(
+                "Query has more than {MAX_TERMS} parameters"
+            )));
+        }
+        if pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_QUERY_LEN {
+            return Err(Error::Invalid(format!(
+                "Query longer than {MAX_QUERY_LEN} bytes"
+            )));
+        }
         let mut terms: Vec<(String, Value)> = Vec::new();
         for (k, v) in pairs {
             if reserved.contains(&k.as_str()) {
@@ -32,7 +46,7 @@ impl ExactFilter {
                 None => terms.push((k.clone(), value)),
             }
         }
-        Self { terms }
+        Ok(Self { terms })
     }
 
     /// Whether `doc` satisfies every term.
@@ -80,7 +94,9 @@ mod tests {
     fn users_style_filters() {
         let user = json!({"username": "alice", "is_superuser": false, "groups": [{"id": "1", "name": "kernelci"}]});
         let f = |qs: &[(&str, &str)]| {
-            ExactFilter::from_pairs(&pairs(qs), &["limit", "offset"]).matches(&user)
+            ExactFilter::from_pairs(&pairs(qs), &["limit", "offset"])
+                .unwrap()
+                .matches(&user)
         };
         assert!(f(&[("username", "alice"), ("limit", "5")]));
         assert!(f(&[("is_superuser", "False")]));
@@ -92,5 +108,9 @@ mod tests {
             "last value wins"
         );
         assert!(!f(&[("sequence_id__gt", "5")]), "no operators");
+        let many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(ExactFilter::from_pairs(&many, &[]).is_err());
     }
 }

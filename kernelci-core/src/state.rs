@@ -8,9 +8,12 @@
 //! | `POST /node` | [`create`] |
 //! | `PUT /node/{id}` | [`replace`] |
 //! | `PATCH /node/{id}` | [`patch`] |
-//! | `PUT /batch/nodeset` | [`batch_value`] + [`set_processed`] |
+//! | `PUT /batch/nodeset` | [`check_batch_field`], [`batch_value`], [`set_processed`] |
 //! | `PUT /nodes/{id}` | [`plan_hierarchy`] |
 //! | time (timeouts, holdoff) | [`due_transition`] + [`apply_timed`] |
+//!
+//! Every function returns nodes in their stored form: datetimes truncated to the
+//! millisecond ([`Node::truncate_times`]).
 //!
 //! Checks that need stored data (parent exists, user groups exist, permission) are
 //! the caller's; each function's doc says which.
@@ -34,7 +37,10 @@ pub fn transition_allowed(from: State, to: State) -> bool {
     to >= from
 }
 
-/// [`transition_allowed`] as a result.
+/// [`transition_allowed`] as a result. The message names the new state by its wire
+/// name (`Transition not allowed with state: available`) for PUT and PATCH alike;
+/// the reference's PATCH printed the Python enum (`StateValues.AVAILABLE`), which
+/// clients only display.
 pub fn check_transition(from: State, to: State) -> Result<()> {
     if transition_allowed(from, to) {
         Ok(())
@@ -51,7 +57,8 @@ pub fn check_transition(from: State, to: State) -> Result<()> {
 ///
 /// The caller must still check that `parent` exists (404 `Parent not found with id`)
 /// and that every `user_groups` name exists (400), then insert the node and publish a
-/// `created` event.
+/// `created` event. (The reference checks the parent and groups before refusing a
+/// body `id`; a body that is wrong in both ways gets the other error first here.)
 pub fn create(body: NodeBody, caller: &str, id: ObjectId, now: Timestamp) -> Result<Node> {
     let mut node = body.node;
     coerce_and_check(&mut node)?;
@@ -63,6 +70,7 @@ pub fn create(body: NodeBody, caller: &str, id: ObjectId, now: Timestamp) -> Res
     node.id = id;
     node.owner = Some(caller.to_owned());
     node.updated = now;
+    node.truncate_times();
     Ok(node)
 }
 
@@ -101,6 +109,7 @@ pub fn replace(stored: &Node, body: NodeBody, now: Timestamp) -> Result<Node> {
     node.submitter.clone_from(&stored.submitter);
     node.user_groups.clone_from(&stored.user_groups);
     node.updated = now;
+    node.truncate_times();
     Ok(node)
 }
 
@@ -145,20 +154,33 @@ pub fn patch(stored: &Node, patch: NodePatch, now: Timestamp) -> Result<Node> {
         patch.processed_by_kcidb_bridge.unwrap_or(false) && node.state == stored.state;
     kind::check(&node)?;
     node.updated = now;
+    node.truncate_times();
     Ok(node)
 }
 
 /// The only field `PUT /batch/nodeset` may set.
 pub const BATCH_FIELD: &str = "processed_by_kcidb_bridge";
 
+/// Checks the `field` of a `PUT /batch/nodeset` body: only
+/// `processed_by_kcidb_bridge` is supported (400 `Field not supported`).
+///
+/// Order, as in the reference: the ids are processed in turn (malformed → 400,
+/// missing → 404, stopping there; no permission → skipped); this check and
+/// [`batch_value`] run when the first permitted node is reached, so a batch in which
+/// no node is permitted answers 0 whatever its field.
+pub fn check_batch_field(field: &str) -> Result<()> {
+    if field == BATCH_FIELD {
+        Ok(())
+    } else {
+        Err(Error::Invalid("Field not supported".into()))
+    }
+}
+
 /// The value of a `PUT /batch/nodeset` body: `true`/`True` or `false`/`False`.
 ///
 /// The reference stores any other string verbatim into the boolean field, which
 /// breaks every later query on it; we refuse it with a clear error instead.
-pub fn batch_value(field: &str, value: &str) -> Result<bool> {
-    if field != BATCH_FIELD {
-        return Err(Error::Invalid("Field not supported".into()));
-    }
+pub fn batch_value(value: &str) -> Result<bool> {
     match value {
         "true" | "True" => Ok(true),
         "false" | "False" => Ok(false),
@@ -172,7 +194,7 @@ pub fn batch_value(field: &str, value: &str) -> Result<bool> {
 /// No event, no state change.
 pub fn set_processed(node: &mut Node, value: bool, now: Timestamp) {
     node.processed_by_kcidb_bridge = value;
-    node.updated = now;
+    node.updated = now.truncate_to_millis();
 }
 
 /// A checked `PUT /nodes/{id}` body: a node and its children, recursively.
@@ -192,7 +214,9 @@ pub const HIERARCHY_MAX_NODES: usize = 100_000;
 
 impl HierarchyBody {
     /// Checks a hierarchy body (`{"node": {...}, "child_nodes": [...]}`) with the base
-    /// layer on every node; errors carry their full location
+    /// layer on every node. A missing or null `child_nodes` means no children (the
+    /// reference's model requires the key; leaves are easier to write without it).
+    /// Errors carry their full location
     /// (`["body", "child_nodes", 0, "node", "name"]`).
     pub fn from_json(body: &Value, now: Timestamp) -> Result<Self> {
         let mut count = 0;
@@ -329,6 +353,7 @@ fn plan_level(
     if replace {
         node.updated = now;
     }
+    node.truncate_times();
     out.push(HierarchyWrite { node, replace });
     for child in body.child_nodes {
         plan_level(root, child, Some(id), caller, ids, now, out)?;
@@ -434,6 +459,7 @@ pub fn apply_timed(node: &Node, t: &TimedTransition, now: Timestamp) -> Node {
     }
     n.processed_by_kcidb_bridge = false;
     n.updated = now;
+    n.truncate_times();
     n
 }
 
@@ -642,11 +668,14 @@ mod tests {
 
     #[test]
     fn batch_values() {
-        assert_eq!(batch_value("processed_by_kcidb_bridge", "True"), Ok(true));
-        assert_eq!(batch_value("processed_by_kcidb_bridge", "false"), Ok(false));
-        assert!(batch_value("processed_by_kcidb_bridge", "yes").is_err());
+        assert_eq!(batch_value("True"), Ok(true));
+        assert_eq!(batch_value("true"), Ok(true));
+        assert_eq!(batch_value("false"), Ok(false));
+        assert_eq!(batch_value("False"), Ok(false));
+        assert!(batch_value("yes").is_err());
+        assert_eq!(check_batch_field("processed_by_kcidb_bridge"), Ok(()));
         assert_eq!(
-            batch_value("state", "true"),
+            check_batch_field("state"),
             Err(Error::Invalid("Field not supported".into()))
         );
     }

@@ -62,6 +62,7 @@ fn rev() -> Value {
            "branch": "master", "commit": "abc"})
 }
 
+/// Stored datetimes keep milliseconds (API.md §1.5: values read back end in `000`).
 #[test]
 fn defaults_of_the_node_table() {
     check(
@@ -69,8 +70,8 @@ fn defaults_of_the_node_table() {
         Ok(
             json!({"group": null, "parent": null, "state": "running", "result": null, "artifacts": {},
                   "data": {}, "debug": {}, "jobfilter": null, "platform_filter": [],
-                  "created": "2024-02-01T09:58:28.479138", "updated": "2024-02-01T09:58:28.479138",
-                  "timeout": "2024-02-01T15:58:28.479138", "holdoff": null, "owner": "alice",
+                  "created": "2024-02-01T09:58:28.479000", "updated": "2024-02-01T09:58:28.479000",
+                  "timeout": "2024-02-01T15:58:28.479000", "holdoff": null, "owner": "alice",
                   "submitter": null, "treeid": null, "user_groups": [],
                   "processed_by_kcidb_bridge": false, "retry_counter": 0}),
         ),

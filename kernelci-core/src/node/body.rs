@@ -165,7 +165,7 @@ pub struct NodePatch {
     pub state: Option<Option<State>>,
     /// New result.
     pub result: Option<Option<NodeResult>>,
-    /// New artifacts (normalised URLs).
+    /// New artifacts (checked as http(s) URLs, kept as sent).
     pub artifacts: Option<Option<std::collections::BTreeMap<String, String>>>,
     /// New data (replaces the stored object wholesale).
     pub data: Option<Option<Map<String, Value>>>,
@@ -238,8 +238,15 @@ impl NodePatch {
                 || v.as_object()
                     .is_some_and(|m| m.values().all(Value::is_string))
             {
-                p.artifacts = check::artifacts(&mut url_errs, vec!["artifacts".into()], v);
+                // Checked as URLs, stored as sent: the reference discards the
+                // kind-normalised copy on PATCH.
+                check::artifacts(&mut url_errs, vec!["artifacts".into()], v);
                 kind_errs.0.extend(url_errs.0);
+                p.artifacts = Some(v.as_object().map(|m| {
+                    m.iter()
+                        .filter_map(|(k, u)| Some((k.clone(), u.as_str()?.to_owned())))
+                        .collect()
+                }));
             } else if let Some(m) = check::opt_object(e, l("artifacts"), v) {
                 for (k, val) in m.iter().flatten() {
                     check::string(e, at(&l("artifacts"), k.as_str()), val);
@@ -413,6 +420,12 @@ mod tests {
         assert!(b.node.processed_by_kcidb_bridge);
         assert_eq!(b.node.holdoff.unwrap().to_string(), "2023-11-14T22:13:20");
         assert_eq!(b.id.unwrap().to_string(), "65a1355ee98651d0fe81e412");
+    }
+
+    #[test]
+    fn patch_artifacts_are_checked_but_kept_as_sent() {
+        let p = NodePatch::from_json(&json!({"artifacts": {"log": "HTTP://Example.com"}})).unwrap();
+        assert_eq!(p.artifacts.unwrap().unwrap()["log"], "HTTP://Example.com");
     }
 
     #[test]

@@ -357,7 +357,14 @@ fn check_value(errs: &mut ValidationErrors, loc: Loc, v: &Value, f: &Field) {
                 _ => errs.push(
                     loc,
                     "model_type",
-                    "Input should be a valid dictionary or instance of the model",
+                    format!(
+                        "Input should be a valid dictionary or instance of {}",
+                        if matches!(f.ty, Ty::Revision) {
+                            "Revision"
+                        } else {
+                            "KernelVersion"
+                        }
+                    ),
                     v.clone(),
                 ),
             }
@@ -367,7 +374,8 @@ fn check_value(errs: &mut ValidationErrors, loc: Loc, v: &Value, f: &Field) {
 
 /// The kind-normalised `data` that hierarchy submissions store: every field of the
 /// kind's model present (absent ones as their default), unknown keys dropped, nested
-/// revisions normalised the same way, URLs in normalised form. Call after [`check`].
+/// revisions normalised the same way, URLs in normalised form, lax booleans as
+/// booleans, ObjectIds as lowercase hex strings. Call after [`check`].
 /// Kinds without a data model keep `data` as it is.
 pub fn normalise(kind: Kind, data: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
     match kind.data_model() {
@@ -390,6 +398,20 @@ fn normalise_object(obj: &Map<String, Value>, model: &[Field]) -> Map<String, Va
                 (Some(Value::String(s)), Ty::Url) => {
                     Value::String(super::url::any_url(s).unwrap_or_else(|_| s.clone()))
                 }
+                (Some(v @ (Value::String(_) | Value::Number(_))), Ty::Bool) => {
+                    let mut ignored = ValidationErrors::default();
+                    check::lax_bool(&mut ignored, Vec::new(), v)
+                        .map_or_else(|| v.clone(), Value::Bool)
+                }
+                (Some(Value::String(s)), Ty::ObjectId) => Value::String(s.to_ascii_lowercase()),
+                (Some(Value::Array(ids)), Ty::ObjectIdList) => Value::Array(
+                    ids.iter()
+                        .map(|i| {
+                            i.as_str()
+                                .map_or_else(|| i.clone(), |s| Value::from(s.to_ascii_lowercase()))
+                        })
+                        .collect(),
+                ),
                 (Some(v), _) => v.clone(),
                 (None, _) => match f.default {
                     Default::Null => Value::Null,
@@ -616,6 +638,12 @@ mod tests {
             n["kernel_revision"]["url"],
             "https://git.kernel.org/torvalds/linux.git"
         );
+        let mut rev = revision();
+        rev["tip_of_branch"] = json!("yes");
+        let data = json!({"kernel_revision": rev, "regression": "65A1355EE98651D0FE81E412"});
+        let n = normalise(Kind::Kbuild, data.as_object()).unwrap();
+        assert_eq!(n["kernel_revision"]["tip_of_branch"], json!(true));
+        assert_eq!(n["regression"], "65a1355ee98651d0fe81e412");
         let t = normalise(Kind::Test, None).unwrap();
         assert_eq!(t["misc"], json!({}));
         assert_eq!(

@@ -125,6 +125,16 @@ impl Node {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// Truncates every datetime to the millisecond: the stored form (see
+    /// [`Timestamp::truncate_to_millis`]). Every write rule of [`crate::state`] returns
+    /// nodes in this form.
+    pub fn truncate_times(&mut self) {
+        self.created = self.created.truncate_to_millis();
+        self.updated = self.updated.truncate_to_millis();
+        self.timeout = self.timeout.truncate_to_millis();
+        self.holdoff = self.holdoff.map(|h| h.truncate_to_millis());
+    }
+
     /// `data.runtime` when it is a non-empty string (used by the permission rules).
     pub fn runtime(&self) -> Option<&str> {
         self.data

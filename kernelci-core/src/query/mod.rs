@@ -43,6 +43,11 @@
 //!   split their items;
 //! - `name__re=2024` is the regex `2024` (the reference sends an integer regex and
 //!   fails);
+//! - `field__in=null` is the list `[null]` (matches null or missing, like
+//!   `field=null`) and `field__nin=null` its negation; the reference fails on it;
+//! - regexes use the `regex` crate, not PCRE: look-around and backreferences are
+//!   refused with an error, and `\d`, `\w`, `\b` are Unicode-aware (MongoDB's are
+//!   ASCII); the syntax KernelCI clients use (anchors, classes, `(?i)`) is the same;
 //! - errors instead of 500: invalid regex, `null` on a datetime field (`holdoff=null`),
 //!   `null` with `re`, a plain key before an operator key on the same field, an empty
 //!   path segment, integers beyond 64 bits;
@@ -95,7 +100,8 @@ pub enum Mode {
     /// `/nodes`: `limit` (≥ 1, default 50) and `offset` (≥ 0, default 0) drive the
     /// page; violations are [`QueryErrorKind::Pagination`] (422 at the edge).
     Page,
-    /// `/nodes/fast`: optional integer `limit`/`offset`, no default limit.
+    /// `/nodes/fast`: optional integer `limit`/`offset`, no default limit; as MongoDB's
+    /// limit/skip, `limit=0` means no limit and a negative limit its absolute value.
     Fast,
     /// `/count`: `limit` and `offset` are ordinary field filters (as in the reference,
     /// where they normally make the count 0).
@@ -406,8 +412,8 @@ impl Query {
             match (key, mode) {
                 ("limit", Mode::Page) => q.limit = Some(page_int(key, value, 1)?),
                 ("offset", Mode::Page) => q.offset = page_int(key, value, 0)?,
-                ("limit", Mode::Fast) => q.limit = Some(fast_int(key, value)?),
-                ("offset", Mode::Fast) => q.offset = fast_int(key, value)?,
+                ("limit", Mode::Fast) => q.limit = fast_limit(key, value)?,
+                ("offset", Mode::Fast) => q.offset = fast_offset(key, value)?,
                 ("sort", _) => q.sort = Some(parse_sort(value)?),
                 _ => add_term(&mut builders, key, value)?,
             }
@@ -451,8 +457,20 @@ fn page_int(key: &str, value: &str, min: u64) -> Result<u64, QueryError> {
     }
 }
 
-fn fast_int(key: &str, value: &str) -> Result<u64, QueryError> {
-    let n = parse_python_int(value).map_err(|e| QueryError::malformed(key, e.to_string()))?;
+fn fast_int(key: &str, value: &str) -> Result<i64, QueryError> {
+    parse_python_int(value).map_err(|e| QueryError::malformed(key, e.to_string()))
+}
+
+/// A `/nodes/fast` limit with MongoDB's meaning: 0 is no limit, a negative `n` is `n`.
+fn fast_limit(key: &str, value: &str) -> Result<Option<u64>, QueryError> {
+    let n = fast_int(key, value)?;
+    Ok((n != 0).then_some(n.unsigned_abs()))
+}
+
+/// A `/nodes/fast` offset: MongoDB refuses a negative skip (the reference fails with a
+/// 500); we say so.
+fn fast_offset(key: &str, value: &str) -> Result<u64, QueryError> {
+    let n = fast_int(key, value)?;
     u64::try_from(n)
         .map_err(|_| QueryError::malformed(key, format!("'{key}' must not be negative")))
 }
@@ -529,6 +547,26 @@ impl FieldBuilder {
     fn build(self) -> Result<FieldFilter, QueryError> {
         let root = self.field.root();
         let top = self.field.is_top_level();
+        if top && root.is_timestamp() {
+            // Every operator value of a datetime field is a datetime, whatever the
+            // operator (the reference converts before looking at operators).
+            for (key, op, value) in &self.ops {
+                let v = value.as_deref().ok_or_else(|| null_timestamp(key))?;
+                if op == "in" || op == "nin" {
+                    continue;
+                }
+                datetime(key, v)?;
+                if op == "int" {
+                    return Err(QueryError::malformed(
+                        key,
+                        format!(
+                            "'{key}': __int does not apply to the datetime field '{}'",
+                            self.field
+                        ),
+                    ));
+                }
+            }
+        }
         let mut conds = Vec::new();
         if let Some((key, value)) = &self.plain {
             conds.push(Cond::Eq(plain_value(
@@ -703,7 +741,7 @@ fn object_id(key: &str, s: &str) -> Result<ObjectId, QueryError> {
 
 fn datetime(key: &str, s: &str) -> Result<QValue, QueryError> {
     parse_query_datetime(s)
-        .map(QValue::Date)
+        .map(|t| QValue::Date(t.truncate_to_millis()))
         .map_err(|e| QueryError::malformed(key, e.to_string()))
 }
 

@@ -505,7 +505,7 @@ pub async fn users_and_groups(store: &dyn Store) {
             .into_owned()
             .collect::<Vec<_>>()
     };
-    let f = ExactFilter::from_pairs(&pairs("groups.name=kernelci"), &[]);
+    let f = ExactFilter::from_pairs(&pairs("groups.name=kernelci"), &[]).unwrap();
     let page = store.find_users(&f, 10, 0).await.unwrap();
     assert_eq!((page.total, page.items[0].username.as_str()), (1, "alice"));
     let page = store
@@ -515,7 +515,7 @@ pub async fn users_and_groups(store: &dyn Store) {
     assert_eq!((page.total, page.items.len()), (2, 1));
     let groups = store
         .find_groups(
-            &ExactFilter::from_pairs(&pairs("name=kernelci"), &[]),
+            &ExactFilter::from_pairs(&pairs("name=kernelci"), &[]).unwrap(),
             10,
             0,
         )
