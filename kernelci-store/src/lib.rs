@@ -1,11 +1,438 @@
-//! Storage backends for kernelci-rs.
+//! # kernelci-store
 //!
-//! This crate will hold the two implementations of [`kernelci_core::store::Store`]:
+//! The two implementations of [`kernelci_core::store::Store`]:
 //!
-//! - `MemoryStore`: fast, volatile, for tests and embedding;
-//! - `SledStore`: the embedded, durable default (sled 0.34), with secondary-index
-//!   trees, maintained counters and group commit.
+//! - [`MemoryStore`]: volatile, for tests and embedding;
+//! - [`SledStore`]: the embedded, durable default (sled 0.34): no server to run.
 //!
-//! Until then it only re-exports the trait so that dependants can already name it.
+//! Both are one engine ([`IndexedStore`]) over an ordered key space — an in-memory
+//! B-tree or one sled tree — so index maintenance, counters and the query planner are
+//! written once and the two backends return identical results by construction.
+//!
+//! ```
+//! use kernelci_core::node::Node;
+//! use kernelci_core::query::{Mode, Query};
+//! use kernelci_core::store::Store;
+//! use kernelci_core::time::Timestamp;
+//! use kernelci_store::SledStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let store = SledStore::open(dir.path(), Default::default())?;
+//! store.insert_node(&Node::new("checkout", "checkout", Timestamp::now())).await?;
+//! let q = Query::parse_str("kind=checkout", Mode::Count)?;
+//! assert_eq!(store.count_nodes(&q).await?, 1);
+//! println!("{}", store.explain(&q)?); // driver: kind = (~1); total: Counters; ...
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Layout
+//!
+//! One ordered key space; the first byte of a key says what it holds:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `N` | node id (12 bytes) | version (u64 BE) + node JSON |
+//! | `I` | index id (1) + encoded value tuple + node id | empty |
+//! | `K` | index id (1) + encoded value tuple | number of nodes with that tuple (u64 BE) |
+//! | `K` | index id (1) + `0xFF` | number of *irregular* nodes of that index |
+//! | `M` | `schema`, `nodes`, `event_seq` | layout version, node count, last event sequence id |
+//! | `E` | sequence id (u64 BE) | event JSON |
+//! | `S` | subscriber id | subscriber JSON |
+//! | `C` | counter name | u64 BE |
+//! | `U` / `u` | user id / `n`+username, `e`+e-mail | user JSON / user id |
+//! | `G` / `g` | group id / name | group JSON / group id |
+//! | `T` | token id | token JSON |
+//! | `V` | encoded namespace + key | value |
+//!
+//! Values in index keys use an order-preserving encoding ([`keys`](crate)): a type
+//! tag in the query language's type order, then big-endian numbers (sign-flipped),
+//! escaped zero-terminated strings, 12-byte ids, microsecond dates. So an index scan
+//! in key order is a scan in value order, then id order; equality is a prefix scan
+//! whose ids come out sorted; a range predicate is one key range.
+//!
+//! A node's document, its index entries and the counters it changes are written in
+//! **one atomic batch**: a reader never sees a node without its index entries or an
+//! index entry without its node. The metadata holds the layout version; opening a
+//! store written by a newer layout fails with a clear error, and an older one goes
+//! through the migration hook (`Engine::open_checks`).
+//!
+//! The declared indexes are in [`INDEXES`]; [`IndexedStore::explain`] tells which
+//! one answers a query, [`IndexedStore::verify`] proves that indexes and counters
+//! agree with the documents, and [`IndexedStore::rebuild_indexes`] recomputes them.
 
-pub use kernelci_core::store::Store;
+mod commit;
+mod engine;
+mod error;
+mod index;
+mod keys;
+pub mod kv;
+mod planner;
+mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kernelci_core::auth::{User, UserGroup};
+use kernelci_core::events::{Event, EventQuery, NewEvent};
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::id::ObjectId;
+use kernelci_core::node::Node;
+use kernelci_core::query::Query;
+use kernelci_core::state::ChildrenSummary;
+use kernelci_core::store::{
+    FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
+};
+use kernelci_core::time::Timestamp;
+use kernelci_core::Result;
+
+pub use commit::Durability;
+pub use engine::SCHEMA_VERSION;
+pub use error::StoreError;
+pub use index::{IndexDef, INDEXES};
+pub use kv::{MemKv, SledKv};
+pub use planner::{OrderBy, Plan, TotalBy};
+pub use verify::VerifyReport;
+
+use commit::GroupCommit;
+use engine::{versioned, Engine};
+use kv::Kv;
+
+/// Settings of a [`SledStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledConfig {
+    /// When writes are on disk (default: when the write returns).
+    pub durability: Durability,
+    /// sled's page cache, in bytes (default 256 MiB).
+    pub cache_bytes: u64,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Durable,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The store engine over an ordered key space; use [`MemoryStore`] or [`SledStore`].
+pub struct IndexedStore<K: kv::Kv> {
+    engine: Arc<Engine<K>>,
+    commit: Option<GroupCommit>,
+}
+
+/// The volatile store: everything in memory, nothing survives the process. Writes
+/// are visible when they return.
+pub type MemoryStore = IndexedStore<MemKv>;
+
+/// The durable store on sled: with the default [`Durability::Durable`], every write
+/// method returns once its write is on disk.
+pub type SledStore = IndexedStore<SledKv>;
+
+impl MemoryStore {
+    /// An empty memory store.
+    pub fn new() -> Self {
+        let engine = Engine::new(MemKv::default());
+        // A fresh memory space cannot fail its schema check.
+        let _ = engine.open_checks();
+        Self {
+            engine: Arc::new(engine),
+            commit: None,
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &Path, config: SledConfig) -> std::result::Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let engine = Engine::new(SledKv { db: db.clone() });
+        engine.open_checks()?;
+        db.flush()?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            commit: Some(GroupCommit::start(db, config.durability)),
+        })
+    }
+
+    /// Flushes and stops the background flusher. Dropping the store does the same.
+    pub fn close(self) -> std::result::Result<(), StoreError> {
+        if let Some(c) = &self.commit {
+            c.stop();
+        }
+        self.engine.kv.flush()
+    }
+}
+
+impl<K: Kv> IndexedStore<K> {
+    async fn durable(&self) -> Result<()> {
+        match &self.commit {
+            Some(c) => Ok(c.committed().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// How `query` is answered: which index drives, what is intersected, what is
+    /// checked on documents, how the total is computed.
+    pub fn explain(&self, query: &Query) -> Result<Plan> {
+        self.engine.explain(query)
+    }
+
+    /// Checks that every index entry and counter agrees with the documents (and
+    /// that every document decodes). A clean report has no problems.
+    pub fn verify(&self) -> std::result::Result<VerifyReport, StoreError> {
+        self.engine.verify()
+    }
+
+    /// Recomputes every index entry and counter from the documents.
+    pub async fn rebuild_indexes(&self) -> Result<()> {
+        self.engine.rebuild_indexes()?;
+        self.durable().await
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Store for IndexedStore<K> {
+    async fn insert_node(&self, node: &Node) -> Result<()> {
+        self.engine.insert_nodes(std::slice::from_ref(node))?;
+        self.durable().await
+    }
+
+    async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
+        self.engine.insert_nodes(nodes)?;
+        self.durable().await
+    }
+
+    async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
+        Ok(self.engine.get_node(id)?.map(versioned))
+    }
+
+    async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
+        let v = self.engine.replace_node(node, expected)?;
+        self.durable().await?;
+        Ok(v)
+    }
+
+    async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
+        self.engine.find(query)
+    }
+
+    async fn count_nodes(&self, query: &Query) -> Result<u64> {
+        self.engine.count(query)
+    }
+
+    async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
+        let (items, total) = self.engine.page(query)?;
+        Ok(Page { items, total })
+    }
+
+    async fn count_all_nodes(&self) -> Result<u64> {
+        Ok(self.engine.count_all()?)
+    }
+
+    async fn set_field_many(&self, ids: &[ObjectId], set: FieldSet, now: Timestamp) -> Result<u64> {
+        let n = self.engine.set_field_many(ids, set, now)?;
+        self.durable().await?;
+        Ok(n)
+    }
+
+    async fn children(&self, parent: ObjectId) -> Result<Vec<Node>> {
+        self.engine.children(parent)
+    }
+
+    async fn descendants_summary(&self, id: ObjectId) -> Result<ChildrenSummary> {
+        self.engine.descendants_summary(id)
+    }
+
+    async fn delete_nodes_created_before(
+        &self,
+        before: Timestamp,
+        keep_kinds: &[&str],
+        max: usize,
+    ) -> Result<u64> {
+        let n = self
+            .engine
+            .delete_nodes_created_before(before, keep_kinds, max)?;
+        self.durable().await?;
+        Ok(n)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> Result<Event> {
+        let e = self.engine.append_event(event)?;
+        self.durable().await?;
+        Ok(e)
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.engine.events_after(after, channel, limit)
+    }
+
+    async fn find_events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        self.engine.find_events(query)
+    }
+
+    async fn last_event_sequence(&self) -> Result<u64> {
+        Ok(self.engine.last_event_sequence()?)
+    }
+
+    async fn trim_events(&self, before: Timestamp) -> Result<u64> {
+        let n = self.engine.trim_events(before)?;
+        self.durable().await?;
+        Ok(n)
+    }
+
+    async fn get_subscriber(&self, id: &str) -> Result<Option<SubscriberState>> {
+        Ok(self
+            .engine
+            .get_json("subscriber", &keys::key(keys::SUBSCRIBER, &[id.as_bytes()]))?)
+    }
+
+    async fn put_subscriber(&self, state: &SubscriberState) -> Result<()> {
+        self.engine.put_subscriber(state)?;
+        self.durable().await
+    }
+
+    async fn advance_subscriber(&self, id: &str, sequence_id: u64, now: Timestamp) -> Result<()> {
+        self.engine.advance_subscriber(id, sequence_id, now)?;
+        self.durable().await
+    }
+
+    async fn delete_subscriber(&self, id: &str) -> Result<bool> {
+        let existed = self
+            .engine
+            .delete_key(keys::key(keys::SUBSCRIBER, &[id.as_bytes()]))?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn list_subscribers(&self) -> Result<Vec<SubscriberState>> {
+        self.engine.list("subscriber", keys::SUBSCRIBER)
+    }
+
+    async fn next_counter(&self, name: &str) -> Result<u64> {
+        let n = self.engine.next_counter(name)?;
+        self.durable().await?;
+        Ok(n)
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<()> {
+        self.engine.insert_user(user)?;
+        self.durable().await
+    }
+
+    async fn get_user(&self, id: ObjectId) -> Result<Option<User>> {
+        Ok(self.engine.get_json("user", &Engine::<K>::user_key(id))?)
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        self.engine.user_by_name(username)
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
+        self.engine.user_by_email(email)
+    }
+
+    async fn update_user(&self, user: &User) -> Result<()> {
+        self.engine.update_user(user)?;
+        self.durable().await
+    }
+
+    async fn delete_user(&self, id: ObjectId) -> Result<bool> {
+        let existed = self.engine.delete_user(id)?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn find_users(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<User>> {
+        self.engine.find_users(filter, limit, offset)
+    }
+
+    async fn insert_group(&self, group: &UserGroup) -> Result<()> {
+        self.engine.insert_group(group)?;
+        self.durable().await
+    }
+
+    async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>> {
+        Ok(self.engine.get_json("group", &Engine::<K>::group_key(id))?)
+    }
+
+    async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>> {
+        self.engine.group_by_name(name)
+    }
+
+    async fn delete_group(&self, id: ObjectId) -> Result<bool> {
+        let existed = self.engine.delete_group(id)?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn find_groups(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<UserGroup>> {
+        self.engine.find_groups(filter, limit, offset)
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        self.engine.put_token(token)?;
+        self.durable().await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .engine
+            .get_json("token", &keys::key(keys::TOKEN, &[id.as_bytes()]))?)
+    }
+
+    async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>> {
+        let t = self.engine.consume_token(id, now)?;
+        self.durable().await?;
+        Ok(t)
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {
+        self.engine.kv_get(namespace, key)
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
+        self.engine.kv_set(namespace, key, value)?;
+        self.durable().await
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let existed = self
+            .engine
+            .delete_key(Engine::<K>::kv_key(namespace, key))?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(self.engine.kv.flush()?)
+    }
+}

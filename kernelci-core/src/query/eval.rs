@@ -77,7 +77,8 @@ impl<'a> Val<'a> {
         }
     }
 
-    fn elements(&self) -> Vec<Val<'a>> {
+    /// The elements of an array value (empty for anything else).
+    pub fn elements(&self) -> Vec<Val<'a>> {
         match *self {
             Val::Array(a) => a.iter().map(Val::from_json).collect(),
             Val::Strings(s) => s.iter().map(|x| Val::Str(x)).collect(),

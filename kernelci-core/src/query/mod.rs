@@ -71,7 +71,7 @@ use std::fmt;
 
 use regex::Regex;
 
-pub use eval::{compare_values, matches, sort_nodes, Val};
+pub use eval::{compare_values, matches, resolve, sort_nodes, Val};
 pub use field::{FieldPath, Root};
 pub use value::QValue;
 

@@ -1,0 +1,769 @@
+//! The storage engine, written once over an ordered key space ([`Kv`]).
+//!
+//! Writes take one writer lock, compute the complete set of key changes (document,
+//! index entries, counters) and apply them as one atomic batch. Reads take no lock:
+//! they read the key space directly (index scans, document gets).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use kernelci_core::auth::{User, UserGroup};
+use kernelci_core::events::{Event, EventQuery, NewEvent};
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::id::ObjectId;
+use kernelci_core::node::{Node, State};
+use kernelci_core::query::FieldPath;
+use kernelci_core::state::{set_processed, ChildrenSummary};
+use kernelci_core::store::{
+    node_not_found, FieldSet, Page, SubscriberState, TokenRecord, Version, Versioned,
+};
+use kernelci_core::time::Timestamp;
+use kernelci_core::Error;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::index::{entries, entry_key, IndexDef, INDEXES};
+use crate::keys::{self, key, prefix_end, read_u64};
+use crate::kv::{Kv, Write};
+
+/// Layout version written in the metadata. Bump it when keys or encodings change;
+/// [`Engine::open_checks`] is the migration hook.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META_SCHEMA: &[u8] = b"schema";
+const META_NODES: &[u8] = b"nodes";
+const META_EVENT_SEQ: &[u8] = b"event_seq";
+
+type Res<T> = Result<T, Error>;
+
+/// The engine over one key space.
+pub struct Engine<K: Kv> {
+    pub(crate) kv: K,
+    write_lock: Mutex<()>,
+    pub(crate) paths: Vec<Vec<FieldPath>>,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn from_json<T: DeserializeOwned>(
+    what: &'static str,
+    key: &[u8],
+    b: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::corrupt(what, key, e))
+}
+
+pub(crate) fn node_key(id: ObjectId) -> Vec<u8> {
+    key(keys::NODE, &[&id.bytes()])
+}
+
+pub(crate) fn decode_doc(key: &[u8], b: &[u8]) -> Result<(Node, Version), StoreError> {
+    let version = read_u64(b)
+        .ok_or_else(|| StoreError::corrupt("node", key, "value shorter than its version"))?;
+    let node = from_json("node", key, &b[8..])?;
+    Ok((node, Version(version)))
+}
+
+fn encode_doc(node: &Node, version: Version) -> Vec<u8> {
+    let mut v = version.0.to_be_bytes().to_vec();
+    v.extend_from_slice(&to_json(node));
+    v
+}
+
+/// Counter changes accumulated for one batch, keyed by full counter key.
+#[derive(Default)]
+pub(crate) struct Deltas(BTreeMap<Vec<u8>, i64>);
+
+impl Deltas {
+    fn add(&mut self, k: Vec<u8>, d: i64) {
+        *self.0.entry(k).or_insert(0) += d;
+    }
+}
+
+pub(crate) fn count_key(index: &IndexDef, tuple: &[u8]) -> Vec<u8> {
+    key(keys::COUNT, &[&[index.id], tuple])
+}
+
+pub(crate) fn irregular_key(index: &IndexDef) -> Vec<u8> {
+    key(keys::COUNT, &[&[index.id, keys::IRREGULAR]])
+}
+
+impl<K: Kv> Engine<K> {
+    pub(crate) fn new(kv: K) -> Self {
+        Self {
+            kv,
+            write_lock: Mutex::new(()),
+            paths: INDEXES.iter().map(IndexDef::paths).collect(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        self.write_lock.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Checks (or writes, on a new store) the schema version. The migration hook: a
+    /// future layout reads the old version here and converts before returning.
+    pub(crate) fn open_checks(&self) -> Result<(), StoreError> {
+        let k = key(keys::META, &[META_SCHEMA]);
+        match self.kv.get(&k)? {
+            None => self
+                .kv
+                .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))]),
+            Some(v) => {
+                let found = read_u64(v.as_ref())
+                    .ok_or_else(|| StoreError::corrupt("schema version", &k, "short value"))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn read_counter(&self, k: &[u8]) -> Result<u64, StoreError> {
+        match self.kv.get(k)? {
+            None => Ok(0),
+            Some(v) => {
+                read_u64(v.as_ref()).ok_or_else(|| StoreError::corrupt("counter", k, "short value"))
+            }
+        }
+    }
+
+    /// Adds the index and counter changes of replacing `old` by `new` (either may be
+    /// absent) to `writes` and `deltas`.
+    pub(crate) fn index_changes(
+        &self,
+        old: Option<&Node>,
+        new: Option<&Node>,
+        writes: &mut Vec<Write>,
+        deltas: &mut Deltas,
+    ) {
+        for (index, paths) in INDEXES.iter().zip(&self.paths) {
+            let (old_e, old_irr) =
+                old.map_or((BTreeSet::new(), false), |n| entries(index, paths, n));
+            let (new_e, new_irr) =
+                new.map_or((BTreeSet::new(), false), |n| entries(index, paths, n));
+            if let Some(n) = old {
+                let id = n.id.bytes();
+                for t in old_e.difference(&new_e) {
+                    writes.push((entry_key(index, t, &id), None));
+                    deltas.add(count_key(index, t), -1);
+                }
+            }
+            if let Some(n) = new {
+                let id = n.id.bytes();
+                for t in new_e.difference(&old_e) {
+                    writes.push((entry_key(index, t, &id), Some(Vec::new())));
+                    deltas.add(count_key(index, t), 1);
+                }
+            }
+            match (old.is_some() && old_irr, new.is_some() && new_irr) {
+                (true, false) => deltas.add(irregular_key(index), -1),
+                (false, true) => deltas.add(irregular_key(index), 1),
+                _ => {}
+            }
+        }
+    }
+
+    /// Turns accumulated deltas into counter writes (reading each counter once).
+    pub(crate) fn counter_writes(
+        &self,
+        deltas: Deltas,
+        writes: &mut Vec<Write>,
+    ) -> Result<(), StoreError> {
+        for (k, d) in deltas.0 {
+            if d == 0 {
+                continue;
+            }
+            let current = self.read_counter(&k)? as i64;
+            let next = (current + d).max(0) as u64;
+            writes.push((k, (next != 0).then(|| next.to_be_bytes().to_vec())));
+        }
+        Ok(())
+    }
+
+    fn node_count_key() -> Vec<u8> {
+        key(keys::META, &[META_NODES])
+    }
+
+    // ---- nodes -------------------------------------------------------------------
+
+    pub(crate) fn insert_nodes(&self, nodes: &[Node]) -> Res<()> {
+        let _guard = self.lock()?;
+        let mut seen = HashSet::new();
+        for n in nodes {
+            if !seen.insert(n.id) || self.kv.get(&node_key(n.id))?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "Node already exists with id: {}",
+                    n.id
+                )));
+            }
+        }
+        let mut writes = Vec::with_capacity(nodes.len() * 32);
+        let mut deltas = Deltas::default();
+        for n in nodes {
+            writes.push((node_key(n.id), Some(encode_doc(n, Version(1)))));
+            self.index_changes(None, Some(n), &mut writes, &mut deltas);
+        }
+        deltas.add(Self::node_count_key(), nodes.len() as i64);
+        self.counter_writes(deltas, &mut writes)?;
+        Ok(self.kv.apply(writes)?)
+    }
+
+    pub(crate) fn get_node(&self, id: ObjectId) -> Result<Option<(Node, Version)>, StoreError> {
+        let k = node_key(id);
+        self.kv
+            .get(&k)?
+            .map(|v| decode_doc(&k, v.as_ref()))
+            .transpose()
+    }
+
+    pub(crate) fn replace_node(&self, node: &Node, expected: Version) -> Res<Version> {
+        let _guard = self.lock()?;
+        let Some((old, version)) = self.get_node(node.id)? else {
+            return Err(node_not_found(node.id));
+        };
+        if version != expected {
+            return Err(Error::Conflict(format!(
+                "Node {} was modified concurrently",
+                node.id
+            )));
+        }
+        let next = Version(version.0 + 1);
+        let mut writes = vec![(node_key(node.id), Some(encode_doc(node, next)))];
+        let mut deltas = Deltas::default();
+        self.index_changes(Some(&old), Some(node), &mut writes, &mut deltas);
+        self.counter_writes(deltas, &mut writes)?;
+        self.kv.apply(writes)?;
+        Ok(next)
+    }
+
+    pub(crate) fn set_field_many(
+        &self,
+        ids: &[ObjectId],
+        set: FieldSet,
+        now: Timestamp,
+    ) -> Res<u64> {
+        let mut changed = 0;
+        for id in ids {
+            let _guard = self.lock()?;
+            let Some((old, version)) = self.get_node(*id)? else {
+                continue;
+            };
+            let mut node = old.clone();
+            match set {
+                FieldSet::ProcessedByKcidbBridge(b) => set_processed(&mut node, b, now),
+            }
+            let mut writes = vec![(
+                node_key(node.id),
+                Some(encode_doc(&node, Version(version.0 + 1))),
+            )];
+            let mut deltas = Deltas::default();
+            self.index_changes(Some(&old), Some(&node), &mut writes, &mut deltas);
+            self.counter_writes(deltas, &mut writes)?;
+            self.kv.apply(writes)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    pub(crate) fn delete_node_locked(&self, node: &Node) -> Result<(), StoreError> {
+        let mut writes = vec![(node_key(node.id), None)];
+        let mut deltas = Deltas::default();
+        self.index_changes(Some(node), None, &mut writes, &mut deltas);
+        deltas.add(Self::node_count_key(), -1);
+        self.counter_writes(deltas, &mut writes)?;
+        self.kv.apply(writes)
+    }
+
+    pub(crate) fn delete_nodes_created_before(
+        &self,
+        before: Timestamp,
+        keep: &[&str],
+        max: usize,
+    ) -> Res<u64> {
+        let created = crate::index::find(&["created"])
+            .ok_or_else(|| StoreError::Task("no created index".into()))?;
+        let lo = key(keys::INDEX, &[&[created.id]]);
+        let mut hi = lo.clone();
+        keys::encode_val(&mut hi, kernelci_core::query::Val::Date(before));
+        let mut victims = Vec::new();
+        for item in self.kv.scan(&lo, &hi, false) {
+            let (k, _) = item?;
+            let Some(id) = keys::id_suffix(k.as_ref()) else {
+                continue;
+            };
+            if let Some((n, _)) = self.get_node(id)? {
+                if n.created < before && !keep.contains(&n.kind.as_str()) {
+                    victims.push(id);
+                    if victims.len() >= max {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut deleted = 0;
+        for id in victims {
+            let _guard = self.lock()?;
+            if let Some((n, _)) = self.get_node(id)? {
+                self.delete_node_locked(&n)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    pub(crate) fn count_all(&self) -> Result<u64, StoreError> {
+        self.read_counter(&Self::node_count_key())
+    }
+
+    pub(crate) fn children(&self, parent: ObjectId) -> Res<Vec<Node>> {
+        let mut out = Vec::new();
+        for id in self.child_ids(parent)? {
+            if let Some((n, _)) = self.get_node(id)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    fn child_ids(&self, parent: ObjectId) -> Result<Vec<ObjectId>, StoreError> {
+        let index = crate::index::find(&["parent"])
+            .ok_or_else(|| StoreError::Task("no parent index".into()))?;
+        let mut lo = key(keys::INDEX, &[&[index.id]]);
+        keys::encode_val(&mut lo, kernelci_core::query::Val::Id(parent));
+        let hi = prefix_end(&lo);
+        let mut ids = Vec::new();
+        for item in self.kv.scan(&lo, &hi, false) {
+            let (k, _) = item?;
+            if let Some(id) = keys::id_suffix(k.as_ref()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Walks the `parent` index breadth-first; the (parent, state) counters give each
+    /// level's done count without loading documents.
+    pub(crate) fn descendants_summary(&self, id: ObjectId) -> Res<ChildrenSummary> {
+        let by_state = crate::index::find(&["parent", "state"])
+            .ok_or_else(|| StoreError::Task("no parent+state index".into()))?;
+        let mut summary = ChildrenSummary::default();
+        let mut seen = HashSet::from([id]);
+        let mut frontier = vec![id];
+        while let Some(parent) = frontier.pop() {
+            let children = self.child_ids(parent)?;
+            let fresh: Vec<ObjectId> = children.into_iter().filter(|c| seen.insert(*c)).collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            summary.total += fresh.len() as u64;
+            // Done children: the (parent, state=done) posting list, restricted to the
+            // fresh ones (a cycle may bring back a node already counted).
+            let mut lo = key(keys::INDEX, &[&[by_state.id]]);
+            keys::encode_val(&mut lo, kernelci_core::query::Val::Id(parent));
+            keys::encode_val(
+                &mut lo,
+                kernelci_core::query::Val::Str(State::Done.as_str()),
+            );
+            let hi = prefix_end(&lo);
+            let fresh_set: HashSet<ObjectId> = fresh.iter().copied().collect();
+            for item in self.kv.scan(&lo, &hi, false) {
+                let (k, _) = item?;
+                if keys::id_suffix(k.as_ref()).is_some_and(|c| fresh_set.contains(&c)) {
+                    summary.done += 1;
+                }
+            }
+            frontier.extend(fresh);
+        }
+        Ok(summary)
+    }
+
+    // ---- events ------------------------------------------------------------------
+
+    pub(crate) fn append_event(&self, event: NewEvent) -> Res<Event> {
+        let _guard = self.lock()?;
+        let seq_key = key(keys::META, &[META_EVENT_SEQ]);
+        let seq = self.read_counter(&seq_key)? + 1;
+        let e = event.with_sequence(seq);
+        self.kv.apply(vec![
+            (key(keys::EVENT, &[&seq.to_be_bytes()]), Some(to_json(&e))),
+            (seq_key, Some(seq.to_be_bytes().to_vec())),
+        ])?;
+        Ok(e)
+    }
+
+    fn scan_events(&self, after: u64) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
+        let lo = key(keys::EVENT, &[&(after.saturating_add(1)).to_be_bytes()]);
+        let hi = prefix_end(&[keys::EVENT]);
+        self.kv.scan(&lo, &hi, false).map(|item| {
+            let (k, v) = item?;
+            from_json::<Event>("event", k.as_ref(), v.as_ref())
+        })
+    }
+
+    pub(crate) fn events_after(
+        &self,
+        after: u64,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Res<Vec<Event>> {
+        let mut out = Vec::new();
+        for e in self.scan_events(after) {
+            let e = e?;
+            if channel.is_none_or(|c| c == e.channel) {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn find_events(&self, q: &EventQuery) -> Res<Vec<Event>> {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        let limit = q
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        for e in self.scan_events(0) {
+            let e = e?;
+            if !q.matches(&e) {
+                continue;
+            }
+            if skipped < q.offset {
+                skipped += 1;
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn last_event_sequence(&self) -> Result<u64, StoreError> {
+        self.read_counter(&key(keys::META, &[META_EVENT_SEQ]))
+    }
+
+    pub(crate) fn trim_events(&self, before: Timestamp) -> Res<u64> {
+        let mut doomed = Vec::new();
+        for item in self
+            .kv
+            .scan(&[keys::EVENT], &prefix_end(&[keys::EVENT]), false)
+        {
+            let (k, v) = item?;
+            let e: Event = from_json("event", k.as_ref(), v.as_ref())?;
+            if e.timestamp < before {
+                doomed.push((k.as_ref().to_vec(), None));
+            }
+        }
+        let n = doomed.len() as u64;
+        let _guard = self.lock()?;
+        self.kv.apply(doomed)?;
+        Ok(n)
+    }
+
+    // ---- simple records ----------------------------------------------------------
+
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        k: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.kv
+            .get(k)?
+            .map(|v| from_json(what, k, v.as_ref()))
+            .transpose()
+    }
+
+    pub(crate) fn put_subscriber(&self, s: &SubscriberState) -> Res<()> {
+        let _guard = self.lock()?;
+        Ok(self.kv.apply(vec![(
+            key(keys::SUBSCRIBER, &[s.subscriber_id.as_bytes()]),
+            Some(to_json(s)),
+        )])?)
+    }
+
+    pub(crate) fn advance_subscriber(&self, id: &str, seq: u64, now: Timestamp) -> Res<()> {
+        let _guard = self.lock()?;
+        let k = key(keys::SUBSCRIBER, &[id.as_bytes()]);
+        let mut s: SubscriberState = self
+            .get_json("subscriber", &k)?
+            .ok_or_else(|| Error::NotFound(format!("Subscriber not found: {id}")))?;
+        s.last_event_id = s.last_event_id.max(seq);
+        s.last_poll = Some(now);
+        Ok(self.kv.apply(vec![(k, Some(to_json(&s)))])?)
+    }
+
+    pub(crate) fn delete_key(&self, k: Vec<u8>) -> Res<bool> {
+        let _guard = self.lock()?;
+        let existed = self.kv.get(&k)?.is_some();
+        if existed {
+            self.kv.apply(vec![(k, None)])?;
+        }
+        Ok(existed)
+    }
+
+    pub(crate) fn list<T: DeserializeOwned>(&self, what: &'static str, prefix: u8) -> Res<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.kv.scan(&[prefix], &prefix_end(&[prefix]), false) {
+            let (k, v) = item?;
+            out.push(from_json(what, k.as_ref(), v.as_ref())?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn next_counter(&self, name: &str) -> Res<u64> {
+        let _guard = self.lock()?;
+        let k = key(keys::COUNTER, &[name.as_bytes()]);
+        let next = self.read_counter(&k)? + 1;
+        self.kv
+            .apply(vec![(k, Some(next.to_be_bytes().to_vec()))])?;
+        Ok(next)
+    }
+
+    // ---- users and groups ---------------------------------------------------------
+
+    fn user_name_key(name: &str) -> Vec<u8> {
+        key(keys::USER_KEY, &[b"n", name.as_bytes()])
+    }
+
+    fn user_email_key(email: &str) -> Vec<u8> {
+        key(keys::USER_KEY, &[b"e", email.as_bytes()])
+    }
+
+    pub(crate) fn user_key(id: ObjectId) -> Vec<u8> {
+        key(keys::USER, &[&id.bytes()])
+    }
+
+    fn taken_by_other(&self, k: &[u8], id: ObjectId) -> Result<bool, StoreError> {
+        Ok(self
+            .kv
+            .get(k)?
+            .is_some_and(|v| v.as_ref() != id.bytes().as_slice()))
+    }
+
+    pub(crate) fn insert_user(&self, u: &User) -> Res<()> {
+        let _guard = self.lock()?;
+        if self.kv.get(&Self::user_key(u.id))?.is_some()
+            || self.kv.get(&Self::user_name_key(&u.username))?.is_some()
+            || self.kv.get(&Self::user_email_key(&u.email))?.is_some()
+        {
+            return Err(Error::Conflict(
+                "User with this id, username or e-mail already exists".into(),
+            ));
+        }
+        let id = u.id.bytes().to_vec();
+        Ok(self.kv.apply(vec![
+            (Self::user_key(u.id), Some(to_json(u))),
+            (Self::user_name_key(&u.username), Some(id.clone())),
+            (Self::user_email_key(&u.email), Some(id)),
+        ])?)
+    }
+
+    pub(crate) fn user_by_unique(&self, k: &[u8]) -> Res<Option<User>> {
+        let Some(id) = self.kv.get(k)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 12] = id
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::corrupt("user key", k, "not an id"))?;
+        Ok(self.get_json("user", &Self::user_key(ObjectId::from_bytes(bytes)))?)
+    }
+
+    pub(crate) fn user_by_name(&self, name: &str) -> Res<Option<User>> {
+        self.user_by_unique(&Self::user_name_key(name))
+    }
+
+    pub(crate) fn user_by_email(&self, email: &str) -> Res<Option<User>> {
+        self.user_by_unique(&Self::user_email_key(email))
+    }
+
+    pub(crate) fn update_user(&self, u: &User) -> Res<()> {
+        let _guard = self.lock()?;
+        let old: User = self
+            .get_json("user", &Self::user_key(u.id))?
+            .ok_or_else(|| Error::NotFound(format!("User not found with id: {}", u.id)))?;
+        if self.taken_by_other(&Self::user_name_key(&u.username), u.id)?
+            || self.taken_by_other(&Self::user_email_key(&u.email), u.id)?
+        {
+            return Err(Error::Conflict("Username or e-mail already taken".into()));
+        }
+        let id = u.id.bytes().to_vec();
+        let mut writes = vec![(Self::user_key(u.id), Some(to_json(u)))];
+        if old.username != u.username {
+            writes.push((Self::user_name_key(&old.username), None));
+        }
+        if old.email != u.email {
+            writes.push((Self::user_email_key(&old.email), None));
+        }
+        writes.push((Self::user_name_key(&u.username), Some(id.clone())));
+        writes.push((Self::user_email_key(&u.email), Some(id)));
+        Ok(self.kv.apply(writes)?)
+    }
+
+    pub(crate) fn delete_user(&self, id: ObjectId) -> Res<bool> {
+        let _guard = self.lock()?;
+        let Some(u) = self.get_json::<User>("user", &Self::user_key(id))? else {
+            return Ok(false);
+        };
+        self.kv.apply(vec![
+            (Self::user_key(id), None),
+            (Self::user_name_key(&u.username), None),
+            (Self::user_email_key(&u.email), None),
+        ])?;
+        Ok(true)
+    }
+
+    pub(crate) fn find_users(&self, f: &ExactFilter, limit: u64, offset: u64) -> Res<Page<User>> {
+        let all: Vec<User> = self.list("user", keys::USER)?;
+        Ok(page(
+            all.into_iter()
+                .filter(|u| f.matches(&u.to_public_json()))
+                .collect(),
+            limit,
+            offset,
+        ))
+    }
+
+    pub(crate) fn group_key(id: ObjectId) -> Vec<u8> {
+        key(keys::GROUP, &[&id.bytes()])
+    }
+
+    fn group_name_key(name: &str) -> Vec<u8> {
+        key(keys::GROUP_NAME, &[name.as_bytes()])
+    }
+
+    pub(crate) fn insert_group(&self, g: &UserGroup) -> Res<()> {
+        let _guard = self.lock()?;
+        if self.kv.get(&Self::group_key(g.id))?.is_some()
+            || self.kv.get(&Self::group_name_key(&g.name))?.is_some()
+        {
+            return Err(Error::Conflict(format!("Group already exists: {}", g.name)));
+        }
+        Ok(self.kv.apply(vec![
+            (Self::group_key(g.id), Some(to_json(g))),
+            (Self::group_name_key(&g.name), Some(g.id.bytes().to_vec())),
+        ])?)
+    }
+
+    pub(crate) fn group_by_name(&self, name: &str) -> Res<Option<UserGroup>> {
+        let k = Self::group_name_key(name);
+        let Some(id) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 12] = id
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::corrupt("group name", &k, "not an id"))?;
+        Ok(self.get_json("group", &Self::group_key(ObjectId::from_bytes(bytes)))?)
+    }
+
+    pub(crate) fn delete_group(&self, id: ObjectId) -> Res<bool> {
+        let _guard = self.lock()?;
+        let Some(g) = self.get_json::<UserGroup>("group", &Self::group_key(id))? else {
+            return Ok(false);
+        };
+        let users: Vec<User> = self.list("user", keys::USER)?;
+        if users.iter().any(|u| u.groups.iter().any(|x| x.id == id)) {
+            return Err(Error::Conflict(
+                "Group is in use by at least one user".into(),
+            ));
+        }
+        self.kv.apply(vec![
+            (Self::group_key(id), None),
+            (Self::group_name_key(&g.name), None),
+        ])?;
+        Ok(true)
+    }
+
+    pub(crate) fn find_groups(
+        &self,
+        f: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Res<Page<UserGroup>> {
+        let all: Vec<UserGroup> = self.list("group", keys::GROUP)?;
+        Ok(page(
+            all.into_iter()
+                .filter(|g| f.matches(&serde_json::to_value(g).unwrap_or_default()))
+                .collect(),
+            limit,
+            offset,
+        ))
+    }
+
+    // ---- tokens and kv -----------------------------------------------------------
+
+    pub(crate) fn put_token(&self, t: &TokenRecord) -> Res<()> {
+        let _guard = self.lock()?;
+        Ok(self.kv.apply(vec![(
+            key(keys::TOKEN, &[t.id.as_bytes()]),
+            Some(to_json(t)),
+        )])?)
+    }
+
+    pub(crate) fn consume_token(&self, id: &str, now: Timestamp) -> Res<Option<TokenRecord>> {
+        let _guard = self.lock()?;
+        let k = key(keys::TOKEN, &[id.as_bytes()]);
+        match self.get_json::<TokenRecord>("token", &k)? {
+            Some(mut t) if !t.used && t.expires > now => {
+                t.used = true;
+                self.kv.apply(vec![(k, Some(to_json(&t)))])?;
+                Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn kv_key(namespace: &str, k: &str) -> Vec<u8> {
+        let mut out = vec![keys::KV];
+        keys::encode_val(&mut out, kernelci_core::query::Val::Str(namespace));
+        out.extend_from_slice(k.as_bytes());
+        out
+    }
+
+    pub(crate) fn kv_set(&self, namespace: &str, k: &str, value: &str) -> Res<()> {
+        let _guard = self.lock()?;
+        Ok(self.kv.apply(vec![(
+            Self::kv_key(namespace, k),
+            Some(value.as_bytes().to_vec()),
+        )])?)
+    }
+
+    pub(crate) fn kv_get(&self, namespace: &str, k: &str) -> Res<Option<String>> {
+        let key = Self::kv_key(namespace, k);
+        match self.kv.get(&key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                String::from_utf8(v.as_ref().to_vec())
+                    .map_err(|e| StoreError::corrupt("kv value", &key, e))?,
+            )),
+        }
+    }
+}
+
+fn page<T>(items: Vec<T>, limit: u64, offset: u64) -> Page<T> {
+    let total = items.len() as u64;
+    let items = items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    Page { items, total }
+}
+
+/// The store's answer for `get_node`.
+pub(crate) fn versioned((value, version): (Node, Version)) -> Versioned<Node> {
+    Versioned { value, version }
+}

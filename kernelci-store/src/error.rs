@@ -1,0 +1,52 @@
+//! Errors of this crate, converted to [`kernelci_core::Error::Storage`] at the trait
+//! boundary.
+
+/// What went wrong below the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, or its own corruption checks).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode: the data on disk is damaged or was written by
+    /// an incompatible version.
+    #[error("corrupt {what} at key {key}: {reason}")]
+    Corrupt {
+        /// Which record kind.
+        what: &'static str,
+        /// The key, hex-encoded.
+        key: String,
+        /// The decoding error.
+        reason: String,
+    },
+    /// The store was written by a newer layout this version cannot read.
+    #[error("unsupported schema version {found} (this build reads up to {supported})")]
+    Schema {
+        /// Version on disk.
+        found: u64,
+        /// Newest version this build reads.
+        supported: u64,
+    },
+    /// A lock was poisoned by a panic in another thread.
+    #[error("a store lock was poisoned")]
+    Poisoned,
+    /// A background task failed.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    /// A `Corrupt` error for `key`.
+    pub(crate) fn corrupt(what: &'static str, key: &[u8], reason: impl ToString) -> Self {
+        StoreError::Corrupt {
+            what,
+            key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for kernelci_core::Error {
+    fn from(e: StoreError) -> Self {
+        kernelci_core::Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,262 @@
+//! The secondary indexes, declared in code from the query patterns of KernelCI's
+//! clients (`../shared/workload/README.md`, "Who queries what").
+//!
+//! An index covers one field or a tuple of fields. Its entries for a node are
+//! computed with kernelci-core's own path resolution ([`resolve`]), so an index
+//! answers exactly what [`kernelci_core::query::matches`] would: a leaf that is an
+//! array contributes one entry per element, a missing field an entry for null.
+
+use std::collections::BTreeSet;
+
+use kernelci_core::node::Node;
+use kernelci_core::query::{resolve, FieldPath, Val};
+
+use crate::keys::{encode_val, INDEX};
+
+/// One declared index.
+#[derive(Debug)]
+pub struct IndexDef {
+    /// Stable one-byte id (part of every key: never reuse or renumber).
+    pub id: u8,
+    /// The indexed fields, as query paths.
+    pub fields: &'static [&'static str],
+}
+
+/// Every index, in id order. Changing this list changes the on-disk layout: bump
+/// [`crate::engine::SCHEMA_VERSION`] (the store rebuilds its indexes on open).
+pub const INDEXES: &[IndexDef] = &[
+    IndexDef {
+        id: 1,
+        fields: &["kind"],
+    },
+    IndexDef {
+        id: 2,
+        fields: &["name"],
+    },
+    IndexDef {
+        id: 3,
+        fields: &["state"],
+    },
+    IndexDef {
+        id: 4,
+        fields: &["result"],
+    },
+    IndexDef {
+        id: 5,
+        fields: &["owner"],
+    },
+    IndexDef {
+        id: 6,
+        fields: &["group"],
+    },
+    IndexDef {
+        id: 7,
+        fields: &["parent"],
+    },
+    IndexDef {
+        id: 8,
+        fields: &["created"],
+    },
+    IndexDef {
+        id: 9,
+        fields: &["updated"],
+    },
+    IndexDef {
+        id: 10,
+        fields: &["timeout"],
+    },
+    IndexDef {
+        id: 11,
+        fields: &["holdoff"],
+    },
+    IndexDef {
+        id: 12,
+        fields: &["path"],
+    },
+    IndexDef {
+        id: 13,
+        fields: &["submitter"],
+    },
+    IndexDef {
+        id: 14,
+        fields: &["data.kernel_revision.tree"],
+    },
+    IndexDef {
+        id: 15,
+        fields: &["data.kernel_revision.branch"],
+    },
+    IndexDef {
+        id: 16,
+        fields: &["data.kernel_revision.commit"],
+    },
+    IndexDef {
+        id: 17,
+        fields: &["data.platform"],
+    },
+    IndexDef {
+        id: 18,
+        fields: &["data.arch"],
+    },
+    IndexDef {
+        id: 19,
+        fields: &["data.runtime"],
+    },
+    IndexDef {
+        id: 20,
+        fields: &["processed_by_kcidb_bridge"],
+    },
+    IndexDef {
+        id: 21,
+        fields: &["retry_counter"],
+    },
+    IndexDef {
+        id: 22,
+        fields: &["user_groups"],
+    },
+    // Compound indexes: equality on every field answers a page and its total from
+    // one posting list and one counter.
+    IndexDef {
+        id: 40,
+        fields: &["kind", "data.kernel_revision.tree"],
+    },
+    IndexDef {
+        id: 41,
+        fields: &["kind", "result"],
+    },
+    IndexDef {
+        id: 42,
+        fields: &["kind", "state"],
+    },
+    IndexDef {
+        id: 43,
+        fields: &["parent", "state"],
+    },
+    IndexDef {
+        id: 44,
+        fields: &["kind", "owner"],
+    },
+];
+
+/// The most entries one node may have in one index (arrays multiply entries); a node
+/// beyond it is indexed with what fits and marked irregular, so the planner stops
+/// trusting counter sums for that index.
+const MAX_ENTRIES: usize = 256;
+
+impl IndexDef {
+    /// The parsed field paths.
+    pub(crate) fn paths(&self) -> Vec<FieldPath> {
+        self.fields
+            .iter()
+            .filter_map(|f| FieldPath::parse(f).ok())
+            .collect()
+    }
+}
+
+/// The encoded value tuples of `node` in `index` (without prefix and id), and
+/// whether the node is irregular there (not exactly one entry, or a value that
+/// cannot be encoded exactly).
+pub(crate) fn entries(
+    index: &IndexDef,
+    paths: &[FieldPath],
+    node: &Node,
+) -> (BTreeSet<Vec<u8>>, bool) {
+    let mut tuples: BTreeSet<Vec<u8>> = BTreeSet::from([Vec::new()]);
+    let mut irregular = false;
+    for path in paths {
+        let mut values: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for leaf in resolve(node, path) {
+            let elems = leaf.elements();
+            let leaf_values: Vec<Val<'_>> = if matches!(leaf, Val::Array(_) | Val::Strings(_)) {
+                elems
+            } else {
+                vec![leaf]
+            };
+            for v in leaf_values {
+                let mut enc = Vec::new();
+                if encode_val(&mut enc, v).is_some() {
+                    values.insert(enc);
+                } else {
+                    irregular = true;
+                }
+            }
+        }
+        if values.len() != 1 {
+            irregular = true;
+        }
+        let mut next = BTreeSet::new();
+        'outer: for t in &tuples {
+            for v in &values {
+                if next.len() >= MAX_ENTRIES {
+                    irregular = true;
+                    break 'outer;
+                }
+                let mut k = t.clone();
+                k.extend_from_slice(v);
+                next.insert(k);
+            }
+        }
+        tuples = next;
+    }
+    let _ = index;
+    (tuples, irregular)
+}
+
+/// The full index key of one entry.
+pub(crate) fn entry_key(index: &IndexDef, tuple: &[u8], id: &[u8; 12]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + tuple.len() + 12);
+    k.push(INDEX);
+    k.push(index.id);
+    k.extend_from_slice(tuple);
+    k.extend_from_slice(id);
+    k
+}
+
+/// The index whose fields are exactly `fields`.
+pub(crate) fn find(fields: &[&str]) -> Option<&'static IndexDef> {
+    INDEXES.iter().find(|i| i.fields == fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernelci_core::time::Timestamp;
+
+    #[test]
+    fn ids_are_unique() {
+        let ids: BTreeSet<u8> = INDEXES.iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), INDEXES.len());
+        assert!(INDEXES
+            .iter()
+            .all(|i| i.id != 0 && i.id != 0xFF && i.paths().len() == i.fields.len()));
+    }
+
+    #[test]
+    fn entries_follow_resolution() {
+        let mut n = Node::new("test", "t", Timestamp::now());
+        n.path = vec!["a".into(), "b".into(), "a".into()];
+        let path = find(&["path"]).unwrap();
+        let (e, irregular) = entries(path, &path.paths(), &n);
+        assert_eq!(e.len(), 2, "array elements, deduplicated");
+        assert!(irregular, "two entries");
+        let kind = find(&["kind"]).unwrap();
+        let (e, irregular) = entries(kind, &kind.paths(), &n);
+        assert_eq!((e.len(), irregular), (1, false));
+        let tree = find(&["data.kernel_revision.tree"]).unwrap();
+        let (e, irregular) = entries(tree, &tree.paths(), &n);
+        assert_eq!(
+            (e.len(), irregular),
+            (1, false),
+            "missing is one null entry"
+        );
+        n.path = vec![];
+        let (e, irregular) = entries(path, &path.paths(), &n);
+        assert_eq!(
+            (e.len(), irregular),
+            (0, true),
+            "an empty array has no entry"
+        );
+        let compound = find(&["kind", "data.kernel_revision.tree"]).unwrap();
+        let (e, _) = entries(compound, &compound.paths(), &n);
+        assert_eq!(e.len(), 1);
+    }
+}

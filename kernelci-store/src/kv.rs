@@ -1,0 +1,200 @@
+//! The ordered key-value layer under the engine (an implementation detail, public only
+//! because the store types are generic over it): an in-memory B-tree, or one sled
+//! tree. The engine writes only through [`Kv::apply`], an atomic batch, so a reader
+//! never sees a document without its index entries or the reverse.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use crate::error::StoreError;
+
+/// One write of a batch: `Some` puts, `None` deletes.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// Boxed iterator over `(key, value)` pairs.
+pub type Scan<'a, B> = Box<dyn Iterator<Item = Result<(B, B), StoreError>> + Send + 'a>;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::MemKv {}
+    impl Sealed for super::SledKv {}
+}
+
+/// An ordered key-value space under the engine. Sealed: implemented by [`MemKv`] and
+/// [`SledKv`] only.
+pub trait Kv: sealed::Sealed + Send + Sync + 'static {
+    /// Bytes handed out by reads (cheap to clone).
+    type Bytes: AsRef<[u8]> + Clone + Send + Sync;
+
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Bytes>, StoreError>;
+
+    /// Keys in `[lo, hi)` in ascending order, or descending when `rev`.
+    fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Self::Bytes>;
+
+    /// Applies all writes atomically (all visible at once, or none).
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Makes every applied write durable (no-op for volatile spaces).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Shared bytes of the memory space.
+type Bytes = Arc<[u8]>;
+/// The memory space's map.
+type Map = BTreeMap<Bytes, Bytes>;
+
+/// A volatile ordered space: a B-tree behind a read-write lock.
+#[derive(Default, Clone)]
+pub struct MemKv {
+    map: Arc<RwLock<Map>>,
+}
+
+/// How many entries a memory scan copies per lock acquisition.
+const SCAN_CHUNK: usize = 256;
+
+impl MemKv {
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
+        self.map.read().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+/// A chunked scan: each chunk re-takes the read lock and continues after the last key
+/// seen, so a long scan never blocks writers for long (like sled, a scan is not a
+/// snapshot across chunks).
+struct MemScan {
+    kv: MemKv,
+    lo: Bound<Arc<[u8]>>,
+    hi: Bound<Arc<[u8]>>,
+    rev: bool,
+    buf: std::vec::IntoIter<(Bytes, Bytes)>,
+    done: bool,
+}
+
+impl Iterator for MemScan {
+    type Item = Result<(Arc<[u8]>, Arc<[u8]>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.buf.next() {
+            return Some(Ok(item));
+        }
+        if self.done {
+            return None;
+        }
+        let map = match self.kv.read() {
+            Ok(m) => m,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        let range = map.range::<[u8], _>((
+            self.lo.as_ref().map(|k| &k[..]),
+            self.hi.as_ref().map(|k| &k[..]),
+        ));
+        let chunk: Vec<(Bytes, Bytes)> = if self.rev {
+            range
+                .rev()
+                .take(SCAN_CHUNK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            range
+                .take(SCAN_CHUNK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        drop(map);
+        if chunk.len() < SCAN_CHUNK {
+            self.done = true;
+        }
+        if let Some((last, _)) = chunk.last() {
+            if self.rev {
+                self.hi = Bound::Excluded(last.clone());
+            } else {
+                self.lo = Bound::Excluded(last.clone());
+            }
+        }
+        self.buf = chunk.into_iter();
+        self.buf.next().map(Ok)
+    }
+}
+
+impl Kv for MemKv {
+    type Bytes = Arc<[u8]>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Arc<[u8]>>, StoreError> {
+        Ok(self.read()?.get(key).cloned())
+    }
+
+    fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Arc<[u8]>> {
+        Box::new(MemScan {
+            kv: self.clone(),
+            lo: Bound::Included(Arc::from(lo)),
+            hi: Bound::Excluded(Arc::from(hi)),
+            rev,
+            buf: Vec::new().into_iter(),
+            done: false,
+        })
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut map = self.map.write().map_err(|_| StoreError::Poisoned)?;
+        for (k, v) in writes {
+            match v {
+                Some(v) => {
+                    map.insert(Arc::from(k), Arc::from(v));
+                }
+                None => {
+                    map.remove(&k[..]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A durable ordered space: one sled tree.
+#[derive(Clone)]
+pub struct SledKv {
+    pub(crate) db: sled::Db,
+}
+
+impl Kv for SledKv {
+    type Bytes = sled::IVec;
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.db.get(key)?)
+    }
+
+    fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, sled::IVec> {
+        let range = self.db.range(lo.to_vec()..hi.to_vec());
+        let map = |r: sled::Result<(sled::IVec, sled::IVec)>| r.map_err(StoreError::from);
+        if rev {
+            Box::new(range.rev().map(map))
+        } else {
+            Box::new(range.map(map))
+        }
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        Ok(self.db.apply_batch(batch)?)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

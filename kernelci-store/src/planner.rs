@@ -1,0 +1,700 @@
+//! Query planning and execution over the indexes.
+//!
+//! A query's filters are translated, where an index can answer them exactly, into
+//! **sources**: posting lists (`Eq`, `In`, and `Ne`/`Nin`/regex rewritten into the
+//! matching distinct values of a regular index) or key ranges (`lt`/`gt`...). The
+//! smallest source drives; other sources of comparable size are intersected; what is
+//! left (unindexed fields, untranslatable conditions, sources too large to pay) is
+//! checked on the documents with [`matches`], the one definition of the language.
+//!
+//! Totals come from counters when one posting source answers everything, from the
+//! candidate ids when the indexes answer everything, and from documents only when a
+//! residual check is needed. `limit`/`offset` stop the walk early; an explicit sort on
+//! a regular single-field index walks that index in order (newest-first on `created`
+//! included).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use kernelci_core::id::ObjectId;
+use kernelci_core::node::Node;
+use kernelci_core::query::{matches, sort_nodes, Cond, FieldFilter, QValue, Query};
+use kernelci_core::Error;
+
+use crate::engine::{count_key, decode_doc, irregular_key, node_key, Engine};
+use crate::error::StoreError;
+use crate::index::{IndexDef, INDEXES};
+use crate::keys::{self, decode_one, encode_qvalue, key, prefix_end, Decoded};
+use crate::kv::Kv;
+
+/// Most distinct values a `$ne`/`$nin`/regex rewrite walks before giving up on the
+/// index for that filter.
+const MAX_DISTINCT_WALK: usize = 20_000;
+/// A candidate set is loaded and sorted in memory below this size; above it an
+/// explicit sort walks the sort field's index.
+const SORT_IN_MEMORY: u64 = 5_000;
+
+type Res<T> = Result<T, Error>;
+
+/// A distinct value tuple of an index and how many nodes hold it.
+type Distinct = (Vec<u8>, u64);
+
+/// How a query is answered: returned by `explain`, so tests and benchmarks can show
+/// which index served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The source that drives the walk (`None`: every document, in id order).
+    pub driver: Option<String>,
+    /// Sources intersected with the driver.
+    pub intersect: Vec<String>,
+    /// Fields checked on the documents (`None` if the indexes answer exactly).
+    pub residual: Vec<String>,
+    /// How `total`/`count` is computed.
+    pub total: TotalBy,
+    /// How the order is produced.
+    pub order: OrderBy,
+}
+
+/// How a total is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalBy {
+    /// Read from maintained counters, no scan.
+    Counters,
+    /// Counted over index entries, no document loaded.
+    IndexEntries,
+    /// Counted over documents (a residual check is needed).
+    Documents,
+}
+
+/// How the order is produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderBy {
+    /// Ascending id, straight from the sources.
+    Id,
+    /// Walking this index (ascending or descending).
+    IndexWalk(String),
+    /// Loading the candidates and sorting them in memory.
+    InMemory,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "driver: {}",
+            self.driver.as_deref().unwrap_or("all documents")
+        )?;
+        if !self.intersect.is_empty() {
+            write!(f, "; intersect: {}", self.intersect.join(", "))?;
+        }
+        if !self.residual.is_empty() {
+            write!(f, "; residual: {}", self.residual.join(", "))?;
+        }
+        write!(f, "; total: {:?}; order: {:?}", self.total, self.order)
+    }
+}
+
+/// One way to produce candidate ids.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Union of the posting lists of these value tuples.
+    Postings {
+        index: &'static IndexDef,
+        tuples: Vec<Vec<u8>>,
+        label: String,
+    },
+    /// The index keys in `[lo, hi)` (ids in value order, not id order).
+    Range {
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        label: String,
+    },
+}
+
+impl Source {
+    fn label(&self) -> &str {
+        match self {
+            Source::Postings { label, .. } | Source::Range { label, .. } => label,
+        }
+    }
+}
+
+struct Prepared {
+    sources: Vec<(Source, u64)>,
+    /// Filters not fully answered by the sources.
+    residual: Vec<String>,
+    /// No source can match (e.g. `created__lt=null`).
+    empty: bool,
+}
+
+fn single_index(field: &str) -> Option<&'static IndexDef> {
+    INDEXES
+        .iter()
+        .find(|i| i.fields.len() == 1 && i.fields[0] == field)
+}
+
+fn encode(v: &QValue) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_qvalue(&mut out, v)?;
+    Some(out)
+}
+
+/// The values of a filter that is exactly one `Eq` or one `In`.
+fn equality_values(f: &FieldFilter) -> Option<Vec<Vec<u8>>> {
+    match f.conds.as_slice() {
+        [Cond::Eq(v)] => Some(vec![encode(v)?]),
+        [Cond::In(vs)] => vs.iter().map(encode).collect(),
+        _ => None,
+    }
+}
+
+impl<K: Kv> Engine<K> {
+    fn regular(&self, index: &IndexDef) -> Result<bool, StoreError> {
+        Ok(self.read_counter(&irregular_key(index))? == 0)
+    }
+
+    /// Every distinct value tuple of a single-field index with its count (from the
+    /// counters), or `None` past [`MAX_DISTINCT_WALK`].
+    fn distinct(&self, index: &IndexDef) -> Result<Option<Vec<Distinct>>, StoreError> {
+        let lo = key(keys::COUNT, &[&[index.id]]);
+        let hi = key(keys::COUNT, &[&[index.id, keys::IRREGULAR]]);
+        let mut out = Vec::new();
+        for item in self.kv.scan(&lo, &hi, false) {
+            let (k, v) = item?;
+            if out.len() >= MAX_DISTINCT_WALK {
+                return Ok(None);
+            }
+            let n = keys::read_u64(v.as_ref()).unwrap_or(0);
+            out.push((k.as_ref()[2..].to_vec(), n));
+        }
+        Ok(Some(out))
+    }
+
+    fn postings_count(&self, index: &IndexDef, tuples: &[Vec<u8>]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for t in tuples {
+            n += self.read_counter(&count_key(index, t))?;
+        }
+        Ok(n)
+    }
+
+    /// Translates one filter on a single-field index into sources, or `None` when a
+    /// condition cannot be answered exactly by the index.
+    fn filter_sources(&self, f: &FieldFilter) -> Result<Option<Vec<Source>>, StoreError> {
+        let Some(index) = single_index(f.field.as_str()) else {
+            return Ok(None);
+        };
+        let base = key(keys::INDEX, &[&[index.id]]);
+        let name = f.field.as_str();
+        let mut out = Vec::new();
+        let mut range_lo: Option<Vec<u8>> = None;
+        let mut range_hi: Option<Vec<u8>> = None;
+        let postings = |tuples: Vec<Vec<u8>>, label: String| Source::Postings {
+            index,
+            tuples,
+            label,
+        };
+        for c in &f.conds {
+            match c {
+                Cond::Eq(v) => match encode(v) {
+                    Some(t) => out.push(postings(vec![t], format!("{name} ="))),
+                    None => return Ok(None),
+                },
+                Cond::In(vs) => match vs.iter().map(encode).collect::<Option<Vec<_>>>() {
+                    Some(ts) => out.push(postings(ts, format!("{name} in"))),
+                    None => return Ok(None),
+                },
+                Cond::Lt(v) | Cond::Lte(v) | Cond::Gt(v) | Cond::Gte(v) => {
+                    if matches!(v, QValue::Null) {
+                        if matches!(c, Cond::Lte(_) | Cond::Gte(_)) {
+                            out.push(postings(
+                                vec![encode(v).unwrap_or_default()],
+                                format!("{name} = null"),
+                            ));
+                            continue;
+                        }
+                        out.push(postings(Vec::new(), format!("{name} (nothing)")));
+                        continue;
+                    }
+                    if matches!(v, QValue::Int(_)) && !self.regular(index)? {
+                        return Ok(None);
+                    }
+                    let Some(enc) = encode(v) else {
+                        return Ok(None);
+                    };
+                    let mut at = base.clone();
+                    at.extend_from_slice(&enc);
+                    let (class_lo, class_hi) = keys::type_class_bounds(v);
+                    let class_lo = key(keys::INDEX, &[&[index.id, class_lo]]);
+                    let class_hi = key(keys::INDEX, &[&[index.id, class_hi]]);
+                    let (lo, hi) = match c {
+                        Cond::Gt(_) => (Some(prefix_end(&at)), None),
+                        Cond::Gte(_) => (Some(at), None),
+                        Cond::Lt(_) => (None, Some(at)),
+                        _ => (None, Some(prefix_end(&at))),
+                    };
+                    let lo = lo
+                        .unwrap_or(class_lo)
+                        .max(range_lo.take().unwrap_or_default());
+                    let hi = hi
+                        .unwrap_or(class_hi.clone())
+                        .min(range_hi.take().unwrap_or(class_hi));
+                    range_lo = Some(lo);
+                    range_hi = Some(hi);
+                }
+                Cond::Ne(_) | Cond::Nin(_) | Cond::Regex(_) => {
+                    if !self.regular(index)? {
+                        return Ok(None);
+                    }
+                    let Some(values) = self.distinct(index)? else {
+                        return Ok(None);
+                    };
+                    let keep: Vec<Vec<u8>> = match c {
+                        Cond::Ne(v) => {
+                            let Some(ex) = encode(v) else { return Ok(None) };
+                            values.into_iter().map(|(t, _)| t).filter(|t| *t != ex).collect()
+                        }
+                        Cond::Nin(vs) => {
+                            let Some(ex) = vs.iter().map(encode).collect::<Option<HashSet<_>>>() else {
+                                return Ok(None);
+                            };
+                            values.into_iter().map(|(t, _)| t).filter(|t| !ex.contains(t)).collect()
+                        }
+                        Cond::Regex(p) => values
+                            .into_iter()
+                            .map(|(t, _)| t)
+                            .filter(|t| matches!(decode_one(t), Some((Decoded::Str(s), _)) if p.is_match(&s)))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    out.push(postings(keep, format!("{name} (distinct values)")));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (range_lo, range_hi) {
+            out.push(Source::Range {
+                lo,
+                hi,
+                label: format!("{name} range"),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    fn prepare(&self, q: &Query) -> Res<Prepared> {
+        let mut sources: Vec<Source> = Vec::new();
+        let mut covered = vec![false; q.filters.len()];
+        // Compound indexes first: equality on each of their fields.
+        for index in INDEXES.iter().filter(|i| i.fields.len() > 1) {
+            let positions: Option<Vec<usize>> = index
+                .fields
+                .iter()
+                .map(|f| q.filters.iter().position(|x| x.field.as_str() == *f))
+                .collect();
+            let Some(positions) = positions else { continue };
+            if positions.iter().any(|p| covered[*p]) {
+                continue;
+            }
+            let per_field: Option<Vec<Vec<Vec<u8>>>> = positions
+                .iter()
+                .map(|p| equality_values(&q.filters[*p]))
+                .collect();
+            let Some(per_field) = per_field else { continue };
+            let mut tuples: Vec<Vec<u8>> = vec![Vec::new()];
+            for values in per_field {
+                tuples = tuples
+                    .iter()
+                    .flat_map(|t| values.iter().map(move |v| [t.as_slice(), v].concat()))
+                    .collect();
+            }
+            for p in &positions {
+                covered[*p] = true;
+            }
+            sources.push(Source::Postings {
+                index,
+                tuples,
+                label: format!("{} =", index.fields.join("+")),
+            });
+        }
+        let mut residual = Vec::new();
+        for (i, f) in q.filters.iter().enumerate() {
+            if covered[i] {
+                continue;
+            }
+            match self.filter_sources(f)? {
+                Some(s) => sources.extend(s),
+                None => residual.push(f.field.to_string()),
+            }
+        }
+        let mut estimated = Vec::new();
+        let mut empty = false;
+        for s in sources {
+            let est = match &s {
+                Source::Postings { index, tuples, .. } => self.postings_count(index, tuples)?,
+                Source::Range { .. } => u64::MAX / 4,
+            };
+            if est == 0 {
+                empty = true;
+            }
+            estimated.push((s, est));
+        }
+        // Probe ranges only when no posting source is already small.
+        let best = estimated.iter().map(|(_, e)| *e).min().unwrap_or(u64::MAX);
+        if best > 2_000 {
+            let cap = best.min(self.count_all()?.max(1));
+            for (s, est) in estimated.iter_mut() {
+                if let Source::Range { lo, hi, .. } = s {
+                    let mut n = 0;
+                    for item in self.kv.scan(lo, hi, false) {
+                        item?;
+                        n += 1;
+                        if n >= cap {
+                            break;
+                        }
+                    }
+                    *est = n;
+                    if n == 0 {
+                        empty = true;
+                    }
+                }
+            }
+        }
+        estimated.sort_by_key(|(_, e)| *e);
+        Ok(Prepared {
+            sources: estimated,
+            residual,
+            empty,
+        })
+    }
+
+    /// The ids of a source, ascending, deduplicated.
+    fn materialize(&self, s: &Source) -> Result<Vec<ObjectId>, StoreError> {
+        let mut ids = Vec::new();
+        let sorted = match s {
+            Source::Postings { index, tuples, .. } => {
+                for t in tuples {
+                    let lo = key(keys::INDEX, &[&[index.id], t]);
+                    let hi = prefix_end(&lo);
+                    for item in self.kv.scan(&lo, &hi, false) {
+                        let (k, _) = item?;
+                        if let Some(id) = keys::id_suffix(k.as_ref()) {
+                            ids.push(id);
+                        }
+                    }
+                }
+                tuples.len() <= 1
+            }
+            Source::Range { lo, hi, .. } => {
+                for item in self.kv.scan(lo, hi, false) {
+                    let (k, _) = item?;
+                    if let Some(id) = keys::id_suffix(k.as_ref()) {
+                        ids.push(id);
+                    }
+                }
+                false
+            }
+        };
+        if !sorted {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(ids)
+    }
+
+    fn load(&self, id: ObjectId) -> Result<Option<Node>, StoreError> {
+        let k = node_key(id);
+        Ok(match self.kv.get(&k)? {
+            Some(v) => Some(decode_doc(&k, v.as_ref())?.0),
+            None => None,
+        })
+    }
+
+    /// Decides the plan and runs it. `want_items`: collect the page; `want_total`:
+    /// count every match.
+    fn execute(
+        &self,
+        q: &Query,
+        want_items: bool,
+        want_total: bool,
+    ) -> Res<(Vec<Node>, u64, Plan)> {
+        let p = self.prepare(q)?;
+        let limit = q
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let offset = usize::try_from(q.offset).unwrap_or(usize::MAX);
+        let mut plan = Plan {
+            driver: p
+                .sources
+                .first()
+                .map(|(s, e)| format!("{} (~{e})", s.label())),
+            intersect: Vec::new(),
+            residual: p.residual.clone(),
+            total: TotalBy::IndexEntries,
+            order: OrderBy::Id,
+        };
+        if p.empty {
+            plan.total = TotalBy::Counters;
+            return Ok((Vec::new(), 0, plan));
+        }
+        // Which sources to intersect: those within reach of the driver's size.
+        let driver_est = p.sources.first().map_or(u64::MAX, |(_, e)| *e);
+        let mut sets: Vec<HashSet<ObjectId>> = Vec::new();
+        let mut check_docs = !p.residual.is_empty();
+        for (s, est) in p.sources.iter().skip(1) {
+            if *est <= driver_est.saturating_mul(8).saturating_add(10_000) {
+                sets.push(self.materialize(s)?.into_iter().collect());
+                plan.intersect.push(format!("{} (~{est})", s.label()));
+            } else {
+                check_docs = true;
+                plan.residual
+                    .push(format!("{} (source too large)", s.label()));
+            }
+        }
+        let accept_ids = |id: &ObjectId| sets.iter().all(|s| s.contains(id));
+
+        // Exact total from counters: one posting source, nothing else to check.
+        let single_postings = p.sources.len() == 1 && !check_docs;
+        let mut counter_total = None;
+        if single_postings {
+            if let Some((Source::Postings { index, tuples, .. }, est)) = p.sources.first() {
+                if tuples.len() <= 1 || self.regular(index)? {
+                    counter_total = Some(*est);
+                }
+            }
+        }
+
+        if let Some(sort) = &q.sort {
+            return self.execute_sorted(
+                q,
+                &p,
+                sort,
+                &sets,
+                check_docs,
+                counter_total,
+                want_total,
+                plan,
+                limit,
+                offset,
+            );
+        }
+
+        // Candidate ids in ascending id order.
+        let driver_ids: Box<dyn Iterator<Item = Result<ObjectId, StoreError>> + '_> = match p
+            .sources
+            .first()
+        {
+            None => Box::new(
+                self.kv
+                    .scan(&[keys::NODE], &prefix_end(&[keys::NODE]), false)
+                    .map(|item| {
+                        let (k, _) = item?;
+                        keys::id_suffix(k.as_ref())
+                            .ok_or_else(|| StoreError::corrupt("node key", k.as_ref(), "short key"))
+                    }),
+            ),
+            Some((s @ Source::Postings { tuples, .. }, _)) if tuples.len() == 1 => {
+                let Source::Postings { index, tuples, .. } = s else {
+                    unreachable!()
+                };
+                let lo = key(keys::INDEX, &[&[index.id], &tuples[0]]);
+                let hi = prefix_end(&lo);
+                Box::new(self.kv.scan(&lo, &hi, false).map(|item| {
+                    let (k, _) = item?;
+                    keys::id_suffix(k.as_ref())
+                        .ok_or_else(|| StoreError::corrupt("index key", k.as_ref(), "short key"))
+                }))
+            }
+            Some((s, _)) => Box::new(self.materialize(s)?.into_iter().map(Ok)),
+        };
+        if p.sources.is_empty() && !check_docs {
+            counter_total = Some(self.count_all()?);
+        }
+        plan.total = match (counter_total, check_docs) {
+            (Some(_), _) => TotalBy::Counters,
+            (None, true) => TotalBy::Documents,
+            (None, false) => TotalBy::IndexEntries,
+        };
+
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        let mut skipped = 0usize;
+        let walk_for_total = want_total && counter_total.is_none();
+        for id in driver_ids {
+            let id = id?;
+            if !accept_ids(&id) {
+                continue;
+            }
+            let collecting = want_items && items.len() < limit;
+            if !collecting && !walk_for_total {
+                break;
+            }
+            let in_page = collecting && skipped >= offset;
+            let node = if check_docs || in_page {
+                match self.load(id)? {
+                    Some(n) if !check_docs || matches(&n, q) => Some(n),
+                    _ => continue,
+                }
+            } else {
+                None
+            };
+            total += 1;
+            if collecting {
+                if skipped < offset {
+                    skipped += 1;
+                } else if let Some(n) = node {
+                    items.push(n);
+                }
+            }
+        }
+        Ok((items, counter_total.unwrap_or(total), plan))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn execute_sorted(
+        &self,
+        q: &Query,
+        p: &Prepared,
+        sort: &kernelci_core::query::Sort,
+        sets: &[HashSet<ObjectId>],
+        check_docs: bool,
+        counter_total: Option<u64>,
+        want_total: bool,
+        mut plan: Plan,
+        limit: usize,
+        offset: usize,
+    ) -> Res<(Vec<Node>, u64, Plan)> {
+        let driver_est = p.sources.first().map_or(u64::MAX, |(_, e)| *e);
+        let sort_index = single_index(sort.field.as_str());
+        let walk = match sort_index {
+            Some(i) if driver_est > SORT_IN_MEMORY && self.regular(i)? => Some(i),
+            _ => None,
+        };
+        let Some(index) = walk else {
+            // Load every candidate and sort in memory.
+            plan.order = OrderBy::InMemory;
+            plan.total = if counter_total.is_some() {
+                TotalBy::Counters
+            } else if check_docs {
+                TotalBy::Documents
+            } else {
+                TotalBy::IndexEntries
+            };
+            let ids: Vec<ObjectId> = match p.sources.first() {
+                Some((s, _)) => self.materialize(s)?,
+                None => {
+                    let mut ids = Vec::new();
+                    for item in self
+                        .kv
+                        .scan(&[keys::NODE], &prefix_end(&[keys::NODE]), false)
+                    {
+                        let (k, _) = item?;
+                        ids.extend(keys::id_suffix(k.as_ref()));
+                    }
+                    ids
+                }
+            };
+            let mut nodes = Vec::new();
+            for id in ids
+                .into_iter()
+                .filter(|id| sets.iter().all(|s| s.contains(id)))
+            {
+                if let Some(n) = self.load(id)? {
+                    if !check_docs || matches(&n, q) {
+                        nodes.push(n);
+                    }
+                }
+            }
+            sort_nodes(&mut nodes, Some(sort));
+            let total = nodes.len() as u64;
+            let items = nodes.into_iter().skip(offset).take(limit).collect();
+            return Ok((items, total, plan));
+        };
+        plan.order = OrderBy::IndexWalk(format!(
+            "{}{}",
+            if sort.descending { "-" } else { "" },
+            index.fields[0]
+        ));
+        // The driver becomes one more membership set; the sort index walk drives.
+        let mut all_sets: Vec<HashSet<ObjectId>> = sets.to_vec();
+        if let Some((s, _)) = p.sources.first() {
+            all_sets.push(self.materialize(s)?.into_iter().collect());
+        }
+        let lo = key(keys::INDEX, &[&[index.id]]);
+        let hi = prefix_end(&lo);
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        let mut skipped = 0;
+        // Without a residual check the total comes from the sets (or the counters).
+        let walk_for_total = want_total && counter_total.is_none() && check_docs;
+        for item in self.kv.scan(&lo, &hi, sort.descending) {
+            let (k, _) = item?;
+            let Some(id) = keys::id_suffix(k.as_ref()) else {
+                continue;
+            };
+            if !all_sets.iter().all(|s| s.contains(&id)) {
+                continue;
+            }
+            let collecting = items.len() < limit;
+            if !collecting && !walk_for_total {
+                break;
+            }
+            let in_page = collecting && skipped >= offset;
+            let node = if check_docs || in_page {
+                match self.load(id)? {
+                    Some(n) if !check_docs || matches(&n, q) => Some(n),
+                    _ => continue,
+                }
+            } else {
+                None
+            };
+            total += 1;
+            if collecting {
+                if skipped < offset {
+                    skipped += 1;
+                } else if let Some(n) = node {
+                    items.push(n);
+                }
+            }
+        }
+        let total = match counter_total {
+            Some(t) => t,
+            None if check_docs => total,
+            None => match all_sets.split_first() {
+                Some((first, rest)) => first
+                    .iter()
+                    .filter(|id| rest.iter().all(|s| s.contains(id)))
+                    .count() as u64,
+                None => self.count_all()?,
+            },
+        };
+        plan.total = if counter_total.is_some() {
+            TotalBy::Counters
+        } else if check_docs {
+            TotalBy::Documents
+        } else {
+            TotalBy::IndexEntries
+        };
+        Ok((items, total, plan))
+    }
+
+    /// `find_nodes`.
+    pub(crate) fn find(&self, q: &Query) -> Res<Vec<Node>> {
+        Ok(self.execute(q, true, false)?.0)
+    }
+
+    /// `count_nodes`.
+    pub(crate) fn count(&self, q: &Query) -> Res<u64> {
+        Ok(self.execute(q, false, true)?.1)
+    }
+
+    /// `find_page`.
+    pub(crate) fn page(&self, q: &Query) -> Res<(Vec<Node>, u64)> {
+        let (items, total, _) = self.execute(q, true, true)?;
+        Ok((items, total))
+    }
+
+    /// The plan of `q` (runs it with a zero limit to decide).
+    pub(crate) fn explain(&self, q: &Query) -> Res<Plan> {
+        Ok(self.execute(q, false, true)?.2)
+    }
+}
