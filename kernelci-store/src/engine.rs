@@ -28,7 +28,7 @@ use crate::keys::{self, key, prefix_end, read_u64};
 use crate::kv::{Kv, Write};
 
 /// Layout version written in the metadata. Bump it when keys or encodings change;
-/// [`Engine::open_checks`] is the migration hook.
+/// `Engine::open_checks` is the migration hook.
 pub const SCHEMA_VERSION: u64 = 1;
 
 const META_SCHEMA: &[u8] = b"schema";
