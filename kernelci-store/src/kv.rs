@@ -82,6 +82,16 @@ impl Iterator for MemScan {
         if self.done {
             return None;
         }
+        let inverted = match (&self.lo, &self.hi) {
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => {
+                l >= h
+            }
+            _ => false,
+        };
+        if inverted {
+            self.done = true;
+            return None;
+        }
         let map = match self.kv.read() {
             Ok(m) => m,
             Err(e) => {
@@ -129,6 +139,11 @@ impl Kv for MemKv {
     }
 
     fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Arc<[u8]>> {
+        if lo >= hi {
+            // An empty (or inverted, e.g. `created__gt=B&created__lt=A` with A < B)
+            // range: B-tree ranges panic on it.
+            return Box::new(std::iter::empty());
+        }
         Box::new(MemScan {
             kv: self.clone(),
             lo: Bound::Included(Arc::from(lo)),
@@ -173,6 +188,9 @@ impl Kv for SledKv {
     }
 
     fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, sled::IVec> {
+        if lo >= hi {
+            return Box::new(std::iter::empty());
+        }
         let range = self.db.range(lo.to_vec()..hi.to_vec());
         let map = |r: sled::Result<(sled::IVec, sled::IVec)>| r.map_err(StoreError::from);
         if rev {

@@ -1,0 +1,178 @@
+//! Model-based test (the sled pattern): random sequences of operations — inserts,
+//! replaces, bulk field sets, purges, queries, counts, reopens — applied to the
+//! naive reference store (the model), the memory store and the sled store. Every
+//! answer must be equal, and `verify()` must be clean after each sequence.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::time::Duration;
+
+use kernelci_core::arbitrary::{mode, node, query_pairs};
+use kernelci_core::node::Node;
+use kernelci_core::query::{Mode, Query};
+use kernelci_core::store::{FieldSet, Store};
+use kernelci_core::testing::NaiveStore;
+use kernelci_core::time::parse_query_datetime;
+use kernelci_store::{Durability, MemoryStore, SledConfig, SledStore};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(Node),
+    InsertMany(Vec<Node>),
+    /// Replace the i-th live node with the fields of another generated node.
+    Replace(usize, Node),
+    SetProcessed(Vec<usize>, bool),
+    Purge(i64, usize),
+    Query(Vec<(String, String)>, Mode),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => node().prop_map(Op::Insert),
+        1 => proptest::collection::vec(node(), 1..6).prop_map(Op::InsertMany),
+        2 => (any::<usize>(), node()).prop_map(|(i, n)| Op::Replace(i, n)),
+        1 => (proptest::collection::vec(any::<usize>(), 0..4), any::<bool>()).prop_map(|(i, b)| Op::SetProcessed(i, b)),
+        1 => (0i64..3, 1usize..3).prop_map(|(s, m)| Op::Purge(s, m)),
+        4 => (query_pairs(), mode()).prop_map(|(p, m)| Op::Query(p, m)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn open_sled(dir: &tempfile::TempDir) -> SledStore {
+    let config = SledConfig {
+        durability: Durability::FlushEvery(Duration::from_millis(5)),
+        ..SledConfig::default()
+    };
+    SledStore::open(dir.path(), config).unwrap()
+}
+
+async fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = NaiveStore::new();
+    let memory = MemoryStore::new();
+    let mut sled = open_sled(&dir);
+    let mut live: Vec<kernelci_core::id::ObjectId> = Vec::new();
+    let now = parse_query_datetime("2024-02-01").unwrap();
+    for op in ops {
+        let stores: [&dyn Store; 3] = [&model, &memory, &sled];
+        match op {
+            Op::Insert(n) => {
+                live.push(n.id);
+                for s in stores {
+                    s.insert_node(&n).await.unwrap();
+                }
+            }
+            Op::InsertMany(ns) => {
+                live.extend(ns.iter().map(|n| n.id));
+                for s in stores {
+                    s.insert_nodes(&ns).await.unwrap();
+                }
+            }
+            Op::Replace(i, mut n) => {
+                if live.is_empty() {
+                    continue;
+                }
+                n.id = live[i % live.len()];
+                for s in stores {
+                    match s.get_node(n.id).await.unwrap() {
+                        Some(v) => {
+                            s.replace_node(&n, v.version).await.unwrap();
+                        }
+                        None => assert!(s
+                            .replace_node(&n, kernelci_core::store::Version(1))
+                            .await
+                            .is_err()),
+                    }
+                }
+            }
+            Op::SetProcessed(picks, b) => {
+                let ids: Vec<_> = picks
+                    .iter()
+                    .filter(|_| !live.is_empty())
+                    .map(|i| live[i % live.len()])
+                    .collect();
+                let mut answers = Vec::new();
+                for s in stores {
+                    answers.push(
+                        s.set_field_many(&ids, FieldSet::ProcessedByKcidbBridge(b), now)
+                            .await
+                            .unwrap(),
+                    );
+                }
+                assert!(
+                    answers.windows(2).all(|w| w[0] == w[1]),
+                    "set_field_many: {answers:?}"
+                );
+            }
+            Op::Purge(secs, max) => {
+                let before = parse_query_datetime("2024-01-01")
+                    .unwrap()
+                    .plus_seconds(secs);
+                let mut answers = Vec::new();
+                for s in stores {
+                    answers.push(
+                        s.delete_nodes_created_before(before, &["checkout"], max)
+                            .await
+                            .unwrap(),
+                    );
+                }
+                assert!(
+                    answers.windows(2).all(|w| w[0] == w[1]),
+                    "purge: {answers:?}"
+                );
+            }
+            Op::Query(pairs, mode) => {
+                let Ok(q) = Query::parse(&pairs, mode) else {
+                    continue;
+                };
+                let want = model.find_page(&q).await.unwrap();
+                for s in &stores[1..] {
+                    let got = s.find_page(&q).await.unwrap();
+                    assert_eq!(got.total, want.total, "total of {q}");
+                    let ids = |v: &[Node]| v.iter().map(|n| n.id).collect::<Vec<_>>();
+                    assert_eq!(ids(&got.items), ids(&want.items), "items of {q}");
+                    assert_eq!(got.items, want.items);
+                    assert_eq!(s.count_nodes(&q).await.unwrap(), want.total, "count of {q}");
+                    assert_eq!(
+                        ids(&s.find_nodes(&q).await.unwrap()),
+                        ids(&want.items),
+                        "find of {q}"
+                    );
+                }
+            }
+            Op::Reopen => {
+                drop(std::mem::replace(
+                    &mut sled,
+                    open_sled(&tempfile::tempdir().unwrap()),
+                ));
+                sled = open_sled(&dir);
+            }
+        }
+    }
+    let stores: [&dyn Store; 3] = [&model, &memory, &sled];
+    let mut all = Vec::new();
+    for s in stores {
+        all.push(
+            s.find_nodes(&Query::parse_str("", Mode::Fast).unwrap())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(s.count_all_nodes().await.unwrap(), all[0].len() as u64);
+    }
+    assert_eq!(all[0], all[1]);
+    assert_eq!(all[0], all[2]);
+    for report in [memory.verify().unwrap(), sled.verify().unwrap()] {
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn sled_and_memory_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops));
+    }
+}
