@@ -1,6 +1,115 @@
 //! Benchmarks for kernelci-rs (run by hand with `cargo bench`, never in CI).
 //!
-//! This crate will load `../shared/workload/gen_nodes.py` data sets into each store
-//! backend and time every query shape of the workload, the counts, ingest, durable
-//! inserts and state transitions, so that the figures compare side by side with the
-//! PostgreSQL baseline (`benches/compare-postgres.sh`).
+//! The data comes from `../shared/workload/gen_nodes.py` (the same generator and seed
+//! as the PostgreSQL baseline of `../shared/workload/pg_baseline.sh`), so our figures
+//! compare side by side with PostgreSQL's (`benches/compare-postgres.sh`).
+//!
+//! This library holds the workload plumbing shared by the bench targets: generating
+//! (and caching) node sets and query lists, and loading them into a store.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kernelci_core::node::Node;
+use kernelci_core::query::{Mode, Query};
+
+/// Where the workload tools live: `$KCI_WORKLOAD_DIR`, else `../shared/workload`
+/// next to the repository.
+pub fn workload_dir() -> PathBuf {
+    std::env::var_os("KCI_WORKLOAD_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/workload"),
+        PathBuf::from,
+    )
+}
+
+/// Where generated data is cached: `target/workload/`.
+pub fn cache_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workload");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn generate(args: &[&str], out: &Path) -> std::io::Result<()> {
+    if out.exists() {
+        return Ok(());
+    }
+    let tmp = out.with_extension("tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let status = Command::new("python3")
+        .arg(workload_dir().join("gen_nodes.py"))
+        .args(args)
+        .stdout(file)
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "gen_nodes.py {args:?} failed: {status}"
+        )));
+    }
+    std::fs::rename(tmp, out)
+}
+
+/// The `n`-node data set of `seed` (generated once, then read from the cache).
+pub fn nodes(n: usize, seed: u64) -> std::io::Result<Vec<Node>> {
+    let path = cache_dir().join(format!("nodes-{n}-{seed}.jsonl"));
+    generate(
+        &["--nodes", &n.to_string(), "--seed", &seed.to_string()],
+        &path,
+    )?;
+    let mut out = Vec::with_capacity(n);
+    for line in BufReader::new(std::fs::File::open(&path)?).lines() {
+        let node: Node = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
+        out.push(node);
+    }
+    Ok(out)
+}
+
+/// One query shape of the workload.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Shape name (`kind_test_limit1`...).
+    pub name: String,
+    /// `nodes`, `fast` or `count`.
+    pub endpoint: String,
+    /// The query string.
+    pub query: String,
+}
+
+impl Shape {
+    /// The parsed query, in the endpoint's mode.
+    pub fn parse(&self) -> Result<Query, kernelci_core::query::QueryError> {
+        let mode = match self.endpoint.as_str() {
+            "nodes" => Mode::Page,
+            "fast" => Mode::Fast,
+            _ => Mode::Count,
+        };
+        Query::parse_str(&self.query, mode)
+    }
+}
+
+/// The query shapes for the `n`-node data set of `seed`.
+pub fn shapes(n: usize, seed: u64) -> std::io::Result<Vec<Shape>> {
+    let path = cache_dir().join(format!("queries-{n}-{seed}.tsv"));
+    generate(
+        &[
+            "--queries",
+            "--nodes",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ],
+        &path,
+    )?;
+    let text = std::fs::read_to_string(&path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            Some(Shape {
+                name: parts.next()?.to_owned(),
+                endpoint: parts.next()?.to_owned(),
+                query: parts.next().unwrap_or("").to_owned(),
+            })
+        })
+        .collect())
+}

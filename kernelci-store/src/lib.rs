@@ -157,7 +157,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
+            .mode(sled::Mode::LowSpace)
             .open()?;
         let engine = Engine::new(SledKv { db: db.clone() });
         engine.open_checks()?;

@@ -33,6 +33,10 @@ const MAX_DISTINCT_WALK: usize = 20_000;
 /// A candidate set is loaded and sorted in memory below this size; above it an
 /// explicit sort walks the sort field's index.
 const SORT_IN_MEMORY: u64 = 5_000;
+/// A source is intersected (its ids scanned into a set) when it is at most this many
+/// times the driver's size; a larger one is cheaper to check on the driver's
+/// documents (a document load costs about as much as scanning ten index entries).
+const INTERSECT_RATIO: u64 = 8;
 
 type Res<T> = Result<T, Error>;
 
@@ -441,7 +445,7 @@ impl<K: Kv> Engine<K> {
         let mut sets: Vec<HashSet<ObjectId>> = Vec::new();
         let mut check_docs = !p.residual.is_empty();
         for (s, est) in p.sources.iter().skip(1) {
-            if *est <= driver_est.saturating_mul(8).saturating_add(10_000) {
+            if *est <= driver_est.saturating_mul(INTERSECT_RATIO) {
                 sets.push(self.materialize(s)?.into_iter().collect());
                 plan.intersect.push(format!("{} (~{est})", s.label()));
             } else {
