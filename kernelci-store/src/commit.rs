@@ -31,9 +31,14 @@ pub enum Durability {
     FlushEvery(Duration),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the flusher has done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Flushed {
-    ticket: u64,
+    /// Every ticket up to this one is on disk (a successful flush covered it).
+    durable: u64,
+    /// The last failed flush covered tickets up to this one...
+    failed: u64,
+    /// ...and failed with this error.
     error: Option<String>,
 }
 
@@ -60,10 +65,7 @@ impl GroupCommit {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let (tx, rx) = watch::channel(Flushed {
-            ticket: 0,
-            error: None,
-        });
+        let (tx, rx) = watch::channel(Flushed::default());
         let s = Arc::clone(&shared);
         let period = match mode {
             Durability::Durable => None,
@@ -93,13 +95,19 @@ impl GroupCommit {
             return Ok(());
         }
         let mut rx = self.flushed.clone();
+        // Wait for a flush that started after this batch was applied: a successful
+        // one makes it durable; a failed one is reported (an older failure is not).
         let state = rx
-            .wait_for(|f| f.ticket >= ticket || f.error.is_some())
+            .wait_for(|f| f.durable >= ticket || f.failed >= ticket)
             .await
             .map_err(|_| StoreError::Task("the flusher stopped".into()))?;
-        match &state.error {
-            Some(e) if state.ticket < ticket => Err(StoreError::Task(format!("flush failed: {e}"))),
-            _ => Ok(()),
+        if state.durable >= ticket {
+            Ok(())
+        } else {
+            Err(StoreError::Task(format!(
+                "flush failed: {}",
+                state.error.as_deref().unwrap_or("unknown error")
+            )))
         }
     }
 
@@ -143,8 +151,13 @@ fn flusher(db: sled::Db, s: Arc<Shared>, tx: watch::Sender<Flushed>, period: Opt
             }
         }
         let ticket = s.applied.load(Ordering::SeqCst);
-        let error = db.flush().err().map(|e| e.to_string());
-        let _ = tx.send(Flushed { ticket, error });
+        match db.flush() {
+            Ok(_) => tx.send_modify(|f| f.durable = f.durable.max(ticket)),
+            Err(e) => tx.send_modify(|f| {
+                f.failed = f.failed.max(ticket);
+                f.error = Some(e.to_string());
+            }),
+        }
         if s.stop.load(Ordering::SeqCst) {
             return;
         }

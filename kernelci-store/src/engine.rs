@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::index::{entries, entry_key, IndexDef, INDEXES};
+use crate::index::{entries, entry_key, Flags, IndexDef, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
 use crate::kv::{Kv, Write};
 
@@ -87,6 +87,10 @@ pub(crate) fn count_key(index: &IndexDef, tuple: &[u8]) -> Vec<u8> {
     key(keys::COUNT, &[&[index.id], tuple])
 }
 
+pub(crate) fn lossy_key(index: &IndexDef) -> Vec<u8> {
+    key(keys::COUNT, &[&[index.id, keys::LOSSY]])
+}
+
 pub(crate) fn irregular_key(index: &IndexDef) -> Vec<u8> {
     key(keys::COUNT, &[&[index.id, keys::IRREGULAR]])
 }
@@ -145,10 +149,9 @@ impl<K: Kv> Engine<K> {
         deltas: &mut Deltas,
     ) {
         for (index, paths) in INDEXES.iter().zip(&self.paths) {
-            let (old_e, old_irr) =
-                old.map_or((BTreeSet::new(), false), |n| entries(index, paths, n));
-            let (new_e, new_irr) =
-                new.map_or((BTreeSet::new(), false), |n| entries(index, paths, n));
+            let none = (BTreeSet::new(), Flags::default());
+            let (old_e, old_f) = old.map_or_else(|| none.clone(), |n| entries(index, paths, n));
+            let (new_e, new_f) = new.map_or(none, |n| entries(index, paths, n));
             if let Some(n) = old {
                 let id = n.id.bytes();
                 for t in old_e.difference(&new_e) {
@@ -163,11 +166,14 @@ impl<K: Kv> Engine<K> {
                     deltas.add(count_key(index, t), 1);
                 }
             }
-            match (old.is_some() && old_irr, new.is_some() && new_irr) {
-                (true, false) => deltas.add(irregular_key(index), -1),
-                (false, true) => deltas.add(irregular_key(index), 1),
-                _ => {}
-            }
+            deltas.add(
+                irregular_key(index),
+                i64::from(new_f.irregular) - i64::from(old_f.irregular),
+            );
+            deltas.add(
+                lossy_key(index),
+                i64::from(new_f.lossy) - i64::from(old_f.lossy),
+            );
         }
     }
 
@@ -311,9 +317,12 @@ impl<K: Kv> Engine<K> {
         let mut deleted = 0;
         for id in victims {
             let _guard = self.lock()?;
+            // Re-check under the lock: a concurrent write may have changed the node.
             if let Some((n, _)) = self.get_node(id)? {
-                self.delete_node_locked(&n)?;
-                deleted += 1;
+                if n.created < before && !keep.contains(&n.kind.as_str()) {
+                    self.delete_node_locked(&n)?;
+                    deleted += 1;
+                }
             }
         }
         Ok(deleted)
@@ -415,6 +424,9 @@ impl<K: Kv> Engine<K> {
         limit: usize,
     ) -> Res<Vec<Event>> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         for e in self.scan_events(after) {
             let e = e?;
             if channel.is_none_or(|c| c == e.channel) {

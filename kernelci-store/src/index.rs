@@ -152,16 +152,25 @@ impl IndexDef {
     }
 }
 
-/// The encoded value tuples of `node` in `index` (without prefix and id), and
-/// whether the node is irregular there (not exactly one entry, or a value that
-/// cannot be encoded exactly).
+/// How a node sits in an index besides its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Flags {
+    /// Not exactly one entry, or a value that cannot be encoded exactly.
+    pub irregular: bool,
+    /// Entries were dropped (more than [`MAX_ENTRIES`]): lookups are incomplete.
+    pub lossy: bool,
+}
+
+/// The encoded value tuples of `node` in `index` (without prefix and id), and its
+/// [`Flags`] there.
 pub(crate) fn entries(
     index: &IndexDef,
     paths: &[FieldPath],
     node: &Node,
-) -> (BTreeSet<Vec<u8>>, bool) {
+) -> (BTreeSet<Vec<u8>>, Flags) {
     let mut tuples: BTreeSet<Vec<u8>> = BTreeSet::from([Vec::new()]);
     let mut irregular = false;
+    let mut lossy = false;
     for path in paths {
         let mut values: BTreeSet<Vec<u8>> = BTreeSet::new();
         for leaf in resolve(node, path) {
@@ -188,6 +197,7 @@ pub(crate) fn entries(
             for v in &values {
                 if next.len() >= MAX_ENTRIES {
                     irregular = true;
+                    lossy = true;
                     break 'outer;
                 }
                 let mut k = t.clone();
@@ -198,7 +208,7 @@ pub(crate) fn entries(
         tuples = next;
     }
     let _ = index;
-    (tuples, irregular)
+    (tuples, Flags { irregular, lossy })
 }
 
 /// The full index key of one entry.
@@ -235,25 +245,32 @@ mod tests {
         let mut n = Node::new("test", "t", Timestamp::now());
         n.path = vec!["a".into(), "b".into(), "a".into()];
         let path = find(&["path"]).unwrap();
-        let (e, irregular) = entries(path, &path.paths(), &n);
+        let (e, flags) = entries(path, &path.paths(), &n);
         assert_eq!(e.len(), 2, "array elements, deduplicated");
-        assert!(irregular, "two entries");
+        assert!(flags.irregular && !flags.lossy, "two entries");
         let kind = find(&["kind"]).unwrap();
-        let (e, irregular) = entries(kind, &kind.paths(), &n);
-        assert_eq!((e.len(), irregular), (1, false));
+        let (e, flags) = entries(kind, &kind.paths(), &n);
+        assert_eq!((e.len(), flags), (1, Flags::default()));
         let tree = find(&["data.kernel_revision.tree"]).unwrap();
-        let (e, irregular) = entries(tree, &tree.paths(), &n);
+        let (e, flags) = entries(tree, &tree.paths(), &n);
         assert_eq!(
-            (e.len(), irregular),
+            (e.len(), flags.irregular),
             (1, false),
             "missing is one null entry"
         );
         n.path = vec![];
-        let (e, irregular) = entries(path, &path.paths(), &n);
+        let (e, flags) = entries(path, &path.paths(), &n);
         assert_eq!(
-            (e.len(), irregular),
+            (e.len(), flags.irregular),
             (0, true),
             "an empty array has no entry"
+        );
+        n.path = (0..300).map(|i| format!("p{i:03}")).collect();
+        let (e, flags) = entries(path, &path.paths(), &n);
+        assert_eq!(
+            (e.len(), flags.lossy),
+            (MAX_ENTRIES, true),
+            "truncated entries make the node lossy"
         );
         let compound = find(&["kind", "data.kernel_revision.tree"]).unwrap();
         let (e, _) = entries(compound, &compound.paths(), &n);

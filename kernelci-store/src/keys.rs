@@ -37,6 +37,10 @@ pub(crate) const TOKEN: u8 = b'T';
 /// Key/value pairs: `V` + encoded namespace + key → value.
 pub(crate) const KV: u8 = b'V';
 
+/// Index counter suffix counting documents whose entries were truncated (more than
+/// the per-node maximum): while it is non-zero the index is not used at all.
+pub(crate) const LOSSY: u8 = 0xFE;
+
 /// Index counter suffix counting documents whose entry count is not exactly one (or
 /// that hold integers beyond ±2^53): while it is zero, the index is "regular" and
 /// sums of counters are exact document counts.
@@ -112,7 +116,8 @@ pub(crate) fn encode_val(out: &mut Vec<u8>, v: Val<'_>) -> Option<()> {
         }
         Val::Float(f) => {
             out.push(T_NUM);
-            out.extend_from_slice(&num_bits(f));
+            // -0.0 equals 0 in the query language: one encoding for both.
+            out.extend_from_slice(&num_bits(if f == 0.0 { 0.0 } else { f }));
         }
         Val::Str(s) => {
             out.push(T_STR);

@@ -21,7 +21,7 @@ use kernelci_core::node::Node;
 use kernelci_core::query::{matches, sort_nodes, Cond, FieldFilter, QValue, Query};
 use kernelci_core::Error;
 
-use crate::engine::{count_key, decode_doc, irregular_key, node_key, Engine};
+use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, node_key, Engine};
 use crate::error::StoreError;
 use crate::index::{IndexDef, INDEXES};
 use crate::keys::{self, decode_one, encode_qvalue, key, prefix_end, Decoded};
@@ -161,7 +161,7 @@ impl<K: Kv> Engine<K> {
     /// counters), or `None` past [`MAX_DISTINCT_WALK`].
     fn distinct(&self, index: &IndexDef) -> Result<Option<Vec<Distinct>>, StoreError> {
         let lo = key(keys::COUNT, &[&[index.id]]);
-        let hi = key(keys::COUNT, &[&[index.id, keys::IRREGULAR]]);
+        let hi = lossy_key(index);
         let mut out = Vec::new();
         for item in self.kv.scan(&lo, &hi, false) {
             let (k, v) = item?;
@@ -191,8 +191,12 @@ impl<K: Kv> Engine<K> {
         let base = key(keys::INDEX, &[&[index.id]]);
         let name = f.field.as_str();
         let mut out = Vec::new();
-        let mut range_lo: Option<Vec<u8>> = None;
-        let mut range_hi: Option<Vec<u8>> = None;
+        if self.read_counter(&lossy_key(index))? > 0 {
+            // Some node's entries were truncated: lookups would miss it.
+            return Ok(None);
+        }
+        // One single-sided range per condition: (lo, hi, type class).
+        let mut ranges: Vec<(Vec<u8>, Vec<u8>, u8)> = Vec::new();
         let postings = |tuples: Vec<Vec<u8>>, label: String| Source::Postings {
             index,
             tuples,
@@ -228,23 +232,16 @@ impl<K: Kv> Engine<K> {
                     };
                     let mut at = base.clone();
                     at.extend_from_slice(&enc);
-                    let (class_lo, class_hi) = keys::type_class_bounds(v);
-                    let class_lo = key(keys::INDEX, &[&[index.id, class_lo]]);
-                    let class_hi = key(keys::INDEX, &[&[index.id, class_hi]]);
+                    let (class_tag, class_end) = keys::type_class_bounds(v);
+                    let class_lo = key(keys::INDEX, &[&[index.id, class_tag]]);
+                    let class_hi = key(keys::INDEX, &[&[index.id, class_end]]);
                     let (lo, hi) = match c {
                         Cond::Gt(_) => (Some(prefix_end(&at)), None),
                         Cond::Gte(_) => (Some(at), None),
                         Cond::Lt(_) => (None, Some(at)),
                         _ => (None, Some(prefix_end(&at))),
                     };
-                    let lo = lo
-                        .unwrap_or(class_lo)
-                        .max(range_lo.take().unwrap_or_default());
-                    let hi = hi
-                        .unwrap_or(class_hi.clone())
-                        .min(range_hi.take().unwrap_or(class_hi));
-                    range_lo = Some(lo);
-                    range_hi = Some(hi);
+                    ranges.push((lo.unwrap_or(class_lo), hi.unwrap_or(class_hi), class_tag));
                 }
                 Cond::Ne(_) | Cond::Nin(_) | Cond::Regex(_) => {
                     if !self.regular(index)? {
@@ -275,7 +272,17 @@ impl<K: Kv> Engine<K> {
                 }
             }
         }
-        if let (Some(lo), Some(hi)) = (range_lo, range_hi) {
+        // Bounds may share one key range only when each node has exactly one value
+        // there (a regular index) and they are of one type class; otherwise each
+        // bound is its own source (an array may satisfy `gt` and `lt` with two
+        // different elements).
+        let one_class = ranges.windows(2).all(|w| w[0].2 == w[1].2);
+        if ranges.len() > 1 && one_class && self.regular(index)? {
+            let lo = ranges.iter().map(|r| r.0.clone()).max().unwrap_or_default();
+            let hi = ranges.iter().map(|r| r.1.clone()).min().unwrap_or_default();
+            ranges = vec![(lo, hi, 0)];
+        }
+        for (lo, hi, _) in ranges {
             out.push(Source::Range {
                 lo,
                 hi,
@@ -296,6 +303,9 @@ impl<K: Kv> Engine<K> {
                 .map(|f| q.filters.iter().position(|x| x.field.as_str() == *f))
                 .collect();
             let Some(positions) = positions else { continue };
+            if self.read_counter(&lossy_key(index))? > 0 {
+                continue;
+            }
             if positions.iter().any(|p| covered[*p]) {
                 continue;
             }
@@ -467,7 +477,8 @@ impl<K: Kv> Engine<K> {
             }
         }
 
-        if let Some(sort) = &q.sort {
+        // A sort only matters for the items; a count ignores it.
+        if let Some(sort) = q.sort.as_ref().filter(|_| want_items) {
             return self.execute_sorted(
                 q,
                 &p,
@@ -628,6 +639,8 @@ impl<K: Kv> Engine<K> {
         let mut items = Vec::new();
         let mut total = 0u64;
         let mut skipped = 0;
+        // A scan is not a snapshot: a node updated during the walk may show up twice.
+        let mut seen: HashSet<ObjectId> = HashSet::new();
         // Without a residual check the total comes from the sets (or the counters).
         let walk_for_total = want_total && counter_total.is_none() && check_docs;
         for item in self.kv.scan(&lo, &hi, sort.descending) {
@@ -635,6 +648,9 @@ impl<K: Kv> Engine<K> {
             let Some(id) = keys::id_suffix(k.as_ref()) else {
                 continue;
             };
+            if !seen.insert(id) {
+                continue;
+            }
             if !all_sets.iter().all(|s| s.contains(&id)) {
                 continue;
             }

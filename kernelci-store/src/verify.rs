@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kernelci_core::node::Node;
 
-use crate::engine::{count_key, decode_doc, irregular_key, Engine};
+use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, Engine};
 use crate::error::StoreError;
 use crate::index::{entries, entry_key, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
@@ -62,9 +62,11 @@ impl<K: Kv> Engine<K> {
             let mut expected: Vec<Vec<u8>> = Vec::new();
             let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let mut irregular = 0u64;
+            let mut lossy = 0u64;
             for n in &nodes {
                 let (tuples, irr) = entries(index, paths, n);
-                irregular += u64::from(irr);
+                irregular += u64::from(irr.irregular);
+                lossy += u64::from(irr.lossy);
                 for t in tuples {
                     expected.push(entry_key(index, &t, &n.id.bytes()));
                     *counts.entry(count_key(index, &t)).or_insert(0) += 1;
@@ -93,7 +95,7 @@ impl<K: Kv> Engine<K> {
                 ));
             }
             let clo = key(keys::COUNT, &[&[index.id]]);
-            let chi = irregular_key(index);
+            let chi = lossy_key(index);
             let mut actual_counts = BTreeMap::new();
             for item in self.kv.scan(&clo, &chi, false) {
                 let (k, v) = item?;
@@ -108,7 +110,14 @@ impl<K: Kv> Engine<K> {
                     index.fields.join("+")
                 ));
             }
-            let stored_irregular = self.read_counter(&chi)?;
+            let stored_lossy = self.read_counter(&chi)?;
+            if stored_lossy != lossy {
+                report.problems.push(format!(
+                    "index {}: lossy counter says {stored_lossy}, {lossy} found",
+                    index.id
+                ));
+            }
+            let stored_irregular = self.read_counter(&irregular_key(index))?;
             if stored_irregular != irregular {
                 report.problems.push(format!(
                     "index {} ({}): irregular counter says {stored_irregular}, {irregular} found",

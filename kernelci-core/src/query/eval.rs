@@ -226,7 +226,7 @@ fn value_cmp(x: Val<'_>, v: &QValue) -> Option<Ordering> {
     match (x, v) {
         (Val::Bool(a), QValue::Bool(b)) => Some(a.cmp(b)),
         (Val::Int(a), QValue::Int(b)) => Some(a.cmp(b)),
-        (Val::Float(a), QValue::Int(b)) => a.partial_cmp(&(*b as f64)),
+        (Val::Float(a), QValue::Int(b)) => Some(cmp_int_float(*b, a).reverse()),
         (Val::Str(a), QValue::Str(b)) => Some(a.cmp(b.as_str())),
         (Val::Date(a), QValue::Date(b)) => Some(a.cmp(b)),
         (Val::Id(a), QValue::Id(b)) => Some(a.cmp(b)),
@@ -234,13 +234,32 @@ fn value_cmp(x: Val<'_>, v: &QValue) -> Option<Ordering> {
     }
 }
 
+/// Compares an integer with a float exactly (casting a large integer to `f64` rounds
+/// it, which would make the order inconsistent: a sort would panic on it).
+pub(crate) fn cmp_int_float(i: i64, f: f64) -> Ordering {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() || f >= TWO_63 {
+        return Ordering::Less;
+    }
+    if f < -TWO_63 {
+        return Ordering::Greater;
+    }
+    let whole = f.trunc();
+    match i.cmp(&(whole as i64)) {
+        Ordering::Equal if f > whole => Ordering::Less,
+        Ordering::Equal if f < whole => Ordering::Greater,
+        other => other,
+    }
+}
+
 /// A total order over node values (MongoDB's sort order across types).
 pub fn compare_values(a: Val<'_>, b: Val<'_>) -> Ordering {
     a.bracket().cmp(&b.bracket()).then_with(|| match (a, b) {
         (Val::Int(x), Val::Int(y)) => x.cmp(&y),
-        (Val::Int(x), Val::Float(y)) => (x as f64).total_cmp(&y),
-        (Val::Float(x), Val::Int(y)) => x.total_cmp(&(y as f64)),
-        (Val::Float(x), Val::Float(y)) => x.total_cmp(&y),
+        (Val::Int(x), Val::Float(y)) => cmp_int_float(x, y),
+        (Val::Float(x), Val::Int(y)) => cmp_int_float(y, x).reverse(),
+        // JSON has no NaN; -0.0 and 0.0 are equal, as for MongoDB.
+        (Val::Float(x), Val::Float(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
         (Val::Str(x), Val::Str(y)) => x.cmp(y),
         (Val::Id(x), Val::Id(y)) => x.cmp(&y),
         (Val::Bool(x), Val::Bool(y)) => x.cmp(&y),
