@@ -29,7 +29,7 @@ use crate::kv::{Kv, Write};
 
 /// Layout version written in the metadata. Bump it when keys or encodings change;
 /// `Engine::open_checks` is the migration hook.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_NODES: &[u8] = b"nodes";
@@ -148,6 +148,7 @@ impl<K: Kv> Engine<K> {
         writes: &mut Vec<Write>,
         deltas: &mut Deltas,
     ) {
+        let derived = self.kv.derives_counts();
         for (index, paths) in INDEXES.iter().zip(&self.paths) {
             let none = (BTreeSet::new(), Flags::default());
             let (old_e, old_f) = old.map_or_else(|| none.clone(), |n| entries(index, paths, n));
@@ -156,14 +157,18 @@ impl<K: Kv> Engine<K> {
                 let id = n.id.bytes();
                 for t in old_e.difference(&new_e) {
                     writes.push((entry_key(index, t, &id), None));
-                    deltas.add(count_key(index, t), -1);
+                    if !derived {
+                        deltas.add(count_key(index, t), -1);
+                    }
                 }
             }
             if let Some(n) = new {
                 let id = n.id.bytes();
                 for t in new_e.difference(&old_e) {
                     writes.push((entry_key(index, t, &id), Some(Vec::new())));
-                    deltas.add(count_key(index, t), 1);
+                    if !derived {
+                        deltas.add(count_key(index, t), 1);
+                    }
                 }
             }
             deltas.add(

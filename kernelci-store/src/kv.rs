@@ -15,11 +15,17 @@ pub type Write = (Vec<u8>, Option<Vec<u8>>);
 /// Boxed iterator over `(key, value)` pairs.
 pub type Scan<'a, B> = Box<dyn Iterator<Item = Result<(B, B), StoreError>> + Send + 'a>;
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for super::MemKv {}
     impl Sealed for super::SledKv {}
 }
+
+/// Holds off writers while a multi-key read runs (a no-op for plain spaces).
+pub struct ViewGuard<'a>(
+    // Held for its Drop: releasing it lets writers in.
+    #[allow(dead_code)] pub(crate) Option<std::sync::RwLockReadGuard<'a, ()>>,
+);
 
 /// An ordered key-value space under the engine. Sealed: implemented by [`MemKv`] and
 /// [`SledKv`] only.
@@ -38,6 +44,39 @@ pub trait Kv: sealed::Sealed + Send + Sync + 'static {
 
     /// Makes every applied write durable (no-op for volatile spaces).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// A consistent view for a multi-key read (see [`crate::tiered`]).
+    fn read_view(&self) -> Result<ViewGuard<'_>, StoreError> {
+        Ok(ViewGuard(None))
+    }
+
+    /// The sorted ids of one value tuple of one index, when the space holds postings
+    /// directly (`None`: scan the `I` keys instead).
+    fn posting_ids(
+        &self,
+        _index_id: u8,
+        _tuple: &[u8],
+    ) -> Result<Option<Vec<kernelci_core::id::ObjectId>>, StoreError> {
+        Ok(None)
+    }
+
+    /// True when value counters are derived from the index entries (the engine then
+    /// skips maintaining them).
+    fn derives_counts(&self) -> bool {
+        false
+    }
+
+    /// Removes every index entry and counter.
+    fn clear_indexes(&self) -> Result<(), StoreError> {
+        for prefix in [crate::keys::INDEX, crate::keys::COUNT] {
+            let mut doomed = Vec::new();
+            for item in self.scan(&[prefix], &crate::keys::prefix_end(&[prefix]), false) {
+                doomed.push((item?.0.as_ref().to_vec(), None));
+            }
+            self.apply(doomed)?;
+        }
+        Ok(())
+    }
 }
 
 /// Shared bytes of the memory space.

@@ -29,7 +29,10 @@
 //!
 //! # Layout
 //!
-//! One ordered key space; the first byte of a key says what it holds:
+//! One ordered key space; the first byte of a key says what it holds. Index entries
+//! (`I`) and counters (`K`) are kept in memory by the [`tiered`] space (sled stores
+//! documents and records only, about one key per node write); the other prefixes are
+//! the base space (sled or a B-tree):
 //!
 //! | prefix | key | value |
 //! |---|---|---|
@@ -37,7 +40,7 @@
 //! | `I` | index id (1) + encoded value tuple + node id | empty |
 //! | `K` | index id (1) + encoded value tuple | number of nodes with that tuple (u64 BE) |
 //! | `K` | index id (1) + `0xFF` | number of *irregular* nodes of that index |
-//! | `M` | `schema`, `nodes`, `event_seq` | layout version, node count, last event sequence id |
+//! | `M` | `schema`, `nodes`, `event_seq`, `gen` | layout version, node count, last event sequence id, write generation |
 //! | `E` | sequence id (u64 BE) | event JSON |
 //! | `S` | subscriber id | subscriber JSON |
 //! | `C` | counter name | u64 BE |
@@ -53,10 +56,14 @@
 //! whose ids come out sorted; a range predicate is one key range.
 //!
 //! A node's document, its index entries and the counters it changes are written in
-//! **one atomic batch**: a reader never sees a node without its index entries or an
-//! index entry without its node. The metadata holds the layout version; opening a
-//! store written by a newer layout fails with a clear error, and an older one goes
-//! through the migration hook (`Engine::open_checks`).
+//! **one atomic batch** (the base batch and the in-memory index update happen under
+//! one exclusive view lock that every read holds shared): a reader never sees a node
+//! without its index entries or an index entry without its node. The metadata holds
+//! the layout version and a write generation; opening a store written by a newer
+//! layout fails with a clear error, an older one is migrated (1 → 2: the on-disk
+//! index keys are dropped). `close` writes an index snapshot tagged with the
+//! generation; `open` loads it when current and otherwise rebuilds the indexes from
+//! the documents.
 //!
 //! The declared indexes are in [`INDEXES`]; [`IndexedStore::explain`] tells which
 //! one answers a query, [`IndexedStore::verify`] proves that indexes and counters
@@ -69,6 +76,7 @@ mod index;
 mod keys;
 pub mod kv;
 mod planner;
+pub mod tiered;
 mod verify;
 
 use std::path::Path;
@@ -94,6 +102,7 @@ pub use error::StoreError;
 pub use index::{IndexDef, INDEXES};
 pub use kv::{MemKv, SledKv};
 pub use planner::{OrderBy, Plan, TotalBy};
+pub use tiered::Tiered;
 pub use verify::VerifyReport;
 
 use commit::GroupCommit;
@@ -122,25 +131,28 @@ impl Default for SledConfig {
 pub struct IndexedStore<K: kv::Kv> {
     engine: Arc<Engine<K>>,
     commit: Option<GroupCommit>,
+    /// The directory of a durable store (where the index snapshot goes).
+    dir: Option<std::path::PathBuf>,
 }
 
 /// The volatile store: everything in memory, nothing survives the process. Writes
 /// are visible when they return.
-pub type MemoryStore = IndexedStore<MemKv>;
+pub type MemoryStore = IndexedStore<Tiered<MemKv>>;
 
 /// The durable store on sled: with the default [`Durability::Durable`], every write
 /// method returns once its write is on disk.
-pub type SledStore = IndexedStore<SledKv>;
+pub type SledStore = IndexedStore<Tiered<SledKv>>;
 
 impl MemoryStore {
     /// An empty memory store.
     pub fn new() -> Self {
-        let engine = Engine::new(MemKv::default());
+        let engine = Engine::new(Tiered::empty(MemKv::default()));
         // A fresh memory space cannot fail its schema check.
         let _ = engine.open_checks();
         Self {
             engine: Arc::new(engine),
             commit: None,
+            dir: None,
         }
     }
 }
@@ -153,28 +165,68 @@ impl Default for MemoryStore {
 
 impl SledStore {
     /// Opens (or creates) the store in directory `path`.
+    ///
+    /// The indexes come from the snapshot written by the last [`SledStore::close`]
+    /// when nothing was written since; otherwise (a crash, or a store dropped without
+    /// `close`) they are rebuilt from the documents, which takes longer on a large
+    /// store but is never wrong.
     pub fn open(path: &Path, config: SledConfig) -> std::result::Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_bytes)
             .mode(sled::Mode::LowSpace)
             .open()?;
-        let engine = Engine::new(SledKv { db: db.clone() });
+        migrate(&db)?;
+        let engine = Engine::new(Tiered::new(SledKv { db: db.clone() })?);
         engine.open_checks()?;
+        if !engine.kv.load_snapshot(path)? {
+            engine.rebuild_indexes()?;
+        }
         db.flush()?;
         Ok(Self {
             engine: Arc::new(engine),
             commit: Some(GroupCommit::start(db, config.durability)),
+            dir: Some(path.to_path_buf()),
         })
     }
 
-    /// Flushes and stops the background flusher. Dropping the store does the same.
+    /// Flushes, writes the index snapshot (so the next open is fast) and stops the
+    /// background flusher.
     pub fn close(self) -> std::result::Result<(), StoreError> {
         if let Some(c) = &self.commit {
             c.stop();
         }
-        self.engine.kv.flush()
+        self.engine.kv.flush()?;
+        if let Some(dir) = &self.dir {
+            self.engine.kv.write_snapshot(dir)?;
+        }
+        Ok(())
     }
+}
+
+/// Layout migrations, on the raw sled tree before the engine opens it.
+///
+/// - 1 → 2: index entries and counters moved from sled keys into memory (see
+///   [`tiered`]); the old `I` and `K` keys are deleted.
+fn migrate(db: &sled::Db) -> std::result::Result<(), StoreError> {
+    let schema_key = b"Mschema";
+    let version = match db.get(schema_key)? {
+        Some(v) => keys::read_u64(&v)
+            .ok_or_else(|| StoreError::corrupt("schema version", schema_key, "short value"))?,
+        None => return Ok(()),
+    };
+    if version == 1 {
+        for prefix in [keys::INDEX, keys::COUNT] {
+            let mut batch = sled::Batch::default();
+            for item in db.range(vec![prefix]..keys::prefix_end(&[prefix])) {
+                batch.remove(item?.0);
+            }
+            db.apply_batch(batch)?;
+        }
+        db.insert(schema_key, &2u64.to_be_bytes())?;
+        db.flush()?;
+    }
+    Ok(())
 }
 
 impl<K: Kv> IndexedStore<K> {
@@ -188,12 +240,14 @@ impl<K: Kv> IndexedStore<K> {
     /// How `query` is answered: which index drives, what is intersected, what is
     /// checked on documents, how the total is computed.
     pub fn explain(&self, query: &Query) -> Result<Plan> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.explain(query)
     }
 
     /// Checks that every index entry and counter agrees with the documents (and
     /// that every document decodes). A clean report has no problems.
     pub fn verify(&self) -> std::result::Result<VerifyReport, StoreError> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.verify()
     }
 
@@ -217,6 +271,7 @@ impl<K: Kv> Store for IndexedStore<K> {
     }
 
     async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
+        let _view = self.engine.kv.read_view()?;
         Ok(self.engine.get_node(id)?.map(versioned))
     }
 
@@ -227,14 +282,17 @@ impl<K: Kv> Store for IndexedStore<K> {
     }
 
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.find(query)
     }
 
     async fn count_nodes(&self, query: &Query) -> Result<u64> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.count(query)
     }
 
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
+        let _view = self.engine.kv.read_view()?;
         let (items, total) = self.engine.page(query)?;
         Ok(Page { items, total })
     }
@@ -250,10 +308,12 @@ impl<K: Kv> Store for IndexedStore<K> {
     }
 
     async fn children(&self, parent: ObjectId) -> Result<Vec<Node>> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.children(parent)
     }
 
     async fn descendants_summary(&self, id: ObjectId) -> Result<ChildrenSummary> {
+        let _view = self.engine.kv.read_view()?;
         self.engine.descendants_summary(id)
     }
 

@@ -387,6 +387,10 @@ impl<K: Kv> Engine<K> {
         let sorted = match s {
             Source::Postings { index, tuples, .. } => {
                 for t in tuples {
+                    if let Some(ids_here) = self.kv.posting_ids(index.id, t)? {
+                        ids.extend(ids_here);
+                        continue;
+                    }
                     let lo = key(keys::INDEX, &[&[index.id], t]);
                     let hi = prefix_end(&lo);
                     for item in self.kv.scan(&lo, &hi, false) {

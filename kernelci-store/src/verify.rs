@@ -139,16 +139,7 @@ impl<K: Kv> Engine<K> {
     /// indexes while it runs; writers wait.
     pub(crate) fn rebuild_indexes(&self) -> Result<(), StoreError> {
         let _guard = self.lock()?;
-        for prefix in [keys::INDEX, keys::COUNT] {
-            let mut doomed = Vec::new();
-            for item in self.kv.scan(&[prefix], &prefix_end(&[prefix]), false) {
-                doomed.push((item?.0.as_ref().to_vec(), None));
-                if doomed.len() >= 50_000 {
-                    self.kv.apply(std::mem::take(&mut doomed))?;
-                }
-            }
-            self.kv.apply(doomed)?;
-        }
+        self.kv.clear_indexes()?;
         let mut report = VerifyReport::default();
         let nodes = self.all_nodes(&mut report)?;
         for chunk in nodes.chunks(10_000) {

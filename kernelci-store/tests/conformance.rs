@@ -193,3 +193,43 @@ async fn review_regressions_agree_with_the_model() {
     assert!(sled.verify().unwrap().is_clean());
     assert!(mem.events_after(0, None, 0).await.unwrap().is_empty());
 }
+
+/// The index snapshot: used after a clean close, ignored when stale or damaged.
+#[tokio::test]
+async fn index_snapshots_are_used_only_when_current() {
+    use kernelci_core::node::Node;
+    use kernelci_core::time::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Query::parse_str("kind=kbuild", Mode::Count).unwrap();
+    let store = sled_store(&dir);
+    conformance::nodes(&store).await;
+    store.close().unwrap();
+    let snapshot = dir.path().join("indexes.snapshot");
+    assert!(snapshot.exists(), "close writes the snapshot");
+
+    // Current snapshot: loaded.
+    let store = sled_store(&dir);
+    assert_eq!(store.count_nodes(&q).await.unwrap(), 3);
+    assert!(store.verify().unwrap().is_clean());
+    // A write, then a drop without close: the snapshot is stale and must be ignored.
+    let extra = Node::new("kbuild", "extra", Timestamp::now());
+    store.insert_node(&extra).await.unwrap();
+    drop(store);
+    let store = sled_store(&dir);
+    assert_eq!(
+        store.count_nodes(&q).await.unwrap(),
+        4,
+        "rebuilt from the documents"
+    );
+    assert!(store.verify().unwrap().is_clean());
+    store.close().unwrap();
+
+    // A damaged snapshot: rejected, indexes rebuilt.
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    std::fs::write(&snapshot, bytes).unwrap();
+    let store = sled_store(&dir);
+    assert_eq!(store.count_nodes(&q).await.unwrap(), 4);
+    assert!(store.verify().unwrap().is_clean());
+}
