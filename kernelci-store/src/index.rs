@@ -140,7 +140,7 @@ pub const INDEXES: &[IndexDef] = &[
 /// The most entries one node may have in one index (arrays multiply entries); a node
 /// beyond it is indexed with what fits and marked irregular, so the planner stops
 /// trusting counter sums for that index.
-const MAX_ENTRIES: usize = 256;
+pub(crate) const MAX_ENTRIES: usize = 256;
 
 impl IndexDef {
     /// The parsed field paths.

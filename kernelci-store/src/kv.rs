@@ -66,6 +66,9 @@ pub trait Kv: sealed::Sealed + Send + Sync + 'static {
         false
     }
 
+    /// Called when a rebuild of every index entry and counter has completed.
+    fn indexes_rebuilt(&self) {}
+
     /// Removes every index entry and counter.
     fn clear_indexes(&self) -> Result<(), StoreError> {
         for prefix in [crate::keys::INDEX, crate::keys::COUNT] {

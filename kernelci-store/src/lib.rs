@@ -171,11 +171,29 @@ impl SledStore {
     /// `close`) they are rebuilt from the documents, which takes longer on a large
     /// store but is never wrong.
     pub fn open(path: &Path, config: SledConfig) -> std::result::Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config_sled = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_bytes)
             .mode(sled::Mode::LowSpace)
-            .open()?;
+            // Our group commit (or relaxed flusher) flushes; sled's own periodic
+            // flusher thread would also keep the directory locked after `close`.
+            .flush_every_ms(None);
+        // sled releases its directory lock from background threads shortly after the
+        // last handle is dropped: a reopen in the same process (a restart) waits for
+        // it, up to a few seconds, instead of failing.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config_sled.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         migrate(&db)?;
         let engine = Engine::new(Tiered::new(SledKv { db: db.clone() })?);
         engine.open_checks()?;
@@ -216,12 +234,23 @@ fn migrate(db: &sled::Db) -> std::result::Result<(), StoreError> {
         None => return Ok(()),
     };
     if version == 1 {
+        // In chunks (the migration is idempotent: a crash midway repeats it).
         for prefix in [keys::INDEX, keys::COUNT] {
-            let mut batch = sled::Batch::default();
-            for item in db.range(vec![prefix]..keys::prefix_end(&[prefix])) {
-                batch.remove(item?.0);
+            loop {
+                let doomed: Vec<sled::IVec> = db
+                    .range(vec![prefix]..keys::prefix_end(&[prefix]))
+                    .keys()
+                    .take(10_000)
+                    .collect::<std::result::Result<_, _>>()?;
+                if doomed.is_empty() {
+                    break;
+                }
+                let mut batch = sled::Batch::default();
+                for k in doomed {
+                    batch.remove(k);
+                }
+                db.apply_batch(batch)?;
             }
-            db.apply_batch(batch)?;
         }
         db.insert(schema_key, &2u64.to_be_bytes())?;
         db.flush()?;

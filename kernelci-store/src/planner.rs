@@ -481,6 +481,12 @@ impl<K: Kv> Engine<K> {
             }
         }
 
+        if !want_items {
+            if let Some(total) = counter_total {
+                plan.total = TotalBy::Counters;
+                return Ok((Vec::new(), total, plan));
+            }
+        }
         // A sort only matters for the items; a count ignores it.
         if let Some(sort) = q.sort.as_ref().filter(|_| want_items) {
             return self.execute_sorted(

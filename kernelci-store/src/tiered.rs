@@ -21,7 +21,6 @@
 //! duration, so a reader never sees a node without its index entries or the reverse.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write as _};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,9 +179,12 @@ impl IndexSpace {
         }
     }
 
-    /// Up to `max` keys of one index in `[lo, hi)` after `after` (exclusive), as
-    /// `(key, value)`; both bounds must share their first two bytes (prefix + index)
-    /// or `hi` must be the end of that index.
+    /// Up to `max` keys of one index in `[lo, hi)` after `after` (exclusive, in the
+    /// scan's direction), as `(key, value)`.
+    ///
+    /// Contract (what the engine and planner do): a scan of `I` or `K` keys stays
+    /// within one index: `lo` starts with the prefix and the index id, and `hi` is
+    /// either in the same index or past its end. Other ranges return nothing.
     fn collect(
         &self,
         lo: &[u8],
@@ -199,55 +201,86 @@ impl IndexSpace {
             return out;
         };
         let head = [prefix, idx];
-        let in_range =
-            |k: &[u8]| k >= lo && k < hi && after.is_none_or(|a| if rev { k < a } else { k > a });
-        // Tuple-level bounds: the rest of the key after prefix + index.
-        let lo_rest = &lo[2..];
-        let hi_rest: &[u8] = if hi.len() >= 2 && hi[..2] == head {
-            &hi[2..]
-        } else {
-            &[0xFF; 1]
+        // The effective bounds of the rest of the key (after prefix + index).
+        let lo_rest: &[u8] = match after {
+            Some(a) if !rev && a.len() >= 2 && a[..2] == head && a[2..] >= lo[2..] => &a[2..],
+            _ => &lo[2..],
+        };
+        let lo_exclusive = matches!(after, Some(a) if !rev && a.len() >= 2 && &a[2..] == lo_rest);
+        let hi_rest: &[u8] = match after {
+            Some(a) if rev && a.len() >= 2 && a[..2] == head => &a[2..],
+            _ if hi.len() >= 2 && hi[..2] == head => &hi[2..],
+            _ => &[0xFF],
+        };
+        let hi_inclusive = false;
+        if lo_rest > hi_rest || (lo_rest == hi_rest && !hi_inclusive) {
+            return out;
+        }
+        let key_of = |t: &[u8], id: &ObjectId| {
+            let mut k = Vec::with_capacity(2 + t.len() + 12);
+            k.extend_from_slice(&head);
+            k.extend_from_slice(t);
+            k.extend_from_slice(&id.bytes());
+            k
         };
         match prefix {
             keys::INDEX => {
-                // A tuple whose keys may reach into the range starts at the greatest
-                // tuple not above the lower bound (a key is tuple ++ id).
-                let after_tuple = after.filter(|a| a.len() >= 14).map(|a| &a[2..a.len() - 12]);
-                // The greatest tuple not above the lower bound may still hold keys in
-                // range (a key is tuple ++ id).
-                let floor: Option<&[u8]> = data
+                // Keys are tuple ++ id and tuples never prefix each other, so only the
+                // tuple that `lo_rest` starts with can hold keys below it.
+                let floor = data
                     .postings
                     .range::<[u8], _>((Bound::Unbounded, Bound::Included(lo_rest)))
                     .next_back()
-                    .map(|(t, _)| &t[..]);
-                let mut start: Bound<&[u8]> = floor.map_or(Bound::Unbounded, Bound::Included);
-                let mut end: Bound<&[u8]> = Bound::Excluded(hi_rest);
-                // Resume where the previous chunk stopped.
-                match (after_tuple, rev) {
-                    (Some(t), false) if floor.is_none_or(|f| t > f) => start = Bound::Included(t),
-                    (Some(t), true) if t < hi_rest => end = Bound::Included(t),
-                    _ => {}
-                }
-                if let (Bound::Included(a), Bound::Included(b) | Bound::Excluded(b)) = (start, end)
-                {
-                    if a > b {
+                    .map(|(t, _)| &t[..])
+                    .filter(|t| lo_rest.starts_with(t));
+                let start = floor.unwrap_or(lo_rest);
+                let ceil = data
+                    .postings
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(hi_rest)))
+                    .next_back()
+                    .map(|(t, _)| &t[..])
+                    .filter(|t| hi_rest.starts_with(t) && t.len() < hi_rest.len());
+                let end = match ceil {
+                    Some(t) => Bound::Included(t),
+                    None => Bound::Excluded(hi_rest),
+                };
+                if let Bound::Included(e) | Bound::Excluded(e) = end {
+                    if start > e {
                         return out;
                     }
                 }
-                let range = data.postings.range::<[u8], _>((start, end));
-                let push = |t: &[u8], id: &ObjectId, out: &mut Vec<(Vec<u8>, Vec<u8>)>| {
-                    let mut k = Vec::with_capacity(2 + t.len() + 12);
-                    k.extend_from_slice(&head);
-                    k.extend_from_slice(t);
-                    k.extend_from_slice(&id.bytes());
-                    if in_range(&k) {
-                        out.push((k, Vec::new()));
+                // Within a tuple, ids below/above the bounds are skipped by binary
+                // search (comparing the id bytes with the bound's remainder).
+                let above_lo = |t: &[u8], id: &ObjectId| {
+                    if !lo_rest.starts_with(t) || lo_rest.len() == t.len() && !lo_exclusive {
+                        return true;
+                    }
+                    let rest = &lo_rest[t.len()..];
+                    let b = id.bytes();
+                    if lo_exclusive {
+                        &b[..] > rest
+                    } else {
+                        &b[..] >= rest
                     }
                 };
+                let below_hi = |t: &[u8], id: &ObjectId| {
+                    if !hi_rest.starts_with(t) || hi_rest.len() == t.len() {
+                        return hi_rest.len() != t.len() || !hi_rest.starts_with(t);
+                    }
+                    id.bytes()[..] < hi_rest[t.len()..]
+                };
+                let range = data
+                    .postings
+                    .range::<[u8], _>((Bound::Included(start), end));
                 if rev {
                     'rev: for (t, ids) in range.rev() {
-                        for id in ids.as_slice().iter().rev() {
-                            push(t, id, &mut out);
+                        let ids = ids.as_slice();
+                        let upto = ids.partition_point(|id| below_hi(t, id));
+                        for id in ids[..upto].iter().rev() {
+                            if !above_lo(t, id) {
+                                break;
+                            }
+                            out.push((key_of(t, id), Vec::new()));
                             if out.len() >= max {
                                 break 'rev;
                             }
@@ -255,8 +288,13 @@ impl IndexSpace {
                     }
                 } else {
                     'fwd: for (t, ids) in range {
-                        for id in ids.as_slice() {
-                            push(t, id, &mut out);
+                        let ids = ids.as_slice();
+                        let from = ids.partition_point(|id| !above_lo(t, id));
+                        for id in &ids[from..] {
+                            if !below_hi(t, id) {
+                                break 'fwd;
+                            }
+                            out.push((key_of(t, id), Vec::new()));
                             if out.len() >= max {
                                 break 'fwd;
                             }
@@ -265,22 +303,40 @@ impl IndexSpace {
                 }
             }
             keys::COUNT => {
+                let lo_bound = if lo_exclusive {
+                    Bound::Excluded(lo_rest)
+                } else {
+                    Bound::Included(lo_rest)
+                };
                 let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 for (t, ids) in data
                     .postings
-                    .range::<[u8], _>((Bound::Included(lo_rest), Bound::Excluded(hi_rest)))
+                    .range::<[u8], _>((lo_bound, Bound::Excluded(hi_rest)))
                 {
+                    if !rev && all.len() >= max {
+                        break;
+                    }
                     all.push((
                         [&head[..], t].concat(),
                         (ids.len() as u64).to_be_bytes().to_vec(),
                     ));
                 }
                 for (suffix, n) in [(keys::LOSSY, data.lossy), (keys::IRREGULAR, data.irregular)] {
-                    if n > 0 {
-                        all.push((vec![prefix, idx, suffix], n.to_be_bytes().to_vec()));
+                    let k = vec![prefix, idx, suffix];
+                    if n > 0
+                        && k.as_slice() >= lo
+                        && k.as_slice() < hi
+                        && after.is_none_or(|a| {
+                            if rev {
+                                k.as_slice() < a
+                            } else {
+                                k.as_slice() > a
+                            }
+                        })
+                    {
+                        all.push((k, n.to_be_bytes().to_vec()));
                     }
                 }
-                all.retain(|(k, _)| in_range(k));
                 if rev {
                     all.reverse();
                 }
@@ -292,34 +348,61 @@ impl IndexSpace {
         out
     }
 
-    fn snapshot_bytes(&self, generation: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&crate::engine::SCHEMA_VERSION.to_be_bytes());
-        out.extend_from_slice(&generation.to_be_bytes());
-        out.extend_from_slice(&(self.indexes.len() as u64).to_be_bytes());
+    /// Streams the snapshot: header, every index, then an FNV-1a checksum of
+    /// everything before it.
+    fn write_snapshot(
+        &self,
+        w: &mut impl std::io::Write,
+        header: &SnapshotHeader,
+    ) -> std::io::Result<()> {
+        let mut h = Hashing {
+            inner: w,
+            hash: FNV_OFFSET,
+        };
+        h.write_all(SNAPSHOT_MAGIC)?;
+        h.write_all(&crate::engine::SCHEMA_VERSION.to_be_bytes())?;
+        h.write_all(&index_fingerprint().to_be_bytes())?;
+        h.write_all(&header.store_id)?;
+        h.write_all(&header.generation.to_be_bytes())?;
+        h.write_all(&(self.indexes.len() as u64).to_be_bytes())?;
         for (idx, data) in &self.indexes {
-            out.push(*idx);
-            out.extend_from_slice(&data.irregular.to_be_bytes());
-            out.extend_from_slice(&data.lossy.to_be_bytes());
-            out.extend_from_slice(&(data.postings.len() as u64).to_be_bytes());
+            h.write_all(&[*idx])?;
+            h.write_all(&data.irregular.to_be_bytes())?;
+            h.write_all(&data.lossy.to_be_bytes())?;
+            h.write_all(&(data.postings.len() as u64).to_be_bytes())?;
             for (t, ids) in &data.postings {
-                out.extend_from_slice(&(t.len() as u32).to_be_bytes());
-                out.extend_from_slice(t);
-                out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+                h.write_all(&(t.len() as u32).to_be_bytes())?;
+                h.write_all(t)?;
+                h.write_all(&(ids.len() as u32).to_be_bytes())?;
                 for id in ids.as_slice() {
-                    out.extend_from_slice(&id.bytes());
+                    h.write_all(&id.bytes())?;
                 }
             }
         }
+        let sum = h.hash;
+        h.inner.write_all(&sum.to_be_bytes())
+    }
+
+    #[cfg(test)]
+    fn snapshot_bytes(&self, header: &SnapshotHeader) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.write_snapshot(&mut out, header);
         out
     }
 
-    fn from_snapshot(bytes: &[u8], generation: u64) -> Option<Self> {
-        let mut r = Reader(bytes);
+    /// Parses a snapshot, or `None` if it is not exactly a valid snapshot of this
+    /// store at this generation with the current index definitions.
+    fn from_snapshot(bytes: &[u8], header: &SnapshotHeader) -> Option<Self> {
+        let (body, sum) = bytes.split_at(bytes.len().checked_sub(8)?);
+        if fnv(FNV_OFFSET, body) != u64::from_be_bytes(sum.try_into().ok()?) {
+            return None;
+        }
+        let mut r = Reader(body);
         if r.take(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC
             || r.u64()? != crate::engine::SCHEMA_VERSION
-            || r.u64()? != generation
+            || r.u64()? != index_fingerprint()
+            || r.take(12)? != header.store_id
+            || r.u64()? != header.generation
         {
             return None;
         }
@@ -335,9 +418,15 @@ impl IndexSpace {
                 let n = r.u32()? as usize;
                 let t: Box<[u8]> = r.take(n)?.into();
                 let count = r.u32()? as usize;
-                let mut ids = Vec::with_capacity(count.min(1 << 20));
+                if t.is_empty() || count == 0 {
+                    return None;
+                }
+                let mut ids = Vec::with_capacity(count.min(r.0.len() / 12));
                 for _ in 0..count {
                     ids.push(ObjectId::from_bytes(r.take(12)?.try_into().ok()?));
+                }
+                if !ids.windows(2).all(|w| w[0] < w[1]) {
+                    return None;
                 }
                 let ids = if ids.len() == 1 {
                     Ids::One(ids[0])
@@ -349,6 +438,48 @@ impl IndexSpace {
             space.indexes.insert(idx, data);
         }
         r.0.is_empty().then_some(space)
+    }
+}
+
+/// What a snapshot must match to be loaded.
+struct SnapshotHeader {
+    store_id: [u8; 12],
+    generation: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// A hash of the index definitions: a snapshot made with other definitions is not
+/// loaded even if the schema version was not bumped.
+fn index_fingerprint() -> u64 {
+    let mut h = FNV_OFFSET;
+    for i in crate::index::INDEXES {
+        h = fnv(h, &[i.id]);
+        for f in i.fields {
+            h = fnv(h, f.as_bytes());
+            h = fnv(h, &[0]);
+        }
+    }
+    fnv(h, &(crate::index::MAX_ENTRIES as u64).to_be_bytes())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    hash: u64,
+}
+
+impl<W: std::io::Write> Hashing<'_, W> {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hash = fnv(self.hash, b);
+        self.inner.write_all(b)
     }
 }
 
@@ -389,10 +520,18 @@ pub struct Tiered<B: Kv> {
     index: Arc<RwLock<IndexSpace>>,
     view: RwLock<()>,
     generation: AtomicU64,
+    /// Set when the indexes may disagree with the base (a failed write, a cleared
+    /// index space not yet rebuilt): no snapshot is written while it is set.
+    dirty: std::sync::atomic::AtomicBool,
+    /// A random identity of this store, written in the base and in snapshots, so a
+    /// snapshot is never loaded into another store that reached the same generation.
+    store_id: [u8; 12],
 }
 
-/// How many index keys a scan copies per lock acquisition.
-const CHUNK: usize = 512;
+/// How many index keys a scan copies per lock acquisition: a small first chunk (a
+/// `limit=1` query needs one key), growing to this size.
+const CHUNK: usize = 4096;
+const FIRST_CHUNK: usize = 16;
 
 struct IndexScan {
     index: Arc<RwLock<IndexSpace>>,
@@ -402,6 +541,7 @@ struct IndexScan {
     last: Option<Vec<u8>>,
     buf: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     done: bool,
+    chunk: usize,
 }
 
 impl Iterator for IndexScan {
@@ -425,9 +565,10 @@ impl Iterator for IndexScan {
                     return Some(Err(StoreError::Poisoned));
                 }
             };
-            if chunk.len() < CHUNK {
+            if chunk.len() < self.chunk {
                 self.done = true;
             }
+            self.chunk = (self.chunk * 4).min(CHUNK);
             if chunk.is_empty() {
                 return None;
             }
@@ -444,6 +585,8 @@ impl<B: Kv> Tiered<B> {
             index: Arc::new(RwLock::new(IndexSpace::default())),
             view: RwLock::new(()),
             generation: AtomicU64::new(0),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            store_id: ObjectId::new().bytes(),
         }
     }
 
@@ -456,25 +599,43 @@ impl<B: Kv> Tiered<B> {
             })?,
             None => 0,
         };
+        let id_key = keys::key(keys::META, &[b"store_id"]);
+        let store_id = match base.get(&id_key)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::corrupt("store id", &id_key, "not 12 bytes"))?,
+            None => {
+                let id = ObjectId::new().bytes();
+                base.apply(vec![(id_key, Some(id.to_vec()))])?;
+                id
+            }
+        };
         Ok(Self {
             base,
             index: Arc::new(RwLock::new(IndexSpace::default())),
             view: RwLock::new(()),
             generation: AtomicU64::new(generation),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            store_id,
         })
     }
 
-    /// Loads the snapshot in `dir` if it matches the base's generation.
+    /// Loads the snapshot in `dir` if it belongs to this store, matches the base's
+    /// generation and passes its checks; then deletes the file, so that only a clean
+    /// [`Tiered::write_snapshot`] leaves one. Any problem means "not loaded" (the
+    /// caller rebuilds the indexes from the documents).
     pub fn load_snapshot(&self, dir: &Path) -> Result<bool, StoreError> {
-        let mut bytes = Vec::new();
-        match std::fs::File::open(dir.join(SNAPSHOT_FILE)) {
-            Ok(mut f) => {
-                f.read_to_end(&mut bytes)
-                    .map_err(|e| StoreError::Task(format!("reading the index snapshot: {e}")))?;
-            }
-            Err(_) => return Ok(false),
-        }
-        match IndexSpace::from_snapshot(&bytes, self.generation.load(Ordering::SeqCst)) {
+        let path = dir.join(SNAPSHOT_FILE);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(false);
+        };
+        let _ = std::fs::remove_file(&path);
+        let header = SnapshotHeader {
+            store_id: self.store_id,
+            generation: self.generation.load(Ordering::SeqCst),
+        };
+        match IndexSpace::from_snapshot(&bytes, &header) {
             Some(space) => {
                 *self.index.write().map_err(|_| StoreError::Poisoned)? = space;
                 Ok(true)
@@ -484,21 +645,32 @@ impl<B: Kv> Tiered<B> {
     }
 
     /// Writes the index snapshot for the current generation (after the base is
-    /// flushed), atomically (temporary file, fsync, rename).
+    /// flushed), streamed to a temporary file, fsynced, then renamed into place.
+    /// Writes nothing (and removes an old snapshot) while the indexes may be wrong.
     pub fn write_snapshot(&self, dir: &Path) -> Result<(), StoreError> {
         let _writers_wait = self.view.write().map_err(|_| StoreError::Poisoned)?;
+        let path = dir.join(SNAPSHOT_FILE);
+        if self.dirty.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
         self.base.flush()?;
-        let bytes = self
-            .index
-            .read()
-            .map_err(|_| StoreError::Poisoned)?
-            .snapshot_bytes(self.generation.load(Ordering::SeqCst));
+        let header = SnapshotHeader {
+            store_id: self.store_id,
+            generation: self.generation.load(Ordering::SeqCst),
+        };
         let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let io = |e: std::io::Error| StoreError::Task(format!("writing the index snapshot: {e}"));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(io)
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::new(file);
+        self.index
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .write_snapshot(&mut w, &header)
+            .map_err(io)?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
     }
 }
 
@@ -528,6 +700,7 @@ impl<B: Kv> Kv for Tiered<B> {
                 last: None,
                 buf: Vec::new().into_iter(),
                 done: false,
+                chunk: FIRST_CHUNK,
             });
         }
         Box::new(self.base.scan(lo, hi, rev).map(|item| {
@@ -537,18 +710,49 @@ impl<B: Kv> Kv for Tiered<B> {
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let _exclusive = self.view.write().map_err(|_| StoreError::Poisoned)?;
         let (index, mut base): (Vec<Write>, Vec<Write>) =
             writes.into_iter().partition(|(k, _)| is_index_key(k));
-        if !base.is_empty() || !index.is_empty() {
-            let next = self.generation.load(Ordering::SeqCst) + 1;
-            base.push((generation_key(), Some(next.to_be_bytes().to_vec())));
-            self.base.apply(base)?;
-            self.generation.store(next, Ordering::SeqCst);
+        if base.is_empty() && index.is_empty() {
+            return Ok(());
         }
-        let mut space = self.index.write().map_err(|_| StoreError::Poisoned)?;
-        for (k, v) in &index {
-            space.apply(k, v.as_deref())?;
+        // Check every index key first: once the base batch is applied, the in-memory
+        // update must not fail.
+        for (k, _) in &index {
+            let well_formed = match k.first() {
+                Some(&keys::INDEX) => split_entry(k).is_some(),
+                _ => k.len() >= 3,
+            };
+            if !well_formed {
+                return Err(StoreError::corrupt("index key", k, "malformed"));
+            }
+        }
+        // Base-only writes (events, records) cannot make a reader see a document
+        // without its index entries: they skip the exclusive view.
+        let _exclusive = if index.is_empty() {
+            None
+        } else {
+            Some(self.view.write().map_err(|_| StoreError::Poisoned)?)
+        };
+        let mut space = if index.is_empty() {
+            None
+        } else {
+            Some(self.index.write().map_err(|_| StoreError::Poisoned)?)
+        };
+        let next = self.generation.load(Ordering::SeqCst) + 1;
+        base.push((generation_key(), Some(next.to_be_bytes().to_vec())));
+        if let Err(e) = self.base.apply(base) {
+            // The base may or may not hold the batch: never trust a snapshot again.
+            self.dirty.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        self.generation.store(next, Ordering::SeqCst);
+        if let Some(space) = space.as_mut() {
+            for (k, v) in &index {
+                if let Err(e) = space.apply(k, v.as_deref()) {
+                    self.dirty.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -580,8 +784,13 @@ impl<B: Kv> Kv for Tiered<B> {
 
     fn clear_indexes(&self) -> Result<(), StoreError> {
         let _exclusive = self.view.write().map_err(|_| StoreError::Poisoned)?;
+        self.dirty.store(true, Ordering::SeqCst);
         *self.index.write().map_err(|_| StoreError::Poisoned)? = IndexSpace::default();
         Ok(())
+    }
+
+    fn indexes_rebuilt(&self) {
+        self.dirty.store(false, Ordering::SeqCst);
     }
 }
 
@@ -663,6 +872,64 @@ mod tests {
         assert_eq!(distinct.len(), 4);
     }
 
+    /// Scans that resume across chunks (a tuple with more ids than a chunk), with
+    /// bounds inside tuples and ids, agree with a plain ordered space.
+    #[test]
+    fn resumed_scans_match_a_plain_ordered_space() {
+        let tiered = Tiered::new(MemKv::default()).unwrap();
+        let plain = MemKv::default();
+        let id = |n: u32| {
+            let mut b = [0u8; 12];
+            b[8..].copy_from_slice(&n.to_be_bytes());
+            b
+        };
+        let mut writes = Vec::new();
+        for (t, count) in [
+            (&b"\x10"[..], 5u32),
+            (b"\x30a\x00\x00", 9000),
+            (b"\x30b\x00\x00", 3),
+        ] {
+            for n in 0..count {
+                writes.push((
+                    [&[keys::INDEX, 4][..], t, &id(n * 7)].concat(),
+                    Some(Vec::new()),
+                ));
+            }
+        }
+        tiered.apply(writes.clone()).unwrap();
+        plain.apply(writes).unwrap();
+        let k = |t: &[u8], tail: &[u8]| [&[keys::INDEX, 4][..], t, tail].concat();
+        let bounds: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (vec![keys::INDEX, 4], vec![keys::INDEX, 5]),
+            (
+                k(b"\x30a\x00\x00", &id(700)),
+                k(b"\x30a\x00\x00", &id(50_000)),
+            ),
+            (k(b"\x30a\x00\x00", &id(701)[..10]), k(b"\x30b", &[])),
+            (k(b"\x10", &id(14)), k(b"\x30a\x00\x00", &id(3)[..5])),
+            (k(b"\x30", &[]), k(b"\x30a\x00\x00", &[])),
+            (k(b"\x30a\x00\x00", &[]), k(b"\x30a\x00\x01", &[])),
+        ];
+        for (lo, hi) in bounds {
+            for rev in [false, true] {
+                let a: Vec<Vec<u8>> = tiered
+                    .scan(&lo, &hi, rev)
+                    .map(|r| r.unwrap().0.to_vec())
+                    .collect();
+                let b: Vec<Vec<u8>> = plain
+                    .scan(&lo, &hi, rev)
+                    .map(|r| r.unwrap().0.to_vec())
+                    .collect();
+                assert_eq!(a.len(), b.len(), "{lo:?}..{hi:?} rev={rev}");
+                assert_eq!(a, b, "{lo:?}..{hi:?} rev={rev}");
+            }
+        }
+        // Inverted and foreign ranges are empty, never a panic.
+        let empty = |lo: &[u8], hi: &[u8]| tiered.scan(lo, hi, false).count();
+        assert_eq!(empty(&[keys::COUNT, 4, 0xFF, 0], &[keys::COUNT, 5]), 0);
+        assert_eq!(empty(&k(b"\x30b", &[]), &k(b"\x30a", &[])), 0);
+    }
+
     #[test]
     fn snapshots_round_trip_and_check_the_generation() {
         let tiered = Tiered::new(MemKv::default()).unwrap();
@@ -673,17 +940,37 @@ mod tests {
             ])
             .unwrap();
         let space = tiered.index.read().unwrap().clone();
-        let bytes = space.snapshot_bytes(9);
-        assert_eq!(IndexSpace::from_snapshot(&bytes, 9), Some(space));
+        let header = |generation, store_id| SnapshotHeader {
+            store_id,
+            generation,
+        };
+        let bytes = space.snapshot_bytes(&header(9, [1; 12]));
         assert_eq!(
-            IndexSpace::from_snapshot(&bytes, 8),
+            IndexSpace::from_snapshot(&bytes, &header(9, [1; 12])),
+            Some(space)
+        );
+        assert_eq!(
+            IndexSpace::from_snapshot(&bytes, &header(8, [1; 12])),
             None,
             "stale generation"
         );
         assert_eq!(
-            IndexSpace::from_snapshot(&bytes[..bytes.len() - 1], 9),
+            IndexSpace::from_snapshot(&bytes, &header(9, [2; 12])),
+            None,
+            "another store"
+        );
+        assert_eq!(
+            IndexSpace::from_snapshot(&bytes[..bytes.len() - 1], &header(9, [1; 12])),
             None,
             "truncated"
+        );
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 1;
+        assert_eq!(
+            IndexSpace::from_snapshot(&flipped, &header(9, [1; 12])),
+            None,
+            "checksum"
         );
     }
 }

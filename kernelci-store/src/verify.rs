@@ -155,6 +155,8 @@ impl<K: Kv> Engine<K> {
         self.kv.apply(vec![(
             count_key,
             Some((nodes.len() as u64).to_be_bytes().to_vec()),
-        )])
+        )])?;
+        self.kv.indexes_rebuilt();
+        Ok(())
     }
 }

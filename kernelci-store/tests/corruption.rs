@@ -15,9 +15,24 @@ fn node_key(n: &Node) -> Vec<u8> {
     k
 }
 
+/// Opens the sled directory directly, waiting for a closed store's lock to go.
+fn raw_open(dir: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Writes `value` under `key` directly with sled, behind the store's back.
 fn poke(dir: &std::path::Path, key: &[u8], value: &[u8]) {
-    let db = sled::open(dir).unwrap();
+    let db = raw_open(dir);
     db.insert(key, value).unwrap();
     db.flush().unwrap();
 }
@@ -108,4 +123,40 @@ async fn a_newer_layout_is_refused_with_a_clear_error() {
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("opened a store of a newer layout"),
     }
+}
+
+/// Layout 1 kept index entries and counters as sled keys; opening such a store
+/// deletes them and rebuilds the indexes in memory.
+#[tokio::test]
+async fn a_layout_1_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::new("kbuild", "k", Timestamp::now());
+    {
+        let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+        store.insert_node(&n).await.unwrap();
+        store.close().unwrap();
+    }
+    {
+        let db = raw_open(dir.path());
+        db.insert(b"Mschema", &1u64.to_be_bytes()).unwrap();
+        for i in 0..25_000u32 {
+            let mut k = vec![b'I', 1, 0x30];
+            k.extend_from_slice(&i.to_be_bytes());
+            db.insert(k, b"").unwrap();
+        }
+        db.insert([b'K', 1, 0x10], &7u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+    let q = Query::parse_str("kind=kbuild", Mode::Count).unwrap();
+    assert_eq!(store.count_nodes(&q).await.unwrap(), 1);
+    assert!(store.verify().unwrap().is_clean());
+    store.close().unwrap();
+    let db = raw_open(dir.path());
+    assert_eq!(db.scan_prefix([b'I']).count(), 0, "old index keys deleted");
+    assert_eq!(db.scan_prefix([b'K']).count(), 0, "old counters deleted");
+    assert_eq!(
+        db.get(b"Mschema").unwrap().unwrap().as_ref(),
+        &2u64.to_be_bytes()
+    );
 }
