@@ -37,6 +37,8 @@ const SORT_IN_MEMORY: u64 = 5_000;
 /// times the driver's size; a larger one is cheaper to check on the driver's
 /// documents (a document load costs about as much as scanning ten index entries).
 const INTERSECT_RATIO: u64 = 8;
+/// A range source is counted for its estimate up to this many keys.
+const PROBE_CAP: u64 = 100_000;
 
 type Res<T> = Result<T, Error>;
 
@@ -107,10 +109,10 @@ enum Source {
         tuples: Vec<Vec<u8>>,
         label: String,
     },
-    /// The index keys in `[lo, hi)` (ids in value order, not id order).
+    /// The index keys in any of the `[lo, hi)` ranges (ids in value order, not id
+    /// order).
     Range {
-        lo: Vec<u8>,
-        hi: Vec<u8>,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
         label: String,
     },
 }
@@ -129,6 +131,44 @@ struct Prepared {
     residual: Vec<String>,
     /// No source can match (e.g. `created__lt=null`).
     empty: bool,
+}
+
+/// The key range of index keys starting with `base` (prefix + index id + leading
+/// values) whose next value satisfies every range condition of `conds`, or `None`
+/// unless they are all `lt`/`lte`/`gt`/`gte` of one type class with non-null,
+/// encodable values.
+fn range_bounds(base: &[u8], conds: &[Cond]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut lo: Option<Vec<u8>> = None;
+    let mut hi: Option<Vec<u8>> = None;
+    let mut class: Option<(u8, u8)> = None;
+    for c in conds {
+        let (Cond::Lt(v) | Cond::Lte(v) | Cond::Gt(v) | Cond::Gte(v)) = c else {
+            return None;
+        };
+        if matches!(v, QValue::Null) {
+            return None;
+        }
+        let bounds = keys::type_class_bounds(v);
+        if class.is_some_and(|c| c != bounds) {
+            return None;
+        }
+        class = Some(bounds);
+        let at = [base, &encode(v)?].concat();
+        match c {
+            Cond::Gt(_) => lo = lo.max(Some(prefix_end(&at))),
+            Cond::Gte(_) => lo = lo.max(Some(at)),
+            Cond::Lt(_) => hi = Some(hi.map_or(at.clone(), |h| h.min(at))),
+            _ => {
+                let end = prefix_end(&at);
+                hi = Some(hi.map_or(end.clone(), |h| h.min(end)));
+            }
+        }
+    }
+    let (tag, end) = class?;
+    Some((
+        lo.unwrap_or_else(|| [base, &[tag]].concat()),
+        hi.unwrap_or_else(|| [base, &[end]].concat()),
+    ))
 }
 
 fn single_index(field: &str) -> Option<&'static IndexDef> {
@@ -284,8 +324,7 @@ impl<K: Kv> Engine<K> {
         }
         for (lo, hi, _) in ranges {
             out.push(Source::Range {
-                lo,
-                hi,
+                ranges: vec![(lo, hi)],
                 label: format!("{name} range"),
             });
         }
@@ -296,7 +335,11 @@ impl<K: Kv> Engine<K> {
         let mut sources: Vec<Source> = Vec::new();
         let mut covered = vec![false; q.filters.len()];
         // Compound indexes first: equality on each of their fields.
-        for index in INDEXES.iter().filter(|i| i.fields.len() > 1) {
+        // The most specific compound indexes first (three fields before two).
+        let mut compounds: Vec<&'static IndexDef> =
+            INDEXES.iter().filter(|i| i.fields.len() > 1).collect();
+        compounds.sort_by_key(|i| std::cmp::Reverse(i.fields.len()));
+        for index in compounds {
             let positions: Option<Vec<usize>> = index
                 .fields
                 .iter()
@@ -309,11 +352,47 @@ impl<K: Kv> Engine<K> {
             if positions.iter().any(|p| covered[*p]) {
                 continue;
             }
-            let per_field: Option<Vec<Vec<Vec<u8>>>> = positions
+            let (last, leading) = match positions.split_last() {
+                Some(split) => split,
+                None => continue,
+            };
+            let all_eq: Option<Vec<Vec<Vec<u8>>>> = positions
                 .iter()
                 .map(|p| equality_values(&q.filters[*p]))
                 .collect();
-            let Some(per_field) = per_field else { continue };
+            let Some(per_field) = all_eq else {
+                // Equality on the leading fields and a range on the last one: one key
+                // range per combination of the leading values.
+                let leading_eq: Option<Vec<Vec<Vec<u8>>>> = leading
+                    .iter()
+                    .map(|p| equality_values(&q.filters[*p]))
+                    .collect();
+                let Some(leading_eq) = leading_eq else {
+                    continue;
+                };
+                if !self.regular(index)? {
+                    continue;
+                }
+                let mut prefixes: Vec<Vec<u8>> = vec![key(keys::INDEX, &[&[index.id]])];
+                for values in leading_eq {
+                    prefixes = prefixes
+                        .iter()
+                        .flat_map(|t| values.iter().map(move |v| [t.as_slice(), v].concat()))
+                        .collect();
+                }
+                let conds = &q.filters[*last].conds;
+                let ranges: Option<Vec<(Vec<u8>, Vec<u8>)>> =
+                    prefixes.iter().map(|p| range_bounds(p, conds)).collect();
+                let Some(ranges) = ranges else { continue };
+                for p in &positions {
+                    covered[*p] = true;
+                }
+                sources.push(Source::Range {
+                    ranges,
+                    label: format!("{} range", index.fields.join("+")),
+                });
+                continue;
+            };
             let mut tuples: Vec<Vec<u8>> = vec![Vec::new()];
             for values in per_field {
                 tuples = tuples
@@ -355,15 +434,17 @@ impl<K: Kv> Engine<K> {
         // Probe ranges only when no posting source is already small.
         let best = estimated.iter().map(|(_, e)| *e).min().unwrap_or(u64::MAX);
         if best > 2_000 {
-            let cap = best.min(self.count_all()?.max(1));
+            let cap = best.min(self.count_all()?.max(1)).min(PROBE_CAP);
             for (s, est) in estimated.iter_mut() {
-                if let Source::Range { lo, hi, .. } = s {
+                if let Source::Range { ranges, .. } = s {
                     let mut n = 0;
-                    for item in self.kv.scan(lo, hi, false) {
-                        item?;
-                        n += 1;
-                        if n >= cap {
-                            break;
+                    'probe: for (lo, hi) in ranges.iter() {
+                        for item in self.kv.scan(lo, hi, false) {
+                            item?;
+                            n += 1;
+                            if n >= cap {
+                                break 'probe;
+                            }
                         }
                     }
                     *est = n;
@@ -402,11 +483,13 @@ impl<K: Kv> Engine<K> {
                 }
                 tuples.len() <= 1
             }
-            Source::Range { lo, hi, .. } => {
-                for item in self.kv.scan(lo, hi, false) {
-                    let (k, _) = item?;
-                    if let Some(id) = keys::id_suffix(k.as_ref()) {
-                        ids.push(id);
+            Source::Range { ranges, .. } => {
+                for (lo, hi) in ranges {
+                    for item in self.kv.scan(lo, hi, false) {
+                        let (k, _) = item?;
+                        if let Some(id) = keys::id_suffix(k.as_ref()) {
+                            ids.push(id);
+                        }
                     }
                 }
                 false
@@ -456,11 +539,15 @@ impl<K: Kv> Engine<K> {
         }
         // Which sources to intersect: those within reach of the driver's size.
         let driver_est = p.sources.first().map_or(u64::MAX, |(_, e)| *e);
-        let mut sets: Vec<HashSet<ObjectId>> = Vec::new();
+        let mut sets: Vec<Vec<ObjectId>> = Vec::new();
         let mut check_docs = !p.residual.is_empty();
+        // Posting lists held in memory are copied, not scanned: any size pays off
+        // against loading documents. Ranges are scanned key by key.
+        let cheap_postings = self.kv.derives_counts();
         for (s, est) in p.sources.iter().skip(1) {
-            if *est <= driver_est.saturating_mul(INTERSECT_RATIO) {
-                sets.push(self.materialize(s)?.into_iter().collect());
+            let cheap = cheap_postings && matches!(s, Source::Postings { .. });
+            if cheap || *est <= driver_est.saturating_mul(INTERSECT_RATIO) {
+                sets.push(self.materialize(s)?);
                 plan.intersect.push(format!("{} (~{est})", s.label()));
             } else {
                 check_docs = true;
@@ -468,7 +555,7 @@ impl<K: Kv> Engine<K> {
                     .push(format!("{} (source too large)", s.label()));
             }
         }
-        let accept_ids = |id: &ObjectId| sets.iter().all(|s| s.contains(id));
+        let accept_ids = |id: &ObjectId| sets.iter().all(|s| s.binary_search(id).is_ok());
 
         // Exact total from counters: one posting source, nothing else to check.
         let single_postings = p.sources.len() == 1 && !check_docs;
@@ -580,7 +667,7 @@ impl<K: Kv> Engine<K> {
         q: &Query,
         p: &Prepared,
         sort: &kernelci_core::query::Sort,
-        sets: &[HashSet<ObjectId>],
+        sets: &[Vec<ObjectId>],
         check_docs: bool,
         counter_total: Option<u64>,
         want_total: bool,
@@ -621,7 +708,7 @@ impl<K: Kv> Engine<K> {
             let mut nodes = Vec::new();
             for id in ids
                 .into_iter()
-                .filter(|id| sets.iter().all(|s| s.contains(id)))
+                .filter(|id| sets.iter().all(|s| s.binary_search(id).is_ok()))
             {
                 if let Some(n) = self.load(id)? {
                     if !check_docs || matches(&n, q) {
@@ -640,9 +727,9 @@ impl<K: Kv> Engine<K> {
             index.fields[0]
         ));
         // The driver becomes one more membership set; the sort index walk drives.
-        let mut all_sets: Vec<HashSet<ObjectId>> = sets.to_vec();
+        let mut all_sets: Vec<Vec<ObjectId>> = sets.to_vec();
         if let Some((s, _)) = p.sources.first() {
-            all_sets.push(self.materialize(s)?.into_iter().collect());
+            all_sets.push(self.materialize(s)?);
         }
         let lo = key(keys::INDEX, &[&[index.id]]);
         let hi = prefix_end(&lo);
@@ -661,7 +748,7 @@ impl<K: Kv> Engine<K> {
             if !seen.insert(id) {
                 continue;
             }
-            if !all_sets.iter().all(|s| s.contains(&id)) {
+            if !all_sets.iter().all(|s| s.binary_search(&id).is_ok()) {
                 continue;
             }
             let collecting = items.len() < limit;
@@ -692,7 +779,7 @@ impl<K: Kv> Engine<K> {
             None => match all_sets.split_first() {
                 Some((first, rest)) => first
                     .iter()
-                    .filter(|id| rest.iter().all(|s| s.contains(id)))
+                    .filter(|id| rest.iter().all(|s| s.binary_search(id).is_ok()))
                     .count() as u64,
                 None => self.count_all()?,
             },

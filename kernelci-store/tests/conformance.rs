@@ -176,6 +176,14 @@ async fn review_regressions_agree_with_the_model() {
         "sort=data.x",
         "sort=-data.x&limit=7",
         "sort=data.arch&limit=3&offset=2",
+        // Compound indexes with a trailing range.
+        "kind=kbuild&created__gt=2000-01-01",
+        "kind__in=kbuild,job&created__lt=2100-01-01&limit=5",
+        "kind=kbuild&created__gt=2100-01-01",
+        "state=running&timeout__gt=2000-01-01&timeout__lt=2100-01-01",
+        "state__in=running,done&holdoff__lt=2100-01-01",
+        "kind=job&result=null&created__gte=2000-01-01&sort=-created",
+        "kind=kbuild&data.kernel_revision.tree=null&created__gt=2000-01-01&created__lt=1999-01-01",
     ] {
         let q = Query::parse_str(qs, Mode::Page).unwrap();
         let want = model.find_page(&q).await.unwrap();
