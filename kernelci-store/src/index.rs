@@ -135,6 +135,36 @@ pub const INDEXES: &[IndexDef] = &[
         id: 44,
         fields: &["kind", "owner"],
     },
+    // Equality then a range on the last field (the viewer's and the pollers'
+    // "these nodes since T" and "lapsed" queries) answer with one key range.
+    IndexDef {
+        id: 50,
+        fields: &["kind", "created"],
+    },
+    IndexDef {
+        id: 51,
+        fields: &["state", "timeout"],
+    },
+    IndexDef {
+        id: 52,
+        fields: &["state", "holdoff"],
+    },
+    IndexDef {
+        id: 53,
+        fields: &["kind", "data.kernel_revision.tree", "created"],
+    },
+    IndexDef {
+        id: 54,
+        fields: &[
+            "data.kernel_revision.tree",
+            "data.kernel_revision.branch",
+            "created",
+        ],
+    },
+    IndexDef {
+        id: 55,
+        fields: &["kind", "result", "created"],
+    },
 ];
 
 /// The most entries one node may have in one index (arrays multiply entries); a node

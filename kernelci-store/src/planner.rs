@@ -37,6 +37,9 @@ const SORT_IN_MEMORY: u64 = 5_000;
 /// times the driver's size; a larger one is cheaper to check on the driver's
 /// documents (a document load costs about as much as scanning ten index entries).
 const INTERSECT_RATIO: u64 = 8;
+/// An in-memory posting source is intersected when it is at most this many times the
+/// driver's size (copying an id is ~1000x cheaper than loading a document).
+const MEMORY_INTERSECT_RATIO: u64 = 1000;
 /// A range source is counted for its estimate up to this many keys.
 const PROBE_CAP: u64 = 100_000;
 
@@ -541,11 +544,13 @@ impl<K: Kv> Engine<K> {
         let driver_est = p.sources.first().map_or(u64::MAX, |(_, e)| *e);
         let mut sets: Vec<Vec<ObjectId>> = Vec::new();
         let mut check_docs = !p.residual.is_empty();
-        // Posting lists held in memory are copied, not scanned: any size pays off
-        // against loading documents. Ranges are scanned key by key.
+        // Posting lists held in memory are copied, not scanned: copying an id costs
+        // about a thousandth of loading a document. Ranges are scanned key by key.
         let cheap_postings = self.kv.derives_counts();
         for (s, est) in p.sources.iter().skip(1) {
-            let cheap = cheap_postings && matches!(s, Source::Postings { .. });
+            let cheap = cheap_postings
+                && matches!(s, Source::Postings { .. })
+                && *est <= driver_est.saturating_mul(MEMORY_INTERSECT_RATIO);
             if cheap || *est <= driver_est.saturating_mul(INTERSECT_RATIO) {
                 sets.push(self.materialize(s)?);
                 plan.intersect.push(format!("{} (~{est})", s.label()));

@@ -241,3 +241,32 @@ async fn index_snapshots_are_used_only_when_current() {
     assert_eq!(store.count_nodes(&q).await.unwrap(), 4);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// The planner uses the compound indexes that end in a range field.
+#[tokio::test]
+async fn compound_range_indexes_answer_equality_plus_range() {
+    let store = MemoryStore::new();
+    conformance::nodes(&store).await;
+    for (qs, index) in [
+        (
+            "kind=kbuild&created__gt=2024-01-01T00:00:02",
+            "kind+created range",
+        ),
+        (
+            "state=running&timeout__lt=2100-01-01",
+            "state+timeout range",
+        ),
+        (
+            "kind=job&result=pass&created__gte=2024-01-01",
+            "kind+result+created range",
+        ),
+    ] {
+        let q = Query::parse_str(qs, Mode::Page).unwrap();
+        let plan = store.explain(&q).unwrap();
+        assert!(
+            plan.driver.as_deref().is_some_and(|d| d.starts_with(index)),
+            "{qs}: {plan}"
+        );
+        assert!(plan.residual.is_empty(), "{qs}: {plan}");
+    }
+}
