@@ -195,6 +195,73 @@ fn equality_values(f: &FieldFilter) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// Collects one page (skipping `offset`, keeping `limit`) from candidate ids in
+/// order, counting every accepted candidate, and loading a document only when it is
+/// in the page or a residual check needs it.
+struct PageWalk<'q> {
+    query: &'q Query,
+    want_items: bool,
+    offset: usize,
+    limit: usize,
+    check_docs: bool,
+    skipped: usize,
+    items: Vec<Node>,
+    total: u64,
+}
+
+impl<'q> PageWalk<'q> {
+    fn new(
+        query: &'q Query,
+        want_items: bool,
+        offset: usize,
+        limit: usize,
+        check_docs: bool,
+    ) -> Self {
+        Self {
+            query,
+            want_items,
+            offset,
+            limit,
+            check_docs,
+            skipped: 0,
+            items: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// Offers the next candidate; `false` when the walk can stop (page full and the
+    /// total not counted by walking).
+    fn offer<K: Kv>(
+        &mut self,
+        engine: &Engine<K>,
+        id: ObjectId,
+        walk_for_total: bool,
+    ) -> Result<bool, StoreError> {
+        let collecting = self.want_items && self.items.len() < self.limit;
+        if !collecting && !walk_for_total {
+            return Ok(false);
+        }
+        let in_page = collecting && self.skipped >= self.offset;
+        let node = if self.check_docs || in_page {
+            match engine.load(id)? {
+                Some(n) if !self.check_docs || matches(&n, self.query) => Some(n),
+                _ => return Ok(true),
+            }
+        } else {
+            None
+        };
+        self.total += 1;
+        if collecting {
+            if self.skipped < self.offset {
+                self.skipped += 1;
+            } else if let Some(n) = node {
+                self.items.push(n);
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl<K: Kv> Engine<K> {
     fn regular(&self, index: &IndexDef) -> Result<bool, StoreError> {
         Ok(self.read_counter(&irregular_key(index))? == 0)
@@ -632,38 +699,18 @@ impl<K: Kv> Engine<K> {
             (None, false) => TotalBy::IndexEntries,
         };
 
-        let mut items = Vec::new();
-        let mut total = 0u64;
-        let mut skipped = 0usize;
+        let mut page = PageWalk::new(q, want_items, offset, limit, check_docs);
         let walk_for_total = want_total && counter_total.is_none();
         for id in driver_ids {
             let id = id?;
             if !accept_ids(&id) {
                 continue;
             }
-            let collecting = want_items && items.len() < limit;
-            if !collecting && !walk_for_total {
+            if !page.offer(self, id, walk_for_total)? {
                 break;
             }
-            let in_page = collecting && skipped >= offset;
-            let node = if check_docs || in_page {
-                match self.load(id)? {
-                    Some(n) if !check_docs || matches(&n, q) => Some(n),
-                    _ => continue,
-                }
-            } else {
-                None
-            };
-            total += 1;
-            if collecting {
-                if skipped < offset {
-                    skipped += 1;
-                } else if let Some(n) = node {
-                    items.push(n);
-                }
-            }
         }
-        Ok((items, counter_total.unwrap_or(total), plan))
+        Ok((page.items, counter_total.unwrap_or(page.total), plan))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -738,9 +785,7 @@ impl<K: Kv> Engine<K> {
         }
         let lo = key(keys::INDEX, &[&[index.id]]);
         let hi = prefix_end(&lo);
-        let mut items = Vec::new();
-        let mut total = 0u64;
-        let mut skipped = 0;
+        let mut page = PageWalk::new(q, true, offset, limit, check_docs);
         // A scan is not a snapshot: a node updated during the walk may show up twice.
         let mut seen: HashSet<ObjectId> = HashSet::new();
         // Without a residual check the total comes from the sets (or the counters).
@@ -756,28 +801,11 @@ impl<K: Kv> Engine<K> {
             if !all_sets.iter().all(|s| s.binary_search(&id).is_ok()) {
                 continue;
             }
-            let collecting = items.len() < limit;
-            if !collecting && !walk_for_total {
+            if !page.offer(self, id, walk_for_total)? {
                 break;
             }
-            let in_page = collecting && skipped >= offset;
-            let node = if check_docs || in_page {
-                match self.load(id)? {
-                    Some(n) if !check_docs || matches(&n, q) => Some(n),
-                    _ => continue,
-                }
-            } else {
-                None
-            };
-            total += 1;
-            if collecting {
-                if skipped < offset {
-                    skipped += 1;
-                } else if let Some(n) = node {
-                    items.push(n);
-                }
-            }
         }
+        let (items, total) = (page.items, page.total);
         let total = match counter_total {
             Some(t) => t,
             None if check_docs => total,
