@@ -75,6 +75,18 @@ pub enum TotalBy {
     Documents,
 }
 
+impl TotalBy {
+    /// Counters when they answer, else documents when a residual check runs, else
+    /// index entries.
+    fn of(from_counters: bool, check_docs: bool) -> Self {
+        match (from_counters, check_docs) {
+            (true, _) => TotalBy::Counters,
+            (false, true) => TotalBy::Documents,
+            (false, false) => TotalBy::IndexEntries,
+        }
+    }
+}
+
 /// How the order is produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderBy {
@@ -693,11 +705,7 @@ impl<K: Kv> Engine<K> {
         if p.sources.is_empty() && !check_docs {
             counter_total = Some(self.count_all()?);
         }
-        plan.total = match (counter_total, check_docs) {
-            (Some(_), _) => TotalBy::Counters,
-            (None, true) => TotalBy::Documents,
-            (None, false) => TotalBy::IndexEntries,
-        };
+        plan.total = TotalBy::of(counter_total.is_some(), check_docs);
 
         let mut page = PageWalk::new(q, want_items, offset, limit, check_docs);
         let walk_for_total = want_total && counter_total.is_none();
@@ -736,13 +744,7 @@ impl<K: Kv> Engine<K> {
         let Some(index) = walk else {
             // Load every candidate and sort in memory.
             plan.order = OrderBy::InMemory;
-            plan.total = if counter_total.is_some() {
-                TotalBy::Counters
-            } else if check_docs {
-                TotalBy::Documents
-            } else {
-                TotalBy::IndexEntries
-            };
+            plan.total = TotalBy::of(counter_total.is_some(), check_docs);
             let ids: Vec<ObjectId> = match p.sources.first() {
                 Some((s, _)) => self.materialize(s)?,
                 None => {
@@ -817,13 +819,7 @@ impl<K: Kv> Engine<K> {
                 None => self.count_all()?,
             },
         };
-        plan.total = if counter_total.is_some() {
-            TotalBy::Counters
-        } else if check_docs {
-            TotalBy::Documents
-        } else {
-            TotalBy::IndexEntries
-        };
+        plan.total = TotalBy::of(counter_total.is_some(), check_docs);
         Ok((items, total, plan))
     }
 
