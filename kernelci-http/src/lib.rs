@@ -1,9 +1,55 @@
-//! The KernelCI HTTP API.
+//! # kernelci-http
 //!
-//! This crate will hold the hyper 1.x handlers for every endpoint of the documented
-//! API (`/latest` and `/v0`), the single table mapping [`kernelci_core::Error`] to an
-//! HTTP status and a `{"detail": ...}` body, and `serve(listener, state, shutdown)`,
-//! which the `kernelci-server` binary calls. It is the only crate that knows the wire
-//! format.
+//! The KernelCI API over HTTP/1.1 with hyper: every endpoint of the contract
+//! (`shared/spec/API.md`), a drop-in for existing clients (kernelci-core's Python
+//! client, `kci`, kernelci-pipeline).
+//!
+//! The library owns the server: build an [`AppState`] over any
+//! [`Store`](kernelci_core::store::Store) and a [`HttpConfig`], bind a listener, and
+//! call [`serve`]:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kernelci_http::{serve, AppState, HttpConfig};
+//! # async fn run(store: Arc<dyn kernelci_core::store::Store>) -> Result<(), kernelci_http::HttpError> {
+//! let state = AppState::new(store, HttpConfig { secret_key: "change me".into(), ..HttpConfig::default() })?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
+//! // Serves until the future completes (the binary waits for SIGINT/SIGTERM).
+//! serve(listener, state, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`routes`]: prefixes (`/latest`, `/v0`, none), the route table, 404/405/307;
+//! - [`server`]: connections, body limits, one log line per request, panics → 500;
+//! - [`handlers`]: one module per area (nodes, events, users, groups, pub/sub, KV,
+//!   telemetry, pages);
+//! - [`state`]: shared state and authentication; [`tokens`]: JWTs;
+//! - [`pubsub`]: the broker (subscriptions, durable subscribers, keep-alives,
+//!   queues); [`jobs`]: background work; [`metrics`], [`openapi`], [`mail`].
+//!
+//! Errors: handlers return [`ApiError`] (status + `{"detail": ...}`); core errors
+//! map to statuses in [`ApiError::from_core`].
 
-pub use kernelci_core::Error;
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod jobs;
+pub mod mail;
+pub mod metrics;
+pub mod openapi;
+pub mod pubsub;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tokens;
+
+pub use config::{HttpConfig, PasswordCost, SmtpConfig};
+pub use error::{ApiError, HttpError};
+pub use server::serve;
+pub use state::AppState;

@@ -1,0 +1,173 @@
+//! The server's settings (API.md §11), one struct with the reference's defaults.
+//!
+//! The binary fills it from the command line, the environment and a TOML file; the
+//! library only reads it. Durations are in seconds, as the reference's variables.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// SMTP settings (`SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Port: 465 means implicit TLS, anything else plain SMTP with STARTTLS when
+    /// offered.
+    pub port: u16,
+    /// The From address (and the login user).
+    pub sender: String,
+    /// The login password.
+    pub password: String,
+}
+
+/// Argon2id cost parameters for new password hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordCost {
+    /// Memory in KiB (reference: 65536).
+    pub memory_kib: u32,
+    /// Iterations (reference: 3).
+    pub iterations: u32,
+    /// Lanes (reference: 4).
+    pub parallelism: u32,
+}
+
+impl PasswordCost {
+    /// argon2-cffi's defaults, as the reference writes them.
+    pub const REFERENCE: PasswordCost = PasswordCost {
+        memory_kib: 65536,
+        iterations: 3,
+        parallelism: 4,
+    };
+
+    /// A cheap setting for tests (never for production data).
+    pub const TESTING: PasswordCost = PasswordCost {
+        memory_kib: 256,
+        iterations: 1,
+        parallelism: 1,
+    };
+}
+
+/// Every setting of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpConfig {
+    /// `SECRET_KEY`: signs access, invite and reset tokens. Required (non-empty).
+    pub secret_key: String,
+    /// `UNIFIED_SECRET`: a second key accepted when verifying access tokens.
+    pub unified_secret: String,
+    /// `ALGORITHM`: `HS256`, `HS384` or `HS512`.
+    pub algorithm: String,
+    /// `ACCESS_TOKEN_EXPIRE_SECONDS` (0: tokens without `exp`).
+    pub access_token_expire_seconds: u64,
+    /// `INVITE_TOKEN_EXPIRE_SECONDS`.
+    pub invite_token_expire_seconds: u64,
+    /// `PUBLIC_BASE_URL`: base of invite links (else derived from the request).
+    pub public_base_url: Option<String>,
+    /// `KEEP_ALIVE_PERIOD`: seconds between BEEP keep-alives (> 0, < 60).
+    pub keep_alive_period: u64,
+    /// `CLOUD_EVENTS_SOURCE`.
+    pub cloud_events_source: String,
+    /// `EVENT_HISTORY_TTL_SECONDS`: events older than this are trimmed.
+    pub event_history_ttl_seconds: u64,
+    /// `TELEMETRY_TTL_SECONDS`: telemetry older than this is trimmed.
+    pub telemetry_ttl_seconds: u64,
+    /// `NODE_PURGE_AGE_DAYS`: nodes (but checkouts) older than this are purged;
+    /// `None` turns the purge off.
+    pub node_purge_age_days: Option<u64>,
+    /// Idle subscriptions (last poll older than this) are dropped.
+    pub subscription_idle_seconds: u64,
+    /// Period of the housekeeping jobs (subscription clean-up, trims, purge).
+    pub housekeeping_period_seconds: u64,
+    /// Period of the time-driven state machine (timeouts, holdoff, closing).
+    pub state_period_seconds: u64,
+    /// Runs the background jobs at all (tests switch them off).
+    pub background_jobs: bool,
+    /// E-mail settings; `None`: nothing is sent (flows report `email_sent: false`).
+    pub smtp: Option<SmtpConfig>,
+    /// Largest accepted request body (bytes); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers.
+    pub header_timeout_seconds: u64,
+    /// Time allowed to receive a request's body.
+    pub body_timeout_seconds: u64,
+    /// `/nodes/fast` gives up after this long (504), as the reference's 15 s.
+    pub fast_query_timeout_seconds: u64,
+    /// Cost of new password hashes.
+    pub password_cost: PasswordCost,
+}
+
+impl Default for HttpConfig {
+    /// The reference defaults; `secret_key` is empty (the caller must set it).
+    fn default() -> Self {
+        HttpConfig {
+            secret_key: String::new(),
+            unified_secret: String::new(),
+            algorithm: "HS256".into(),
+            access_token_expire_seconds: 315_360_000,
+            invite_token_expire_seconds: 604_800,
+            public_base_url: None,
+            keep_alive_period: 45,
+            cloud_events_source: "https://api.kernelci.org/".into(),
+            event_history_ttl_seconds: 604_800,
+            telemetry_ttl_seconds: 1_209_600,
+            node_purge_age_days: None,
+            subscription_idle_seconds: 900,
+            housekeeping_period_seconds: 900,
+            state_period_seconds: 60,
+            background_jobs: true,
+            smtp: None,
+            max_body_bytes: 64 * 1024 * 1024,
+            header_timeout_seconds: 30,
+            body_timeout_seconds: 300,
+            fast_query_timeout_seconds: 15,
+            password_cost: PasswordCost::REFERENCE,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// A configuration for tests: the given secret, cheap password hashes, no
+    /// background jobs, a 1 s keep-alive.
+    pub fn for_tests(secret: &str) -> Self {
+        HttpConfig {
+            secret_key: secret.into(),
+            password_cost: PasswordCost::TESTING,
+            background_jobs: false,
+            keep_alive_period: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Checks the values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.secret_key.trim().is_empty() {
+            return Err(
+                "SECRET_KEY is not set: set it (a long random string) or pass --dev \
+                        for a throw-away development key"
+                    .into(),
+            );
+        }
+        if !matches!(self.algorithm.as_str(), "HS256" | "HS384" | "HS512") {
+            return Err(format!(
+                "ALGORITHM {:?} is not supported: use HS256, HS384 or HS512",
+                self.algorithm
+            ));
+        }
+        if self.keep_alive_period == 0 || self.keep_alive_period >= 60 {
+            return Err(
+                "KEEP_ALIVE_PERIOD must be between 1 and 59 seconds (clients \
+                        time out at 60 s)"
+                    .into(),
+            );
+        }
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The keep-alive period.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_period)
+    }
+}

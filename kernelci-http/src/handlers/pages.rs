@@ -1,0 +1,145 @@
+//! The root, HTML pages, static assets, `/metrics` and `/openapi.json` (API.md §3).
+//!
+//! `GET /` answers the HTML landing page to browsers (an `Accept` header naming
+//! `text/html`) and `{"message": "KernelCI API"}` to everything else, so that
+//! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
+//! (CLIENT.md §2). The viewer and dashboard pages are not built yet: their paths
+//! answer a small page linking the JSON API.
+
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::Req;
+use crate::response::{self, Resp};
+use crate::state::AppState;
+
+/// The shared stylesheet (`/static/css/style.css`).
+pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
+/// The form script of the invite pages (`/static/js/forms.js`).
+pub const FORMS_JS: &str = include_str!("../../assets/forms.js");
+
+const ICONS: &[(&str, &[u8])] = &[
+    ("ok.png", include_bytes!("../../assets/ok.png")),
+    ("bad.png", include_bytes!("../../assets/bad.png")),
+    ("warning.png", include_bytes!("../../assets/warning.png")),
+];
+
+/// Wraps `body` in the common page layout.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><link rel=\"stylesheet\" href=\"/static/css/style.css\">\
+         </head><body>\n{body}\n</body></html>\n"
+    )
+}
+
+fn landing() -> String {
+    page(
+        "KernelCI API",
+        "<h1>KernelCI API</h1>\
+         <p class=\"muted\">kernelci-rs: the KernelCI API server.</p>\
+         <h2>JSON API</h2><ul>\
+         <li><a href=\"/latest/nodes?limit=10\">/latest/nodes</a>: nodes (filters: <code>kind=kbuild&amp;state=done</code>, <code>created__gt=...</code>)</li>\
+         <li><a href=\"/latest/count\">/latest/count</a>: number of nodes</li>\
+         <li><a href=\"/latest/events?limit=10\">/latest/events</a>: event history</li>\
+         <li><a href=\"/latest/openapi.json\">/latest/openapi.json</a>: every endpoint (OpenAPI 3)</li>\
+         <li><a href=\"/metrics\">/metrics</a>: counters</li></ul>\
+         <h2>Users</h2><ul>\
+         <li><a href=\"/user/invite\">Invite a user</a> (administrators)</li>\
+         <li><a href=\"/user/accept-invite\">Accept an invitation</a></li></ul>",
+    )
+}
+
+/// `GET /`.
+pub async fn root(_state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let wants_html = req
+        .header("accept")
+        .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
+    if wants_html {
+        Ok(response::html(landing()))
+    } else {
+        Ok(response::ok(&json!({"message": "KernelCI API"})))
+    }
+}
+
+/// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`: a page pointing to
+/// the JSON API until the UI lands, with the reference's no-cache headers.
+pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let name = req.path.rsplit('/').next().unwrap_or("page");
+    let body = format!(
+        "<h1>KernelCI {name}</h1><p>This page is not part of this server yet. \
+         The same data is available from the JSON API: \
+         <a href=\"/latest/nodes?limit=10\">/latest/nodes</a>, \
+         <a href=\"/latest/events?limit=10\">/latest/events</a>, \
+         <a href=\"/latest/openapi.json\">/latest/openapi.json</a>.</p>\
+         <p><a href=\"/\">Back to the start page</a></p>"
+    );
+    let mut r = response::html(page(&format!("KernelCI {name}"), &body));
+    let h = r.headers_mut();
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("pragma", HeaderValue::from_static("no-cache"));
+    h.insert("expires", HeaderValue::from_static("0"));
+    Ok(r)
+}
+
+fn valid_name(name: &str, ext: &str) -> bool {
+    name.len() > ext.len() + 1
+        && name.ends_with(&format!(".{ext}"))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `GET /icons/{name}`.
+pub async fn icon(_state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let name = req.param(0);
+    if !valid_name(name, "png") {
+        return Err(ApiError::bad_request("Invalid icon name"));
+    }
+    // The reference answers 500 for a missing icon file; a missing file is the
+    // client's mistake, so 404.
+    let (_, bytes) = ICONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| ApiError::not_found("File not found"))?;
+    Ok(response::with_body(StatusCode::OK, "image/png", *bytes))
+}
+
+/// `GET /static/css/{file}` and `GET /static/js/{file}`.
+pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<Resp> {
+    let name = req.param(0);
+    if !valid_name(name, ext) {
+        return Err(ApiError::bad_request("Invalid filename"));
+    }
+    let (content, ctype) = match (ext, name) {
+        ("css", "style.css") => (STYLE_CSS, "text/css; charset=utf-8"),
+        ("js", "forms.js") => (FORMS_JS, "application/javascript"),
+        _ => return Err(ApiError::not_found("File not found")),
+    };
+    let mut r = response::with_body(StatusCode::OK, ctype, content);
+    r.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(r)
+}
+
+/// `GET /metrics`.
+pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
+    Ok(response::with_body(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        state.metrics().render(),
+    ))
+}
+
+/// `GET /latest/openapi.json`.
+pub async fn openapi(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
+    Ok(response::ok(&crate::openapi::document()))
+}

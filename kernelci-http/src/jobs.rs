@@ -1,0 +1,205 @@
+//! Background work inside the server (API.md §10 and the time-driven state
+//! machine of MODELS.md §5):
+//!
+//! - **state machine** (every `state_period_seconds`): nodes whose `timeout` passed
+//!   are closed as `done` (result `incomplete`, `error_code` `node_timeout` when they
+//!   had no result), `available` nodes whose `holdoff` passed move to `closing` (or
+//!   `done` when all descendants are done), `closing` nodes whose descendants are all
+//!   done move to `done`. Each transition is a compare-and-swap write (a concurrent
+//!   client update wins and the node is looked at again next round) and publishes an
+//!   `updated` node event with `previous_state`/`previous_result`, as a PUT by the
+//!   pipeline's timeout service would. The rules are core's
+//!   [`kernelci_core::state::due_transition`].
+//! - **housekeeping** (every `housekeeping_period_seconds`): drop subscriptions idle
+//!   longer than `subscription_idle_seconds` (counter `subscriptions_cleaned`), trim
+//!   the event history older than `EVENT_HISTORY_TTL_SECONDS`, trim telemetry older
+//!   than `TELEMETRY_TTL_SECONDS`, and purge nodes (but checkouts) created more than
+//!   `NODE_PURGE_AGE_DAYS` ago in batches of 10 000 (counter `nodes_purged`; off
+//!   unless configured).
+//!
+//! Every job is also callable once ([`run_state_machine`], [`run_housekeeping`]) so
+//! tests drive them without waiting.
+
+use std::time::Duration;
+
+use kernelci_core::events::{node_event, NodeOp};
+use kernelci_core::query::{Mode, Query};
+use kernelci_core::state::{apply_timed, due_transition, ChildrenSummary, TimedReason};
+use kernelci_core::time::Timestamp;
+use kernelci_core::Error as CoreError;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// Purge batch size (as the reference).
+const PURGE_BATCH: usize = 10_000;
+
+/// The running background tasks.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Jobs {
+    /// Waits for the tasks to end (they end when the state begins shutting down).
+    pub async fn stop(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts the jobs (none when `background_jobs` is off).
+pub fn spawn(state: &AppState) -> Jobs {
+    let mut jobs = Jobs::default();
+    if !state.config().background_jobs {
+        return jobs;
+    }
+    let period = Duration::from_secs(state.config().state_period_seconds.max(1));
+    jobs.tasks
+        .push(every(state.clone(), period, |st| async move {
+            if let Err(e) = run_state_machine(&st, Timestamp::now()).await {
+                tracing::warn!(error = %e, "state machine round failed");
+            }
+        }));
+    let period = Duration::from_secs(state.config().housekeeping_period_seconds.max(1));
+    jobs.tasks
+        .push(every(state.clone(), period, |st| async move {
+            if let Err(e) = run_housekeeping(&st, Timestamp::now()).await {
+                tracing::warn!(error = %e, "housekeeping round failed");
+            }
+        }));
+    jobs
+}
+
+fn every<F, Fut>(state: AppState, period: Duration, f: F) -> JoinHandle<()>
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut stopping = state.stopping();
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = crate::state::stopped(&mut stopping) => return,
+                _ = ticker.tick() => f(state.clone()).await,
+            }
+        }
+    })
+}
+
+/// What one state-machine round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateRound {
+    /// Nodes closed by their timeout.
+    pub timed_out: u64,
+    /// Nodes moved on by their holdoff.
+    pub held_off: u64,
+    /// Closing nodes whose descendants are all done.
+    pub closed: u64,
+}
+
+/// One round of the time-driven state machine at `now`.
+pub async fn run_state_machine(state: &AppState, now: Timestamp) -> Result<StateRound, CoreError> {
+    let mut round = StateRound::default();
+    let now_q = now.to_string();
+    // Each query is served by a compound index (state + timeout / holdoff).
+    let queries = [
+        format!("state=running&timeout__lt={now_q}"),
+        format!("state=available&timeout__lt={now_q}"),
+        format!("state=closing&timeout__lt={now_q}"),
+        format!("state=available&holdoff__lt={now_q}"),
+        "state=closing".to_owned(),
+    ];
+    for q in queries {
+        let query = Query::parse_str(&q, Mode::Fast)?;
+        for node in state.store().find_nodes(&query).await? {
+            let summary = if node.state == kernelci_core::node::State::Running {
+                ChildrenSummary::default()
+            } else {
+                state.store().descendants_summary(node.id).await?
+            };
+            let Some(t) = due_transition(&node, summary, now) else {
+                continue;
+            };
+            let Some(stored) = state.store().get_node(node.id).await? else {
+                continue;
+            };
+            // Re-check on the version we are about to replace.
+            let Some(t2) = due_transition(&stored.value, summary, now) else {
+                continue;
+            };
+            if t2 != t {
+                continue;
+            }
+            let updated = apply_timed(&stored.value, &t, now);
+            match state.store().replace_node(&updated, stored.version).await {
+                Ok(_) => {}
+                Err(CoreError::Conflict(_)) | Err(CoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            let op = NodeOp::Updated {
+                previous_state: stored.value.state,
+                previous_result: stored.value.result,
+            };
+            let event = node_event(&updated, op, false, now);
+            if let Err(e) = state.emit(event, Default::default()).await {
+                tracing::warn!(node = %updated.id, error = ?e.body, "event of a timed transition failed");
+            }
+            match t.reason {
+                TimedReason::Timeout => round.timed_out += 1,
+                TimedReason::Holdoff => round.held_off += 1,
+                TimedReason::ChildrenDone => round.closed += 1,
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// What one housekeeping round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HousekeepingRound {
+    /// Subscriptions dropped for idleness.
+    pub subscriptions_cleaned: u64,
+    /// Events trimmed.
+    pub events_trimmed: u64,
+    /// Nodes purged.
+    pub nodes_purged: u64,
+}
+
+/// One housekeeping round at `now`.
+pub async fn run_housekeeping(
+    state: &AppState,
+    now: Timestamp,
+) -> Result<HousekeepingRound, CoreError> {
+    let cfg = state.config();
+    let mut round = HousekeepingRound::default();
+    let idle = Duration::from_secs(cfg.subscription_idle_seconds);
+    round.subscriptions_cleaned = state.broker().drop_idle(idle, now);
+    if round.subscriptions_cleaned > 0 {
+        state
+            .metrics()
+            .add("subscriptions_cleaned", round.subscriptions_cleaned);
+    }
+    let ttl = i64::try_from(cfg.event_history_ttl_seconds).unwrap_or(i64::MAX);
+    round.events_trimmed = state.store().trim_events(now.plus_seconds(-ttl)).await?;
+    if let Some(days) = cfg.node_purge_age_days {
+        let age = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+        let before = now.plus_seconds(-age);
+        loop {
+            let n = state
+                .store()
+                .delete_nodes_created_before(before, &["checkout"], PURGE_BATCH)
+                .await?;
+            round.nodes_purged += n;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        // Always present once the purge has run (API.md §3).
+        state.metrics().add("nodes_purged", round.nodes_purged);
+    }
+    Ok(round)
+}

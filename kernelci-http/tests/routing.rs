@@ -1,0 +1,110 @@
+//! Prefixes, redirects, 404/405, body limits, pages (API.md §1.1, §3).
+
+mod common;
+
+use common::TestServer;
+use hyper::Method;
+use kernelci_http::HttpConfig;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_versions_and_errors() {
+    let s = TestServer::start().await;
+    // Root answers JSON to API clients, HTML to browsers, under every prefix.
+    for path in ["/", "/latest/", "/v0/"] {
+        let r = s.get(path, None).await;
+        assert_eq!(r.code(), 200, "{path}");
+        assert_eq!(r.json(), json!({"message": "KernelCI API"}));
+    }
+    let r = s
+        .request(Method::GET, "/", &[("accept", "text/html,*/*")], "")
+        .await;
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text().contains("KernelCI API"));
+    // `/latest` redirects to `/latest/`; a trailing slash to the plain spelling.
+    let r = s.get("/latest", None).await;
+    assert_eq!(r.code(), 307);
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("http://{}/latest/", s.addr)
+    );
+    let r = s.get("/latest/count/?kind=x", None).await;
+    assert_eq!(r.code(), 307);
+    assert!(r
+        .header("location")
+        .unwrap()
+        .ends_with("/latest/count?kind=x"));
+    // Other versions: 400 text.
+    let r = s.get("/v1/nodes", None).await;
+    assert_eq!(r.code(), 400);
+    assert_eq!(r.text(), "Unsupported API version: v1");
+    // Unknown paths and methods.
+    let r = s.get("/latestfoo", None).await;
+    assert_eq!((r.code(), r.json()), (404, json!({"detail": "Not Found"})));
+    let r = s.get("/group/65a1355ee98651d0fe81e412", None).await;
+    assert_eq!(r.code(), 404);
+    let r = s.send_json(Method::POST, "/user/verify", None, None).await;
+    assert_eq!(r.code(), 405);
+    assert_eq!(r.detail(), json!("Method Not Allowed"));
+    assert!(r.header("allow").unwrap().contains("GET"));
+    let r = s.send_json(Method::GET, "/unsubscribe/1", None, None).await;
+    assert_eq!(r.code(), 405);
+    // Docs of the reference are not served; ours is.
+    assert_eq!(s.get("/docs", None).await.code(), 404);
+    let r = s.get("/latest/openapi.json", None).await;
+    assert_eq!(r.code(), 200);
+    assert!(r.json()["paths"]["/latest/nodes"]["get"].is_object());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_assets_and_metrics() {
+    let s = TestServer::start().await;
+    let r = s.get("/viewer", None).await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(
+        r.header("cache-control").unwrap(),
+        "no-cache, no-store, must-revalidate"
+    );
+    assert!(r.text().contains("/latest/nodes"));
+    let r = s.get("/icons/ok.png", None).await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(r.header("content-type").unwrap(), "image/png");
+    assert!(r.body.starts_with(b"\x89PNG"));
+    assert_eq!(
+        s.get("/icons/x.gif", None).await.detail(),
+        json!("Invalid icon name")
+    );
+    assert_eq!(s.get("/icons/nope.png", None).await.code(), 404);
+    let r = s.get("/static/css/style.css", None).await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(r.header("cache-control").unwrap(), "public, max-age=3600");
+    assert_eq!(
+        s.get("/static/css/a%20b.css", None).await.detail(),
+        json!("Invalid filename")
+    );
+    assert_eq!(
+        s.get("/static/js/none.js", None).await.detail(),
+        json!("File not found")
+    );
+    let r = s.get("/metrics", None).await;
+    assert_eq!(r.code(), 200);
+    assert!(r
+        .text()
+        .starts_with("http_requests_total{instance=\"api\"} "));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413() {
+    let s = TestServer::start_with(HttpConfig {
+        max_body_bytes: 1024,
+        ..HttpConfig::for_tests(common::SECRET)
+    })
+    .await;
+    let big = json!({"name": "x".repeat(4096)});
+    let r = s.post("/latest/node", None, &big).await;
+    assert_eq!(r.code(), 413);
+    assert!(r.detail().as_str().unwrap().contains("1024"));
+    s.stop().await;
+}
