@@ -109,6 +109,34 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A query-string error: 422 in FastAPI's shape for a bad `limit`/`offset` of a
+    /// paginated endpoint (`loc: ["query", name]`), 400 for everything else.
+    pub fn from_query(e: kernelci_core::query::QueryError, req: &crate::request::Req) -> Self {
+        use kernelci_core::query::QueryErrorKind;
+        if e.kind != QueryErrorKind::Pagination {
+            return Self::from_core(CoreError::BadQuery(e));
+        }
+        let input = req.query_last(&e.param).unwrap_or_default().to_owned();
+        let (kind, ctx) = if input.trim().parse::<i64>().is_ok() {
+            let ge = if e.param == "limit" { 1 } else { 0 };
+            ("greater_than_equal", json!({ "ge": ge }))
+        } else {
+            ("int_parsing", Value::Null)
+        };
+        let mut item =
+            json!({"type": kind, "loc": ["query", e.param], "msg": e.reason, "input": input});
+        if let (false, Some(obj)) = (ctx.is_null(), item.as_object_mut()) {
+            obj.insert("ctx".into(), ctx);
+        }
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": [item] }),
+            headers: Vec::new(),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         Self::from_core(e)

@@ -1,50 +1,432 @@
-//! Node endpoints.
-use crate::error::ApiResult;
+//! Node endpoints (API.md §6): read, query, count, create, replace, patch, batch
+//! set, hierarchy submission.
+//!
+//! The rules are kernelci-core's ([`kernelci_core::state`], [`kernelci_core::auth`]);
+//! this module orders the checks as the reference does, talks to the store, and
+//! publishes node events.
+//!
+//! Decisions where the reference is silent or accidental:
+//! - Queries (`/nodes`, `/nodes/fast`, `/count`) run on the blocking thread pool, so
+//!   a long scan on an unindexed field never stalls other requests; `limit` and
+//!   `offset` are applied by the store's index walk.
+//! - Writes are compare-and-swap on the node's version: a PUT or PATCH racing another
+//!   write of the same node re-reads it and re-applies its rules (up to
+//!   [`CAS_ATTEMPTS`] times, then 409), so no update is silently lost.
+//! - A hierarchy is checked whole (kinds, data models, the existence of every child
+//!   referenced by id) before anything is written; the reference wrote node by node
+//!   and left a half-written tree on error.
+//! - `/batch/nodeset` refuses values other than true/false (400) instead of storing
+//!   a string in a boolean field.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use kernelci_core::auth::{may_edit_node, Operation, Principal};
+use kernelci_core::events::{node_event, NodeOp};
+use kernelci_core::id::{IdGenerator, ObjectId};
+use kernelci_core::node::{Node, NodeBody, NodePatch};
+use kernelci_core::query::{Mode, Query};
+use kernelci_core::state::{self, HierarchyBody};
+use kernelci_core::store::{node_not_found, FieldSet, Store, Version};
+use kernelci_core::time::Timestamp;
+use kernelci_core::Error as CoreError;
+
+use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
-use crate::response::Resp;
+use crate::response::{self, Resp};
 use crate::state::AppState;
 
-/// Handler.
-pub async fn get_node(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// How many times a write re-reads a node that changed under it before giving up.
+pub const CAS_ATTEMPTS: usize = 8;
+
+fn body_loc() -> Vec<Value> {
+    vec![Value::from("body")]
 }
 
-/// Handler.
-pub async fn list_nodes(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// Runs a store query on the blocking pool (see the module docs).
+async fn offload<T, F>(state: &AppState, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(
+            Arc<dyn Store>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = kernelci_core::Result<T>> + Send>,
+        > + Send
+        + 'static,
+{
+    let store = state.store_arc();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(f(store)))
+        .await
+        .map_err(|e| ApiError::internal(format!("query task failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
-/// Handler.
-pub async fn list_nodes_fast(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+fn parse_query(req: &Req, mode: Mode) -> ApiResult<Query> {
+    Query::parse(&req.query, mode).map_err(|e| ApiError::from_query(e, req))
 }
 
-/// Handler.
-pub async fn count_nodes(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+fn node_id(req: &Req) -> ApiResult<ObjectId> {
+    Ok(ObjectId::parse(req.param(0)).map_err(CoreError::from)?)
 }
 
-/// Handler.
-pub async fn create_node(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `noevent=true|1|yes|on` (any case) suppresses the event.
+fn noevent(req: &Req) -> bool {
+    req.query_last("noevent")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
 }
 
-/// Handler.
-pub async fn replace_node(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /node/{id}`: the node, or 200 `null` when it does not exist.
+pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let id = node_id(req)?;
+    let node = state.store().get_node(id).await?;
+    Ok(response::ok(
+        &node.map(|v| v.value.to_json()).unwrap_or(Value::Null),
+    ))
 }
 
-/// Handler.
-pub async fn patch_node(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /nodes`: one page and the total.
+pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let query = parse_query(req, Mode::Page)?;
+    let (limit, offset) = (query.limit, query.offset);
+    let page = offload(state, move |s| {
+        Box::pin(async move { s.find_page(&query).await })
+    })
+    .await?;
+    let items: Vec<Value> = page.items.iter().map(Node::to_json).collect();
+    Ok(response::ok(&json!({
+        "items": items,
+        "total": page.total,
+        "limit": limit.unwrap_or(kernelci_core::query::DEFAULT_LIMIT),
+        "offset": offset,
+    })))
 }
 
-/// Handler.
-pub async fn batch_nodeset(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /nodes/fast`: a plain array, 504 after the configured time.
+pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let query = parse_query(req, Mode::Fast)?;
+    let limit = Duration::from_secs(state.config().fast_query_timeout_seconds);
+    let work = offload(state, move |s| {
+        Box::pin(async move { s.find_nodes(&query).await })
+    });
+    let nodes = tokio::time::timeout(limit, work).await.map_err(|_| {
+        ApiError::detail(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout while fetching nodes: ",
+        )
+    })??;
+    let items: Vec<Value> = nodes.iter().map(Node::to_json).collect();
+    Ok(response::ok(&Value::Array(items)))
 }
 
-/// Handler.
-pub async fn submit_hierarchy(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /count`: a bare integer.
+pub async fn count_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let query = parse_query(req, Mode::Count)?;
+    let n = offload(state, move |s| {
+        Box::pin(async move { s.count_nodes(&query).await })
+    })
+    .await?;
+    Ok(response::ok(&json!(n)))
+}
+
+async fn publish(state: &AppState, node: &Node, op: NodeOp, is_hierarchy: bool, now: Timestamp) {
+    let event = node_event(node, op, is_hierarchy, now);
+    // The write is stored; a failure to log its event must not turn it into an error
+    // the client would retry (and duplicate).
+    if let Err(e) = state.emit(event, Default::default()).await {
+        tracing::error!(node = %node.id, error = ?e.body, "node event not recorded");
+    }
+}
+
+/// `POST /node`.
+pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    let (principal, _) = state.require_user(req, Operation::CreateNode).await?;
+    let now = Timestamp::now();
+    let body = NodeBody::from_json(&body, &body_loc(), now)?;
+    let node = state::create(
+        body,
+        &principal.username,
+        IdGenerator::global().next_id(),
+        now,
+    )?;
+    if let Some(parent) = node.parent {
+        if state.store().get_node(parent).await?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "Parent not found with id: {parent}"
+            )));
+        }
+    }
+    for g in &node.user_groups {
+        if state.store().get_group_by_name(g).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "User group does not exist with name: {g}"
+            )));
+        }
+    }
+    state.store().insert_node(&node).await?;
+    publish(state, &node, NodeOp::Created, false, now).await;
+    Ok(response::ok(&node.to_json()))
+}
+
+/// Reads the node of the path, checks the caller may edit it, computes its new form
+/// with `apply`, and stores it with compare-and-swap (re-reading on a race).
+async fn edit_node(
+    state: &AppState,
+    id: ObjectId,
+    principal: &Principal,
+    apply: impl Fn(&Node, Timestamp) -> kernelci_core::Result<Node>,
+) -> ApiResult<(Node, Node, Timestamp)> {
+    for _ in 0..CAS_ATTEMPTS {
+        let stored = state
+            .store()
+            .get_node(id)
+            .await?
+            .ok_or_else(|| node_not_found(id))?;
+        may_edit_node(principal, &stored.value)?;
+        let now = Timestamp::now();
+        let new = apply(&stored.value, now)?;
+        match state.store().replace_node(&new, stored.version).await {
+            Ok(_) => return Ok((stored.value, new, now)),
+            Err(CoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::detail(
+        StatusCode::CONFLICT,
+        format!("Node {id} is being updated concurrently; try again"),
+    ))
+}
+
+fn updated_op(before: &Node) -> NodeOp {
+    NodeOp::Updated {
+        previous_state: before.state,
+        previous_result: before.result,
+    }
+}
+
+/// `PUT /node/{id}`: full replacement.
+pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    let (principal, _) = state.require_user(req, Operation::ReplaceNode).await?;
+    let id = node_id(req)?;
+    // Existence and permission come before body validation (API.md §6).
+    let stored = state
+        .store()
+        .get_node(id)
+        .await?
+        .ok_or_else(|| node_not_found(id))?;
+    may_edit_node(&principal, &stored.value)?;
+    let parsed = NodeBody::from_json(&body, &body_loc(), Timestamp::now())?;
+    let (before, after, now) = edit_node(state, id, &principal, |stored, now| {
+        state::replace(stored, parsed.clone(), now)
+    })
+    .await?;
+    if !noevent(req) {
+        publish(state, &after, updated_op(&before), false, now).await;
+    }
+    Ok(response::ok(&after.to_json()))
+}
+
+/// `PATCH /node/{id}`: partial update.
+pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    let (principal, _) = state.require_user(req, Operation::PatchNode).await?;
+    let id = node_id(req)?;
+    let stored = state
+        .store()
+        .get_node(id)
+        .await?
+        .ok_or_else(|| node_not_found(id))?;
+    may_edit_node(&principal, &stored.value)?;
+    let patch = NodePatch::from_json(&body)?;
+    let (before, after, now) = edit_node(state, id, &principal, |stored, now| {
+        state::patch(stored, patch.clone(), now)
+    })
+    .await?;
+    if !noevent(req) {
+        publish(state, &after, updated_op(&before), false, now).await;
+    }
+    Ok(response::ok(&after.to_json()))
+}
+
+fn missing(field: &str) -> Value {
+    json!({"type": "missing", "loc": ["body", field], "msg": "Field required", "input": null})
+}
+
+fn wrong_type(field: &str, kind: &str, msg: &str, input: &Value) -> Value {
+    json!({"type": kind, "loc": ["body", field], "msg": msg, "input": input})
+}
+
+/// `PUT /batch/nodeset`: sets `processed_by_kcidb_bridge` on the nodes the caller may
+/// edit (others are skipped silently); a bare count. No events.
+pub async fn batch_nodeset(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json_object()?;
+    let (principal, _) = state.require_user(req, Operation::BatchNodeset).await?;
+    let mut errors = Vec::new();
+    let nodes = match body.get("nodes") {
+        None => {
+            errors.push(missing("nodes"));
+            Vec::new()
+        }
+        Some(Value::Array(a)) => {
+            let mut ids = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                match v.as_str() {
+                    Some(s) => ids.push(s.to_owned()),
+                    None => errors.push(json!({"type": "string_type", "loc": ["body", "nodes", i],
+                        "msg": "Input should be a valid string", "input": v})),
+                }
+            }
+            ids
+        }
+        Some(other) => {
+            errors.push(wrong_type(
+                "nodes",
+                "list_type",
+                "Input should be a valid list",
+                other,
+            ));
+            Vec::new()
+        }
+    };
+    let mut text = |name: &str| match body.get(name) {
+        None => {
+            errors.push(missing(name));
+            String::new()
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            errors.push(wrong_type(
+                name,
+                "string_type",
+                "Input should be a valid string",
+                other,
+            ));
+            String::new()
+        }
+    };
+    let field = text("field");
+    let value = text("value");
+    if !errors.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": errors }),
+            headers: Vec::new(),
+        });
+    }
+    let mut permitted = Vec::new();
+    let mut checked = None;
+    let mut failure = None;
+    for raw in &nodes {
+        let id = match ObjectId::parse(raw) {
+            Ok(id) => id,
+            Err(e) => {
+                failure = Some(ApiError::from(CoreError::from(e)));
+                break;
+            }
+        };
+        let Some(stored) = state.store().get_node(id).await? else {
+            failure = Some(node_not_found(id).into());
+            break;
+        };
+        if may_edit_node(&principal, &stored.value).is_err() {
+            continue;
+        }
+        if checked.is_none() {
+            state::check_batch_field(&field)?;
+            checked = Some(state::batch_value(&value)?);
+        }
+        permitted.push(id);
+    }
+    // Nodes before a failing id are updated, as in the reference.
+    let mut n = 0;
+    if let Some(v) = checked {
+        n = state
+            .store()
+            .set_field_many(
+                &permitted,
+                FieldSet::ProcessedByKcidbBridge(v),
+                Timestamp::now(),
+            )
+            .await?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(response::ok(&json!(n)))
+}
+
+/// `PUT /nodes/{id}`: a hierarchy under an existing root; one `updated` event for the
+/// root with `is_hierarchy: true`; the written nodes, root first.
+pub async fn submit_hierarchy(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    let (principal, _) = state.require_user(req, Operation::SubmitHierarchy).await?;
+    let now = Timestamp::now();
+    let tree = HierarchyBody::from_json(&body, now)?;
+    let id = node_id(req)?;
+    let root = state
+        .store()
+        .get_node(id)
+        .await?
+        .ok_or_else(|| node_not_found(id))?;
+    may_edit_node(&principal, &root.value)?;
+    let writes = state::plan_hierarchy(
+        &root.value,
+        tree,
+        &principal.username,
+        IdGenerator::global(),
+        now,
+    )?;
+    // Every node referenced by id must exist before anything is written.
+    let mut versions: Vec<Option<Version>> = Vec::with_capacity(writes.len());
+    for w in &writes {
+        if w.replace {
+            let v = if w.node.id == root.value.id {
+                root.version
+            } else {
+                state
+                    .store()
+                    .get_node(w.node.id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("No object found with id: {}", w.node.id))
+                    })?
+                    .version
+            };
+            versions.push(Some(v));
+        } else {
+            versions.push(None);
+        }
+    }
+    let mut out = Vec::with_capacity(writes.len());
+    for (w, version) in writes.iter().zip(versions) {
+        match version {
+            Some(v) => {
+                state
+                    .store()
+                    .replace_node(&w.node, v)
+                    .await
+                    .map_err(|e| match e {
+                        CoreError::Conflict(_) => ApiError::detail(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "Node {} changed during the submission; try again",
+                                w.node.id
+                            ),
+                        ),
+                        other => other.into(),
+                    })?;
+            }
+            None => state.store().insert_node(&w.node).await?,
+        }
+        out.push(w.node.to_json());
+    }
+    if let Some(first) = writes.first() {
+        publish(state, &first.node, updated_op(&root.value), true, now).await;
+    }
+    Ok(response::ok(&Value::Array(out)))
 }
