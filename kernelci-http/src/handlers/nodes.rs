@@ -40,7 +40,7 @@ use crate::response::{self, Resp};
 use crate::state::AppState;
 
 /// How many times a write re-reads a node that changed under it before giving up.
-pub const CAS_ATTEMPTS: usize = 8;
+pub const CAS_ATTEMPTS: usize = 64;
 
 fn body_loc() -> Vec<Value> {
     vec![Value::from("body")]
