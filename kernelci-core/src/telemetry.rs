@@ -416,15 +416,15 @@ pub fn float_param(
             None,
         )
     })?;
-    // `!(a >= b)` so that NaN fails too.
-    if !(value >= ge) {
+    // NaN is in no range: it fails the first check.
+    if value.is_nan() || value < ge {
         return Err(err(
             "greater_than_equal",
             format!("Input should be greater than or equal to {ge}"),
             Some(json!({ "ge": ge })),
         ));
     }
-    if !(value <= le) {
+    if value > le {
         return Err(err(
             "less_than_equal",
             format!("Input should be less than or equal to {le}"),
@@ -754,7 +754,7 @@ pub fn stats(q: &StatsQuery, events: &[TelemetryEvent]) -> Vec<Value> {
         groups.entry(key).add(e);
     }
     let mut items = groups.items;
-    items.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+    items.sort_by_key(|(_, c)| std::cmp::Reverse(c.total));
     items
         .into_iter()
         .map(|(key, counts)| {
@@ -976,7 +976,7 @@ pub fn anomalies(q: &AnomalyQuery, now: Timestamp, events: &[TelemetryEvent]) ->
         .into_iter()
         .filter(|(_, n)| *n >= q.min_total)
         .collect();
-    error_rows.sort_by(|a, b| b.1.cmp(&a.1));
+    error_rows.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
 
     json!({
         "window": q.window,
