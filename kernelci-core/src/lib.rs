@@ -65,6 +65,8 @@
 //! - [`auth`]: users, groups, access classes, the node edit rule;
 //! - [`events`]: event records, node event payloads, the `/events` query;
 //! - [`exact`]: the exact-match filters of `/users` and friends;
+//! - [`telemetry`]: telemetry events, the `/telemetry` query, and the stats and
+//!   anomaly reports;
 //! - [`store`]: the storage trait;
 //! - `testing` (feature `test-util`): a naive scan-only store used as a reference
 //!   model; `arbitrary` (feature `arbitrary`): proptest strategies shared with the
@@ -81,6 +83,7 @@ pub mod node;
 pub mod query;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(feature = "arbitrary")]

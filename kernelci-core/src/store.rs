@@ -33,6 +33,7 @@ use crate::id::ObjectId;
 use crate::node::Node;
 use crate::query::Query;
 use crate::state::ChildrenSummary;
+use crate::telemetry::{TelemetryEvent, TelemetryQuery};
 use crate::time::Timestamp;
 
 /// A stored value's version: incremented by every write of it.
@@ -108,8 +109,8 @@ pub enum FieldSet {
     ProcessedByKcidbBridge(bool),
 }
 
-/// Persistent storage of nodes, events, subscribers, users, groups, tokens and KV
-/// pairs (see the module docs for the guarantees).
+/// Persistent storage of nodes, events, subscribers, users, groups, tokens, telemetry
+/// and KV pairs (see the module docs for the guarantees).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- nodes -------------------------------------------------------------------
@@ -286,6 +287,32 @@ pub trait Store: Send + Sync + 'static {
     /// returns it; otherwise `None`. Atomic: of two concurrent calls at most one gets
     /// the token.
     async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>>;
+
+    // ---- telemetry ---------------------------------------------------------------
+
+    /// Inserts telemetry events (ids assigned by the caller, increasing in posting
+    /// order). All-or-nothing: on `Conflict` (an id that exists or repeats) nothing is
+    /// inserted. Atomic and durable when it returns.
+    async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()>;
+
+    /// One page of the events `query` matches ([`TelemetryQuery::matches`]), by
+    /// ascending id (insertion order), with the number of all matches (limit and
+    /// offset ignored).
+    async fn find_telemetry(&self, query: &TelemetryQuery) -> Result<Page<TelemetryEvent>>;
+
+    /// Every event with `since <= ts <= until` (each bound optional) whose JSON
+    /// document matches `filter`, by ascending id (the input of the stats and anomaly
+    /// reports).
+    async fn scan_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        filter: &ExactFilter,
+    ) -> Result<Vec<TelemetryEvent>>;
+
+    /// Deletes the events whose `ts` is before `before` (the TTL). Returns how many.
+    /// Each deletion is atomic; the trim as a whole is not.
+    async fn trim_telemetry(&self, before: Timestamp) -> Result<u64>;
 
     // ---- key/value ---------------------------------------------------------------
 

@@ -165,6 +165,8 @@ pub struct HousekeepingRound {
     pub subscriptions_cleaned: u64,
     /// Events trimmed.
     pub events_trimmed: u64,
+    /// Telemetry events trimmed.
+    pub telemetry_trimmed: u64,
     /// Nodes purged.
     pub nodes_purged: u64,
 }
@@ -185,6 +187,8 @@ pub async fn run_housekeeping(
     }
     let ttl = i64::try_from(cfg.event_history_ttl_seconds).unwrap_or(i64::MAX);
     round.events_trimmed = state.store().trim_events(now.plus_seconds(-ttl)).await?;
+    let ttl = i64::try_from(cfg.telemetry_ttl_seconds).unwrap_or(i64::MAX);
+    round.telemetry_trimmed = state.store().trim_telemetry(now.plus_seconds(-ttl)).await?;
     if let Some(days) = cfg.node_purge_age_days {
         let age = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
         let before = now.plus_seconds(-age);

@@ -17,6 +17,7 @@ use kernelci_core::state::{set_processed, ChildrenSummary};
 use kernelci_core::store::{
     node_not_found, FieldSet, Page, SubscriberState, TokenRecord, Version, Versioned,
 };
+use kernelci_core::telemetry::{in_range, TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
 use kernelci_core::Error;
 use serde::de::DeserializeOwned;
@@ -718,6 +719,165 @@ impl<K: Kv> Engine<K> {
             limit,
             offset,
         ))
+    }
+
+    // ---- telemetry ---------------------------------------------------------------
+
+    pub(crate) fn telemetry_key(id: ObjectId) -> Vec<u8> {
+        key(keys::TELEMETRY, &[&id.bytes()])
+    }
+
+    pub(crate) fn telemetry_ts_key(ts: Timestamp, id: ObjectId) -> Vec<u8> {
+        key(keys::TELEMETRY_TS, &[&keys::time_bytes(ts), &id.bytes()])
+    }
+
+    /// Each event's document and its time-index entry, all in one batch.
+    pub(crate) fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Res<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock()?;
+        let mut seen = HashSet::new();
+        for e in events {
+            if !seen.insert(e.id) || self.kv.get(&Self::telemetry_key(e.id))?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "Telemetry event already exists with id: {}",
+                    e.id
+                )));
+            }
+        }
+        let mut writes = Vec::with_capacity(events.len() * 2);
+        for e in events {
+            writes.push((Self::telemetry_key(e.id), Some(to_json(e))));
+            writes.push((Self::telemetry_ts_key(e.ts, e.id), Some(Vec::new())));
+        }
+        Ok(self.kv.apply(writes)?)
+    }
+
+    /// The ids of the time-index entries with `since <= ts <= until`, ascending.
+    fn telemetry_ids_between(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<ObjectId>, StoreError> {
+        let lo = match since {
+            Some(s) => key(keys::TELEMETRY_TS, &[&keys::time_bytes(s)]),
+            None => vec![keys::TELEMETRY_TS],
+        };
+        let hi = match until {
+            Some(u) => prefix_end(&key(keys::TELEMETRY_TS, &[&keys::time_bytes(u)])),
+            None => prefix_end(&[keys::TELEMETRY_TS]),
+        };
+        let mut ids = Vec::new();
+        if lo >= hi {
+            return Ok(ids);
+        }
+        for item in self.kv.scan(&lo, &hi, false) {
+            let (k, _) = item?;
+            if let Some(id) = keys::id_suffix(k.as_ref()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Calls `visit` on every event with `since <= ts <= until`, by ascending id,
+    /// until it returns false. Without bounds the documents are walked in key (id)
+    /// order; with a bound the time index gives the candidates, whose `ts` is
+    /// checked again on the document.
+    fn walk_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        visit: &mut dyn FnMut(TelemetryEvent) -> bool,
+    ) -> Res<()> {
+        if since.is_none() && until.is_none() {
+            let lo = [keys::TELEMETRY];
+            for item in self.kv.scan(&lo, &prefix_end(&lo), false) {
+                let (k, v) = item?;
+                if !visit(from_json("telemetry", k.as_ref(), v.as_ref())?) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        for id in self.telemetry_ids_between(since, until)? {
+            let k = Self::telemetry_key(id);
+            // Trimmed since the index was read.
+            let Some(v) = self.kv.get(&k)? else {
+                continue;
+            };
+            let e: TelemetryEvent = from_json("telemetry", &k, v.as_ref())?;
+            if in_range(e.ts, since, until) && !visit(e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn find_telemetry(&self, q: &TelemetryQuery) -> Res<Page<TelemetryEvent>> {
+        let offset = usize::try_from(q.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+        let mut total = 0usize;
+        let mut items = Vec::new();
+        self.walk_telemetry(q.since, q.until, &mut |e| {
+            if q.filter.terms.is_empty() || q.filter.matches(&e.document()) {
+                if total >= offset && items.len() < limit {
+                    items.push(e);
+                }
+                total += 1;
+            }
+            true
+        })?;
+        Ok(Page {
+            items,
+            total: total as u64,
+        })
+    }
+
+    pub(crate) fn scan_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        filter: &ExactFilter,
+    ) -> Res<Vec<TelemetryEvent>> {
+        let mut out = Vec::new();
+        self.walk_telemetry(since, until, &mut |e| {
+            if filter.terms.is_empty() || filter.matches(&e.document()) {
+                out.push(e);
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes events with `ts < before` through the time index, in batches of up to
+    /// 10,000 events, each under the writer lock (so writers are never held long and
+    /// the count is exact).
+    pub(crate) fn trim_telemetry(&self, before: Timestamp) -> Res<u64> {
+        const BATCH: usize = 10_000;
+        let lo = [keys::TELEMETRY_TS];
+        let hi = key(keys::TELEMETRY_TS, &[&keys::time_bytes(before)]);
+        let mut deleted = 0;
+        loop {
+            let _guard = self.lock()?;
+            let mut writes = Vec::new();
+            let mut n = 0;
+            for item in self.kv.scan(&lo, &hi, false).take(BATCH) {
+                let (k, _) = item?;
+                if let Some(id) = keys::id_suffix(k.as_ref()) {
+                    writes.push((Self::telemetry_key(id), None));
+                }
+                writes.push((k.as_ref().to_vec(), None));
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(deleted);
+            }
+            deleted += n;
+            self.kv.apply(writes)?;
+        }
     }
 
     // ---- tokens and kv -----------------------------------------------------------

@@ -36,6 +36,10 @@ pub(crate) const GROUP_NAME: u8 = b'g';
 pub(crate) const TOKEN: u8 = b'T';
 /// Key/value pairs: `V` + encoded namespace + key → value.
 pub(crate) const KV: u8 = b'V';
+/// Telemetry events: `Y` + id (12) → JSON.
+pub(crate) const TELEMETRY: u8 = b'Y';
+/// Telemetry time index: `y` + `ts` (8, [`time_bytes`]) + id (12) → empty.
+pub(crate) const TELEMETRY_TS: u8 = b'y';
 
 /// Index counter suffix counting documents whose entries were truncated (more than
 /// the per-node maximum): while it is non-zero the index is not used at all.
@@ -57,6 +61,11 @@ const T_DATE: u8 = 0x90;
 
 /// Largest integer magnitude an `f64` holds exactly.
 pub(crate) const EXACT_INT: i64 = 1 << 53;
+
+/// A timestamp as 8 bytes whose order is time order (sign bit flipped, big-endian).
+pub(crate) fn time_bytes(t: kernelci_core::time::Timestamp) -> [u8; 8] {
+    ((t.as_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
 
 /// `prefix` + `parts`.
 pub(crate) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -125,7 +134,7 @@ pub(crate) fn encode_val(out: &mut Vec<u8>, v: Val<'_>) -> Option<()> {
         }
         Val::Date(t) => {
             out.push(T_DATE);
-            out.extend_from_slice(&((t.as_micros() as u64) ^ (1 << 63)).to_be_bytes());
+            out.extend_from_slice(&time_bytes(t));
         }
         Val::Id(id) => {
             out.push(T_ID);

@@ -48,6 +48,8 @@
 //! | `G` / `g` | group id / name | group JSON / group id |
 //! | `T` | token id | token JSON |
 //! | `V` | encoded namespace + key | value |
+//! | `Y` | telemetry event id (12 bytes) | telemetry event JSON |
+//! | `y` | `ts` (8 bytes, time order) + event id | empty (the telemetry time index) |
 //!
 //! Values in index keys use an order-preserving encoding ([`keys`](crate)): a type
 //! tag in the query language's type order, then big-endian numbers (sign-flipped),
@@ -64,6 +66,19 @@
 //! index keys are dropped). `close` writes an index snapshot tagged with the
 //! generation; `open` loads it when current and otherwise rebuilds the indexes from
 //! the documents.
+//!
+//! Telemetry events are immutable documents keyed by id (`Y`, written in posting
+//! order, so key order is id order) with one time-index entry each (`y`, written in
+//! the same batch as the document; `ts` is the client's, unrelated to the id). What
+//! answers each telemetry call:
+//!
+//! - `find_telemetry` / `scan_telemetry` without `since`/`until`: a walk of the `Y`
+//!   documents in key order, each checked against the exact-match terms;
+//! - with `since` and/or `until`: the `y` range of those bounds gives the candidate
+//!   ids, sorted back into id order, whose documents are loaded and checked (`ts`
+//!   again, then the terms); the anomaly report's recent window reads only its range;
+//! - `trim_telemetry`: the `y` range below the cut-off, deleted with the documents in
+//!   batches of 10,000.
 //!
 //! The declared indexes are in [`INDEXES`]; [`IndexedStore::explain`] tells which
 //! one answers a query, [`IndexedStore::verify`] proves that indexes and counters
@@ -93,6 +108,7 @@ use kernelci_core::state::ChildrenSummary;
 use kernelci_core::store::{
     FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
 };
+use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
 use kernelci_core::Result;
 
@@ -502,6 +518,30 @@ impl<K: Kv> Store for IndexedStore<K> {
         let t = self.engine.consume_token(id, now)?;
         self.durable().await?;
         Ok(t)
+    }
+
+    async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()> {
+        self.engine.insert_telemetry(events)?;
+        self.durable().await
+    }
+
+    async fn find_telemetry(&self, query: &TelemetryQuery) -> Result<Page<TelemetryEvent>> {
+        self.engine.find_telemetry(query)
+    }
+
+    async fn scan_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        filter: &ExactFilter,
+    ) -> Result<Vec<TelemetryEvent>> {
+        self.engine.scan_telemetry(since, until, filter)
+    }
+
+    async fn trim_telemetry(&self, before: Timestamp) -> Result<u64> {
+        let n = self.engine.trim_telemetry(before)?;
+        self.durable().await?;
+        Ok(n)
     }
 
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use kernelci_core::node::Node;
+use kernelci_core::telemetry::TelemetryEvent;
 
 use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, Engine};
 use crate::error::StoreError;
@@ -126,12 +127,54 @@ impl<K: Kv> Engine<K> {
                 ));
             }
         }
+        self.verify_telemetry(&mut report)?;
         if report.problems.len() > MAX_PROBLEMS {
             let more = report.problems.len() - MAX_PROBLEMS;
             report.problems.truncate(MAX_PROBLEMS);
             report.problems.push(format!("... and {more} more"));
         }
         Ok(report)
+    }
+
+    /// Every telemetry document decodes under its own id and has exactly its one
+    /// time-index entry, and every time-index entry has its document.
+    fn verify_telemetry(&self, report: &mut VerifyReport) -> Result<(), StoreError> {
+        let mut expected = Vec::new();
+        let lo = [keys::TELEMETRY];
+        for item in self.kv.scan(&lo, &prefix_end(&lo), false) {
+            let (k, v) = item?;
+            match serde_json::from_slice::<TelemetryEvent>(v.as_ref()) {
+                Ok(e) if Self::telemetry_key(e.id) == k.as_ref() => {
+                    expected.push(Self::telemetry_ts_key(e.ts, e.id));
+                }
+                Ok(e) => report
+                    .problems
+                    .push(format!("telemetry event {} stored under another key", e.id)),
+                Err(e) => report
+                    .problems
+                    .push(StoreError::corrupt("telemetry", k.as_ref(), e).to_string()),
+            }
+        }
+        expected.sort_unstable();
+        let lo = [keys::TELEMETRY_TS];
+        let mut actual = Vec::new();
+        for item in self.kv.scan(&lo, &prefix_end(&lo), false) {
+            actual.push(item?.0.as_ref().to_vec());
+        }
+        if actual != expected {
+            let missing = expected
+                .iter()
+                .filter(|k| actual.binary_search(k).is_err())
+                .count();
+            let extra = actual
+                .iter()
+                .filter(|k| expected.binary_search(k).is_err())
+                .count();
+            report.problems.push(format!(
+                "telemetry time index: {missing} entries missing, {extra} entries without a matching event"
+            ));
+        }
+        Ok(())
     }
 
     /// Deletes every index entry and counter, then writes them again from the
@@ -158,5 +201,50 @@ impl<K: Kv> Engine<K> {
         )])?;
         self.kv.indexes_rebuilt();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernelci_core::id::ObjectId;
+    use kernelci_core::telemetry::TelemetryEvent;
+    use kernelci_core::time::Timestamp;
+
+    use crate::engine::Engine;
+    use crate::kv::Kv;
+    use crate::MemoryStore;
+
+    #[test]
+    fn telemetry_time_index_damage_is_reported() {
+        let store = MemoryStore::new();
+        let body = serde_json::json!({"kind": "job_result", "runtime": "lab"});
+        let events: Vec<TelemetryEvent> = (0..2)
+            .map(|_| TelemetryEvent::from_json(&body, ObjectId::new(), Timestamp::now()).unwrap())
+            .collect();
+        store.engine.insert_telemetry(&events).unwrap();
+        assert!(store.verify().unwrap().is_clean());
+        let (e0, e1) = (&events[0], &events[1]);
+        store
+            .engine
+            .kv
+            .apply(vec![
+                (
+                    Engine::<crate::Tiered<crate::MemKv>>::telemetry_ts_key(e0.ts, e0.id),
+                    None,
+                ),
+                (
+                    Engine::<crate::Tiered<crate::MemKv>>::telemetry_ts_key(
+                        e1.ts.plus_seconds(1),
+                        e1.id,
+                    ),
+                    Some(Vec::new()),
+                ),
+            ])
+            .unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(
+            report.problems,
+            vec!["telemetry time index: 1 entries missing, 1 entries without a matching event"]
+        );
     }
 }

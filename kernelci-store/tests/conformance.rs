@@ -32,7 +32,7 @@ async fn sled_store_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn each_check_on_a_fresh_store() {
-    for check in 0..5 {
+    for check in 0..6 {
         let dir = tempfile::tempdir().unwrap();
         let sled = sled_store(&dir);
         let mem = MemoryStore::new();
@@ -42,9 +42,12 @@ async fn each_check_on_a_fresh_store() {
                 1 => conformance::events(store).await,
                 2 => conformance::subscribers_and_counters(store).await,
                 3 => conformance::users_and_groups(store).await,
+                4 => conformance::telemetry(store).await,
                 _ => conformance::tokens_and_kv(store).await,
             }
         }
+        assert!(sled.verify().unwrap().is_clean());
+        assert!(mem.verify().unwrap().is_clean());
     }
 }
 
@@ -61,6 +64,8 @@ async fn everything_survives_a_reopen() {
     let before_seq = store.last_event_sequence().await.unwrap();
     let counter = store.next_counter("subscription").await.unwrap();
     store.kv_set("ns", "k", "v").await.unwrap();
+    let telemetry = conformance::sample_telemetry();
+    store.insert_telemetry(&telemetry).await.unwrap();
     store.close().unwrap();
 
     let store = sled_store(&dir);
@@ -75,6 +80,19 @@ async fn everything_survives_a_reopen() {
         counter + 1
     );
     assert_eq!(store.kv_get("ns", "k").await.unwrap().as_deref(), Some("v"));
+    let since = telemetry[2].ts;
+    assert_eq!(
+        store
+            .scan_telemetry(Some(since), None, &Default::default())
+            .await
+            .unwrap(),
+        telemetry
+            .iter()
+            .filter(|e| e.ts >= since)
+            .cloned()
+            .collect::<Vec<_>>(),
+        "documents and their time index survive"
+    );
     assert_eq!(
         store
             .count_nodes(&Query::parse_str("kind=kbuild", Mode::Count).unwrap())

@@ -17,7 +17,7 @@
 //! stored node is in [`crate::state`].
 
 pub mod body;
-mod check;
+pub(crate) mod check;
 pub mod kind;
 mod url;
 

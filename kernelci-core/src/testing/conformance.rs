@@ -17,6 +17,7 @@ use crate::id::{IdGenerator, ObjectId};
 use crate::node::{Node, NodeResult, State};
 use crate::query::{Mode, Query};
 use crate::store::{FieldSet, Store, SubscriberState, TokenPurpose, TokenRecord, Version};
+use crate::telemetry::{TelemetryEvent, TelemetryQuery};
 use crate::time::{parse_query_datetime, Timestamp};
 
 fn t(s: &str) -> Timestamp {
@@ -66,6 +67,7 @@ pub async fn run_all(store: &dyn Store) {
     subscribers_and_counters(store).await;
     users_and_groups(store).await;
     tokens_and_kv(store).await;
+    telemetry(store).await;
     store.flush().await.unwrap();
 }
 
@@ -585,5 +587,176 @@ pub async fn tokens_and_kv(store: &dyn Store) {
     assert_eq!(
         store.kv_get("other", "k").await.unwrap().as_deref(),
         Some("x")
+    );
+}
+
+/// Six telemetry events with increasing ids; their `ts` (given by the "client") are
+/// deliberately not in id order: `ts` = 2024-06-01 + (5, 1, 4, 2, 3, 0) hours.
+pub fn sample_telemetry() -> Vec<TelemetryEvent> {
+    let ids = IdGenerator::with_parts([9, 9, 9, 9, 9], 0);
+    let hours: [i64; 6] = [5, 1, 4, 2, 3, 0];
+    hours
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let body = json!({
+                "kind": if i % 2 == 0 { "job_result" } else { "runtime_error" },
+                "runtime": if i < 3 { "lab-a" } else { "lab-b" },
+                "device_type": "qemu",
+                "result": if i % 3 == 0 { "fail" } else { "pass" },
+                "is_infra_error": i == 4,
+                "ts": t("2024-06-01").plus_seconds(h * 3600).to_string(),
+                "extra": {"n": i},
+            });
+            TelemetryEvent::from_json(
+                &body,
+                ids.next_id_at(1_700_000_000 + i as u64),
+                t("2024-06-01"),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Telemetry: all-or-nothing insert, pages by id, totals, `ts` bounds, filters, trim.
+pub async fn telemetry(store: &dyn Store) {
+    let events = sample_telemetry();
+    let pairs = |qs: &str| {
+        form_urlencoded::parse(qs.as_bytes())
+            .into_owned()
+            .collect::<Vec<_>>()
+    };
+    let query = |qs: &str, limit: u64, offset: u64| {
+        TelemetryQuery::parse(&pairs(qs), limit, offset).unwrap()
+    };
+    let ns = |items: &[TelemetryEvent]| {
+        items
+            .iter()
+            .map(|e| e.extra["n"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    assert_eq!(
+        store.find_telemetry(&query("", 50, 0)).await.unwrap().total,
+        0
+    );
+    // A repeated id inserts nothing; neither does an id already stored.
+    let dup = vec![events[0].clone(), events[1].clone(), events[0].clone()];
+    assert!(matches!(
+        store.insert_telemetry(&dup).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_telemetry(&query("", 50, 0)).await.unwrap().total,
+        0
+    );
+    store.insert_telemetry(&events[..2]).await.unwrap();
+    assert!(matches!(
+        store.insert_telemetry(&events[1..3]).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_telemetry(&query("", 50, 0)).await.unwrap().total,
+        2
+    );
+    store.insert_telemetry(&events[2..]).await.unwrap();
+    store.insert_telemetry(&[]).await.unwrap();
+
+    // Pages in id order, whatever the `ts`; the total ignores limit and offset.
+    let all = store.find_telemetry(&query("", 50, 0)).await.unwrap();
+    assert_eq!(all.items, events);
+    let page = store.find_telemetry(&query("", 2, 3)).await.unwrap();
+    assert_eq!((ns(&page.items), page.total), (vec![3, 4], 6));
+    let page = store.find_telemetry(&query("", 10, 10)).await.unwrap();
+    assert_eq!((page.items.len(), page.total), (0, 6));
+
+    // `ts` bounds are inclusive and look at `ts`, not at the id.
+    let page = store
+        .find_telemetry(&query(
+            "since=2024-06-01T01:00:00&until=2024-06-01T04:00:00",
+            50,
+            0,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((ns(&page.items), page.total), (vec![1, 2, 3, 4], 4));
+    let page = store
+        .find_telemetry(&query(
+            "since=2024-06-01T01:00:00&until=2024-06-01T04:00:00&runtime=lab-a",
+            1,
+            1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((ns(&page.items), page.total), (vec![2], 2));
+    let page = store
+        .find_telemetry(&query("until=2024-06-01T00:59:59.999", 50, 0))
+        .await
+        .unwrap();
+    assert_eq!(ns(&page.items), vec![5]);
+    // Exact filters, booleans converted, nested keys.
+    let page = store
+        .find_telemetry(&query("is_infra_error=true", 50, 0))
+        .await
+        .unwrap();
+    assert_eq!(ns(&page.items), vec![4]);
+    let page = store
+        .find_telemetry(&query("kind=job_result&result=fail", 50, 0))
+        .await
+        .unwrap();
+    assert_eq!(ns(&page.items), vec![0]);
+    let page = store
+        .find_telemetry(&query(&format!("id={}", events[3].id), 50, 0))
+        .await
+        .unwrap();
+    assert_eq!(ns(&page.items), vec![3]);
+
+    // The scan of the reports.
+    let f = |qs: &str| ExactFilter::from_pairs(&pairs(qs), &[]).unwrap();
+    let got = store
+        .scan_telemetry(Some(t("2024-06-01T02:00:00")), None, &f(""))
+        .await
+        .unwrap();
+    assert_eq!(ns(&got), vec![0, 2, 3, 4]);
+    let got = store
+        .scan_telemetry(None, Some(t("2024-06-01T02:00:00")), &f("runtime=lab-b"))
+        .await
+        .unwrap();
+    assert_eq!(ns(&got), vec![3, 5]);
+    let got = store.scan_telemetry(None, None, &f("")).await.unwrap();
+    assert_eq!(got, events);
+    let got = store
+        .scan_telemetry(Some(t("2024-06-02")), Some(t("2024-06-01")), &f(""))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "inverted bounds match nothing");
+
+    // Trim by `ts`: strictly before.
+    assert_eq!(
+        store
+            .trim_telemetry(t("2024-06-01T02:00:00"))
+            .await
+            .unwrap(),
+        2
+    );
+    let all = store.find_telemetry(&query("", 50, 0)).await.unwrap();
+    assert_eq!((ns(&all.items), all.total), (vec![0, 2, 3, 4], 4));
+    assert_eq!(
+        store
+            .trim_telemetry(t("2024-06-01T02:00:00"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.trim_telemetry(t("2030-01-01")).await.unwrap(), 4);
+    assert_eq!(
+        store.find_telemetry(&query("", 50, 0)).await.unwrap().total,
+        0
+    );
+    // Trimmed ids are free again (nothing is left behind).
+    store.insert_telemetry(&events[..1]).await.unwrap();
+    assert_eq!(
+        store.scan_telemetry(None, None, &f("")).await.unwrap(),
+        events[..1].to_vec()
     );
 }

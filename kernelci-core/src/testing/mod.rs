@@ -24,6 +24,7 @@ use crate::state::{set_processed, ChildrenSummary};
 use crate::store::{
     node_not_found, FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
 };
+use crate::telemetry::{in_range, TelemetryEvent, TelemetryQuery};
 use crate::time::Timestamp;
 
 #[derive(Default)]
@@ -37,6 +38,7 @@ struct Inner {
     groups: BTreeMap<ObjectId, UserGroup>,
     tokens: BTreeMap<String, TokenRecord>,
     kv: BTreeMap<(String, String), String>,
+    telemetry: BTreeMap<ObjectId, TelemetryEvent>,
 }
 
 /// The naive store (see the module docs).
@@ -436,6 +438,59 @@ impl Store for NaiveStore {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()> {
+        let mut g = self.lock()?;
+        let mut seen = std::collections::HashSet::new();
+        for e in events {
+            if g.telemetry.contains_key(&e.id) || !seen.insert(e.id) {
+                return Err(Error::Conflict(format!(
+                    "Telemetry event already exists with id: {}",
+                    e.id
+                )));
+            }
+        }
+        for e in events {
+            g.telemetry.insert(e.id, e.clone());
+        }
+        Ok(())
+    }
+
+    async fn find_telemetry(&self, query: &TelemetryQuery) -> Result<Page<TelemetryEvent>> {
+        let g = self.lock()?;
+        let found: Vec<TelemetryEvent> = g
+            .telemetry
+            .values()
+            .filter(|e| query.matches(e))
+            .cloned()
+            .collect();
+        let total = found.len() as u64;
+        Ok(Page {
+            items: page(found, Some(query.limit), query.offset),
+            total,
+        })
+    }
+
+    async fn scan_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        filter: &ExactFilter,
+    ) -> Result<Vec<TelemetryEvent>> {
+        let g = self.lock()?;
+        Ok(g.telemetry
+            .values()
+            .filter(|e| in_range(e.ts, since, until) && filter.matches(&e.document()))
+            .cloned()
+            .collect())
+    }
+
+    async fn trim_telemetry(&self, before: Timestamp) -> Result<u64> {
+        let mut g = self.lock()?;
+        let n = g.telemetry.len();
+        g.telemetry.retain(|_, e| e.ts >= before);
+        Ok((n - g.telemetry.len()) as u64)
     }
 
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {

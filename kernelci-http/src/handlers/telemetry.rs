@@ -1,26 +1,99 @@
-//! `telemetry` endpoints (being built).
+//! Telemetry endpoints (API.md §8): `POST /telemetry` (user), `GET /telemetry`,
+//! `GET /telemetry/stats` and `GET /telemetry/anomalies` (public).
+//!
+//! Validation, filters and the reports are kernelci-core's [`kernelci_core::telemetry`];
+//! this module reads the request, calls the store, and writes the answer.
+//!
+//! Order of the checks, as the reference's framework does them: a malformed JSON body
+//! (422) before authentication (401), then the body's shape (422: not an array, an
+//! element that is not an object), then the handler's own checks (400). On the GET
+//! endpoints the declared query parameters (`limit`, `offset`, `threshold`,
+//! `min_total`, `scope`) are checked first, all of them, as FastAPI's 422 list with
+//! `loc: ["query", <name>]`; then the handler's checks (400).
 
-use crate::error::ApiResult;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use kernelci_core::auth::Operation;
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::telemetry::{
+    anomalies, parse_batch, parse_page, stats, AnomalyQuery, ParamError, Rejection, StatsQuery,
+    TelemetryEvent, TelemetryQuery,
+};
+use kernelci_core::time::Timestamp;
+
+use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
-use crate::response::Resp;
+use crate::response::{ok, Resp};
 use crate::state::AppState;
 
-/// Handler (not landed yet).
-pub async fn post_telemetry(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// The 422 answer for refused query parameters.
+fn params_error(errs: &[ParamError]) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({ "detail": errs.iter().map(ParamError::to_json).collect::<Vec<_>>() }),
+        headers: Vec::new(),
+    }
 }
 
-/// Handler (not landed yet).
-pub async fn get_telemetry(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `POST /telemetry`: stores a JSON array of events, all or none; `{"inserted": n}`.
+///
+/// 422 for malformed JSON (even without a token), a missing body, a body that is not
+/// an array or an element that is not an object; 401 without a valid token; 400
+/// `Events list cannot be empty`; 400 `Invalid telemetry event: <pydantic text>` for
+/// the first element failing the model (nothing is stored).
+pub async fn post_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = if req.body.is_empty() {
+        None
+    } else {
+        Some(req.json()?)
+    };
+    state.require_user(req, Operation::PostTelemetry).await?;
+    let body = body.ok_or_else(|| {
+        ApiError::unprocessable("missing", json!(["body"]), "Field required", Value::Null)
+    })?;
+    let events = parse_batch(&body, Timestamp::now())?;
+    state.store().insert_telemetry(&events).await?;
+    Ok(ok(&json!({ "inserted": events.len() })))
 }
 
-/// Handler (not landed yet).
-pub async fn telemetry_stats(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /telemetry`: one page (`{items, total, limit, offset}`) of the events matching
+/// `since`/`until` (inclusive bounds on `ts`), `is_infra_error` and exact matches on
+/// every other parameter, by insertion order.
+pub async fn get_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let (limit, offset) = parse_page(&req.query).map_err(|e| params_error(&e))?;
+    let query = TelemetryQuery::parse(&req.query, limit, offset)?;
+    let page = state.store().find_telemetry(&query).await?;
+    Ok(ok(&json!({
+        "items": page.items.iter().map(TelemetryEvent::document).collect::<Vec<_>>(),
+        "total": page.total,
+        "limit": limit,
+        "offset": offset,
+    })))
 }
 
-/// Handler (not landed yet).
-pub async fn telemetry_anomalies(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// `GET /telemetry/stats`: grouped counts ([`kernelci_core::telemetry::stats`]).
+pub async fn telemetry_stats(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let query = StatsQuery::parse(&req.query)?;
+    let events = state
+        .store()
+        .scan_telemetry(query.since, query.until, &query.filter)
+        .await?;
+    Ok(ok(&Value::Array(stats(&query, &events))))
+}
+
+/// `GET /telemetry/anomalies`: the report over the window ending now
+/// ([`kernelci_core::telemetry::anomalies`]); only the window's events are read.
+pub async fn telemetry_anomalies(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let query = AnomalyQuery::parse(&req.query).map_err(|r| match r {
+        Rejection::Params(errs) => params_error(&errs),
+        Rejection::Invalid(e) => ApiError::from_core(e),
+    })?;
+    let now = Timestamp::now();
+    let since = query.since(now).truncate_to_millis();
+    let events = state
+        .store()
+        .scan_telemetry(Some(since), None, &ExactFilter::default())
+        .await?;
+    Ok(ok(&anomalies(&query, now, &events)))
 }
