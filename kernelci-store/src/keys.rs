@@ -36,6 +36,8 @@ pub(crate) const GROUP_NAME: u8 = b'g';
 pub(crate) const TOKEN: u8 = b'T';
 /// Key/value pairs: `V` + encoded namespace + key → value.
 pub(crate) const KV: u8 = b'V';
+/// Queue items: `Q` + name length (4, BE) + name + position (8, BE) → value.
+pub(crate) const QUEUE: u8 = b'Q';
 
 /// Index counter suffix counting documents whose entries were truncated (more than
 /// the per-node maximum): while it is non-zero the index is not used at all.
