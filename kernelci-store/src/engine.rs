@@ -776,8 +776,8 @@ impl<K: Kv> Engine<K> {
     /// The key prefix of the items of queue `name`: the length prefix keeps a name
     /// from being the prefix of another queue's keys.
     fn queue_prefix(name: &str) -> Res<Vec<u8>> {
-        let len = u32::try_from(name.len())
-            .map_err(|_| Error::Invalid("Queue name too long".into()))?;
+        let len =
+            u32::try_from(name.len()).map_err(|_| Error::Invalid("Queue name too long".into()))?;
         Ok(key(keys::QUEUE, &[&len.to_be_bytes(), name.as_bytes()]))
     }
 
