@@ -109,8 +109,8 @@ pub enum FieldSet {
     ProcessedByKcidbBridge(bool),
 }
 
-/// Persistent storage of nodes, events, subscribers, users, groups, tokens, telemetry
-/// and KV pairs (see the module docs for the guarantees).
+/// Persistent storage of nodes, events, subscribers, users, groups, tokens, telemetry,
+/// KV pairs and queues (see the module docs for the guarantees).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- nodes -------------------------------------------------------------------
@@ -324,6 +324,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a value; `false` if there was none.
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+
+    // ---- queues ------------------------------------------------------------------
+
+    /// Appends `value` to the end of the FIFO queue `name` (created on first use;
+    /// queues are global, not per user). Atomic, durable.
+    async fn queue_push(&self, name: &str, value: &str) -> Result<()>;
+
+    /// Removes and returns the oldest value of the queue `name`, or `None` when it is
+    /// empty (or was never used). Atomic: two concurrent pops never return the same
+    /// value, and each pushed value is returned by exactly one pop. Durable.
+    async fn queue_pop(&self, name: &str) -> Result<Option<String>>;
 
     // ---- lifecycle ---------------------------------------------------------------
 

@@ -22,4 +22,5 @@ async fn each_check_also_passes_on_a_fresh_store() {
     conformance::users_and_groups(&NaiveStore::new()).await;
     conformance::tokens_and_kv(&NaiveStore::new()).await;
     conformance::telemetry(&NaiveStore::new()).await;
+    conformance::queues(&NaiveStore::new()).await;
 }

@@ -930,6 +930,57 @@ impl<K: Kv> Engine<K> {
     }
 }
 
+impl<K: Kv> Engine<K> {
+    // ---- queues ------------------------------------------------------------------
+
+    /// The key prefix of the items of queue `name`: the length prefix keeps a name
+    /// from being the prefix of another queue's keys.
+    fn queue_prefix(name: &str) -> Res<Vec<u8>> {
+        let len =
+            u32::try_from(name.len()).map_err(|_| Error::Invalid("Queue name too long".into()))?;
+        Ok(key(keys::QUEUE, &[&len.to_be_bytes(), name.as_bytes()]))
+    }
+
+    /// Appends after the queue's last item (position 1 when it is empty), under the
+    /// write lock so that positions are never taken twice.
+    pub(crate) fn queue_push(&self, name: &str, value: &str) -> Res<()> {
+        let prefix = Self::queue_prefix(name)?;
+        let end = prefix_end(&prefix);
+        let _guard = self.lock()?;
+        let last = match self.kv.scan(&prefix, &end, true).next() {
+            None => 0,
+            Some(item) => {
+                let (k, _) = item?;
+                read_u64(&k.as_ref()[prefix.len()..])
+                    .ok_or_else(|| StoreError::corrupt("queue key", k.as_ref(), "short key"))?
+            }
+        };
+        let position = last
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("queue position overflow".into()))?;
+        let mut k = prefix;
+        k.extend_from_slice(&position.to_be_bytes());
+        Ok(self.kv.apply(vec![(k, Some(value.as_bytes().to_vec()))])?)
+    }
+
+    /// Removes and returns the first item, under the write lock (so two pops never
+    /// return the same item).
+    pub(crate) fn queue_pop(&self, name: &str) -> Res<Option<String>> {
+        let prefix = Self::queue_prefix(name)?;
+        let end = prefix_end(&prefix);
+        let _guard = self.lock()?;
+        let Some(item) = self.kv.scan(&prefix, &end, false).next() else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let k = k.as_ref().to_vec();
+        let value = String::from_utf8(v.as_ref().to_vec())
+            .map_err(|e| StoreError::corrupt("queue value", &k, e))?;
+        self.kv.apply(vec![(k, None)])?;
+        Ok(Some(value))
+    }
+}
+
 fn page<T>(items: Vec<T>, limit: u64, offset: u64) -> Page<T> {
     let total = items.len() as u64;
     let items = items

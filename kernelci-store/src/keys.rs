@@ -40,6 +40,8 @@ pub(crate) const KV: u8 = b'V';
 pub(crate) const TELEMETRY: u8 = b'Y';
 /// Telemetry time index: `y` + `ts` (8, [`time_bytes`]) + id (12) → empty.
 pub(crate) const TELEMETRY_TS: u8 = b'y';
+/// Queue items: `Q` + name length (4, BE) + name + position (8, BE) → value.
+pub(crate) const QUEUE: u8 = b'Q';
 
 /// Index counter suffix counting documents whose entries were truncated (more than
 /// the per-node maximum): while it is non-zero the index is not used at all.

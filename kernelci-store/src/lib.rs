@@ -50,6 +50,7 @@
 //! | `V` | encoded namespace + key | value |
 //! | `Y` | telemetry event id (12 bytes) | telemetry event JSON |
 //! | `y` | `ts` (8 bytes, time order) + event id | empty (the telemetry time index) |
+//! | `Q` | name length (u32 BE) + queue name + position (u64 BE) | queued value |
 //!
 //! Values in index keys use an order-preserving encoding ([`keys`](crate)): a type
 //! tag in the query language's type order, then big-endian numbers (sign-flipped),
@@ -559,6 +560,19 @@ impl<K: Kv> Store for IndexedStore<K> {
             .delete_key(Engine::<K>::kv_key(namespace, key))?;
         self.durable().await?;
         Ok(existed)
+    }
+
+    async fn queue_push(&self, name: &str, value: &str) -> Result<()> {
+        self.engine.queue_push(name, value)?;
+        self.durable().await
+    }
+
+    async fn queue_pop(&self, name: &str) -> Result<Option<String>> {
+        let v = self.engine.queue_pop(name)?;
+        if v.is_some() {
+            self.durable().await?;
+        }
+        Ok(v)
     }
 
     async fn flush(&self) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Model-based test (the sled pattern): random sequences of operations — inserts,
-//! replaces, bulk field sets, purges, queries, counts, reopens — applied to the
+//! replaces, bulk field sets, purges, queries, counts, queue pushes and pops,
+//! reopens — applied to the
 //! naive reference store (the model), the memory store and the sled store. Every
 //! answer must be equal, and `verify()` must be clean after each sequence.
 
@@ -25,8 +26,15 @@ enum Op {
     SetProcessed(Vec<usize>, bool),
     Purge(i64, usize),
     Query(Vec<(String, String)>, Mode),
+    /// Push a value on one of [`QUEUES`].
+    Push(usize, u8),
+    /// Pop from one of [`QUEUES`].
+    Pop(usize),
     Reopen,
 }
+
+/// Queue names, two of them prefixes of the third.
+const QUEUES: [&str; 3] = ["", "q", "qq"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -36,6 +44,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (proptest::collection::vec(any::<usize>(), 0..4), any::<bool>()).prop_map(|(i, b)| Op::SetProcessed(i, b)),
         1 => (0i64..3, 1usize..3).prop_map(|(s, m)| Op::Purge(s, m)),
         4 => (query_pairs(), mode()).prop_map(|(p, m)| Op::Query(p, m)),
+        2 => (0..QUEUES.len(), any::<u8>()).prop_map(|(q, v)| Op::Push(q, v)),
+        2 => (0..QUEUES.len()).prop_map(Op::Pop),
         1 => Just(Op::Reopen),
     ]
 }
@@ -142,6 +152,18 @@ async fn run(ops: Vec<Op>) {
                     );
                 }
             }
+            Op::Push(q, v) => {
+                for s in stores {
+                    s.queue_push(QUEUES[q], &v.to_string()).await.unwrap();
+                }
+            }
+            Op::Pop(q) => {
+                let mut answers = Vec::new();
+                for s in stores {
+                    answers.push(s.queue_pop(QUEUES[q]).await.unwrap());
+                }
+                assert!(answers.windows(2).all(|w| w[0] == w[1]), "pop: {answers:?}");
+            }
             Op::Reopen => {
                 drop(std::mem::replace(
                     &mut sled,
@@ -163,6 +185,20 @@ async fn run(ops: Vec<Op>) {
     }
     assert_eq!(all[0], all[1]);
     assert_eq!(all[0], all[2]);
+    for name in QUEUES {
+        let mut drained = Vec::new();
+        for s in stores {
+            let mut items = Vec::new();
+            while let Some(v) = s.queue_pop(name).await.unwrap() {
+                items.push(v);
+            }
+            drained.push(items);
+        }
+        assert!(
+            drained.windows(2).all(|w| w[0] == w[1]),
+            "queue {name:?}: {drained:?}"
+        );
+    }
     for report in [memory.verify().unwrap(), sled.verify().unwrap()] {
         assert!(report.is_clean(), "{:?}", report.problems);
     }

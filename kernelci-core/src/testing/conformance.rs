@@ -68,6 +68,7 @@ pub async fn run_all(store: &dyn Store) {
     users_and_groups(store).await;
     tokens_and_kv(store).await;
     telemetry(store).await;
+    queues(store).await;
     store.flush().await.unwrap();
 }
 
@@ -759,4 +760,43 @@ pub async fn telemetry(store: &dyn Store) {
         store.scan_telemetry(None, None, &f("")).await.unwrap(),
         events[..1].to_vec()
     );
+}
+
+/// FIFO queues: order, pushes after pops, names kept apart (also names that are
+/// prefixes of each other), empty and never-used queues, values kept byte for byte.
+pub async fn queues(store: &dyn Store) {
+    let pop = |name: &'static str| async move { store.queue_pop(name).await.unwrap() };
+    assert_eq!(pop("jobs").await, None, "a never-used queue is empty");
+    for v in ["a", "b", "c"] {
+        store.queue_push("jobs", v).await.unwrap();
+    }
+    store.queue_push("job", "short name").await.unwrap();
+    store.queue_push("jobs\0", "nul in the name").await.unwrap();
+    store.queue_push("jobsx", "longer name").await.unwrap();
+    store.queue_push("", "empty name").await.unwrap();
+    assert_eq!(pop("jobs").await.as_deref(), Some("a"));
+    store.queue_push("jobs", "d").await.unwrap();
+    for want in ["b", "c", "d"] {
+        assert_eq!(pop("jobs").await.as_deref(), Some(want));
+    }
+    assert_eq!(pop("jobs").await, None);
+    assert_eq!(pop("job").await.as_deref(), Some("short name"));
+    assert_eq!(pop("jobs\0").await.as_deref(), Some("nul in the name"));
+    assert_eq!(pop("jobsx").await.as_deref(), Some("longer name"));
+    assert_eq!(pop("").await.as_deref(), Some("empty name"));
+    for name in ["job", "jobs\0", "jobsx", ""] {
+        assert_eq!(pop(name).await, None, "{name:?}");
+    }
+    // An emptied queue is used again in order; values are returned unchanged.
+    let values = ["", "{\"data\": \"\\u00e9\"}", "é 🦀", "e"];
+    for v in values {
+        store.queue_push("jobs", v).await.unwrap();
+    }
+    for v in values {
+        assert_eq!(pop("jobs").await.as_deref(), Some(v));
+    }
+    assert_eq!(pop("jobs").await, None);
+    // Left non-empty for the durable backends' reopen checks.
+    store.queue_push("left", "1").await.unwrap();
+    store.queue_push("left", "2").await.unwrap();
 }

@@ -39,6 +39,7 @@ struct Inner {
     tokens: BTreeMap<String, TokenRecord>,
     kv: BTreeMap<(String, String), String>,
     telemetry: BTreeMap<ObjectId, TelemetryEvent>,
+    queues: BTreeMap<String, std::collections::VecDeque<String>>,
 }
 
 /// The naive store (see the module docs).
@@ -514,6 +515,27 @@ impl Store for NaiveStore {
             .kv
             .remove(&(namespace.to_owned(), key.to_owned()))
             .is_some())
+    }
+
+    async fn queue_push(&self, name: &str, value: &str) -> Result<()> {
+        self.lock()?
+            .queues
+            .entry(name.to_owned())
+            .or_default()
+            .push_back(value.to_owned());
+        Ok(())
+    }
+
+    async fn queue_pop(&self, name: &str) -> Result<Option<String>> {
+        let mut g = self.lock()?;
+        let Some(q) = g.queues.get_mut(name) else {
+            return Ok(None);
+        };
+        let v = q.pop_front();
+        if q.is_empty() {
+            g.queues.remove(name);
+        }
+        Ok(v)
     }
 
     async fn flush(&self) -> Result<()> {

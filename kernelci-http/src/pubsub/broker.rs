@@ -1,0 +1,424 @@
+//! The broker: the registry of subscriptions, broadcast, listen, and the queues.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use kernelci_core::events::Event;
+use kernelci_core::store::{Store, SubscriberState};
+use kernelci_core::time::Timestamp;
+use kernelci_core::Error as CoreError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::envelope::Envelope;
+use super::queue::Queues;
+use super::subscription::{Cursor, Feed, Subscription, SubscriptionInfo};
+use super::PubSubError;
+use crate::config::HttpConfig;
+
+/// How many recent envelopes (by sequence id) are kept for durable deliveries.
+pub const RECENT_CAP: usize = 1024;
+
+/// How many events a durable subscription reads from the log at a time.
+const LOG_BATCH: usize = 256;
+
+/// How long a durable delivery waits for the broadcast of an event it found in the
+/// log before the broadcast happened (to reuse the broadcast's envelope).
+const BROADCAST_GRACE: Duration = Duration::from_secs(1);
+
+/// What a `listen` returns: the channel and the envelope text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The subscription's channel.
+    pub channel: String,
+    /// The CloudEvent as Python `json.dumps` text.
+    pub text: Arc<str>,
+}
+
+/// The in-process message broker (see the [module docs](super)).
+pub struct Broker {
+    store: Arc<dyn Store>,
+    source: String,
+    keep_alive: Duration,
+    subs: RwLock<BTreeMap<u64, Arc<Subscription>>>,
+    /// Envelopes of recent broadcasts, by sequence id.
+    recent: Mutex<BTreeMap<u64, Arc<str>>>,
+    /// The highest sequence id broadcast (or known to predate this process).
+    high: watch::Sender<u64>,
+    /// Serialises the check-and-create of durable subscriber records.
+    registry: tokio::sync::Mutex<()>,
+    queues: Queues,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("subscriptions", &self.read_subs().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker {
+    /// A broker over the store's event log, with the CloudEvent source and the
+    /// keep-alive period of `config`.
+    pub fn new(store: Arc<dyn Store>, config: &HttpConfig) -> Self {
+        Broker {
+            store,
+            source: config.cloud_events_source.clone(),
+            keep_alive: config.keep_alive(),
+            subs: RwLock::new(BTreeMap::new()),
+            recent: Mutex::new(BTreeMap::new()),
+            high: watch::Sender::new(0),
+            registry: tokio::sync::Mutex::new(()),
+            queues: Queues::default(),
+        }
+    }
+
+    /// The CloudEvent `source` of this server.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Subscription>>> {
+        self.subs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Subscription>>> {
+        self.subs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- subscriptions -------------------------------------------------------------
+
+    /// Creates a subscription of `user` to `channel` with the next id of the store's
+    /// `subscription` counter.
+    ///
+    /// With a `subscriber_id` the subscription is durable: on first use the
+    /// subscriber's record is created at the current end of the log (nothing is
+    /// replayed); an existing record of the same user makes the subscription read
+    /// the log from the last acknowledged event (every later event of the channel is
+    /// delivered, not only 1000 as in the reference); a record of another user is
+    /// refused with [`PubSubError::SubscriberTaken`] (the reference answers 500 and
+    /// registers the subscription anyway). The record keeps the channel and
+    /// promiscuity of its first use; a subscription reads its own request's channel
+    /// and applies its own request's owner rule.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        user: &str,
+        promiscuous: bool,
+        subscriber_id: Option<&str>,
+    ) -> Result<SubscriptionInfo, PubSubError> {
+        let now = Timestamp::now();
+        let sub = match subscriber_id {
+            None => {
+                let id = self.store.next_counter("subscription").await?;
+                Subscription::live(id, channel, user, promiscuous, now)
+            }
+            Some(sid) => {
+                let _registry = self.registry.lock().await;
+                let last = self.store.last_event_sequence().await?;
+                // Events up to here can only come from the log, never from a
+                // broadcast still on its way.
+                self.high.send_modify(|h| *h = (*h).max(last));
+                let position = match self.store.get_subscriber(sid).await? {
+                    Some(state) if state.user != user => {
+                        return Err(PubSubError::SubscriberTaken(sid.to_owned()))
+                    }
+                    Some(state) => state.last_event_id,
+                    None => {
+                        self.store
+                            .put_subscriber(&SubscriberState {
+                                subscriber_id: sid.to_owned(),
+                                channel: channel.to_owned(),
+                                user: user.to_owned(),
+                                promiscuous,
+                                last_event_id: last,
+                                created_at: now,
+                                last_poll: None,
+                            })
+                            .await?;
+                        last
+                    }
+                };
+                let id = self.store.next_counter("subscription").await?;
+                Subscription::durable(id, channel, user, promiscuous, now, sid, position)
+            }
+        };
+        let info = sub.info();
+        self.write_subs().insert(sub.id, Arc::new(sub));
+        Ok(info)
+    }
+
+    /// The subscription `id` if it is `user`'s.
+    fn owned(&self, id: u64, user: &str) -> Result<Arc<Subscription>, PubSubError> {
+        let sub = self
+            .read_subs()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| PubSubError::NotFound(id.to_string()))?;
+        if sub.user != user {
+            return Err(PubSubError::NotOwner {
+                id,
+                user: user.to_owned(),
+            });
+        }
+        Ok(sub)
+    }
+
+    /// Removes `user`'s subscription `id` (a durable subscriber's record is kept).
+    /// A listen in progress on it returns a keep-alive.
+    pub fn unsubscribe(&self, id: u64, user: &str) -> Result<(), PubSubError> {
+        self.owned(id, user)?;
+        if let Some(sub) = self.write_subs().remove(&id) {
+            sub.close();
+        }
+        Ok(())
+    }
+
+    /// Every subscription, by id.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.read_subs().values().map(|s| s.info()).collect()
+    }
+
+    /// Drops subscriptions whose last poll is older than `idle` at `now` (never-polled
+    /// ones are kept, as in the reference); returns how many.
+    pub fn drop_idle(&self, idle: Duration, now: Timestamp) -> u64 {
+        let secs = i64::try_from(idle.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = now.plus_seconds(-secs);
+        let mut subs = self.write_subs();
+        let idle_ids: Vec<u64> = subs
+            .values()
+            .filter(|s| s.last_poll().is_some_and(|t| t < cutoff))
+            .map(|s| s.id)
+            .collect();
+        for id in &idle_ids {
+            if let Some(sub) = subs.remove(id) {
+                sub.close();
+            }
+        }
+        idle_ids.len() as u64
+    }
+
+    // ---- broadcast -----------------------------------------------------------------
+
+    /// Delivers a stored event to the subscriptions of its channel: its envelope
+    /// ([`Envelope::of_event`]: the event's owner and data, `attributes`, the
+    /// sequence id) is buffered for every live subscription whose owner rule accepts
+    /// it, durable subscriptions are woken (they read the log), and the envelope is
+    /// kept among the recent ones so that durable deliveries reuse it.
+    pub fn broadcast(&self, event: &Event, attributes: serde_json::Map<String, serde_json::Value>) {
+        let envelope = Envelope::of_event(event, &self.source, Timestamp::now(), &attributes);
+        let text: Arc<str> = Arc::from(envelope.to_python_json());
+        {
+            let mut recent = lock(&self.recent);
+            recent.insert(event.sequence_id, text.clone());
+            while recent.len() > RECENT_CAP {
+                recent.pop_first();
+            }
+        }
+        self.high.send_modify(|h| *h = (*h).max(event.sequence_id));
+        let owner = envelope.owner();
+        for sub in self.read_subs().values() {
+            if sub.channel != event.channel {
+                continue;
+            }
+            match &sub.feed {
+                Feed::Live(live) => {
+                    if sub.accepts(owner) {
+                        live.offer(sub.id, text.clone());
+                        sub.wake.notify_one();
+                    }
+                }
+                Feed::Durable(_) => sub.wake.notify_one(),
+            }
+        }
+    }
+
+    fn recent(&self, sequence_id: u64) -> Option<Arc<str>> {
+        lock(&self.recent).get(&sequence_id).cloned()
+    }
+
+    // ---- listen --------------------------------------------------------------------
+
+    /// The next message of `user`'s subscription `id`.
+    ///
+    /// Waits at most the keep-alive period, then answers a keep-alive (a CloudEvent
+    /// with `"data": "BEEP"`); answers one at once when the server is stopping or the
+    /// subscription is removed meanwhile. Listens of one subscription take turns.
+    ///
+    /// Durable subscriptions first acknowledge the message delivered by their
+    /// previous listen (and record the poll time in the store), then deliver the
+    /// next event of the log accepted by the owner rule.
+    pub async fn listen(
+        &self,
+        id: u64,
+        user: &str,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<Delivery, PubSubError> {
+        let sub = self.owned(id, user)?;
+        let now = Timestamp::now();
+        sub.touch(now);
+        let deadline = Instant::now() + self.keep_alive;
+        let found = match &sub.feed {
+            Feed::Live(live) => {
+                let turn = tokio::select! {
+                    t = live.reader.lock() => Some(t),
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = crate::state::stopped(&mut stopping) => None,
+                };
+                match turn {
+                    None => None,
+                    Some(_turn) => loop {
+                        if let Some(text) = live.take() {
+                            break Some(text);
+                        }
+                        if sub.is_closed() || !wait(&sub, deadline, &mut stopping).await {
+                            break None;
+                        }
+                    },
+                }
+            }
+            Feed::Durable(durable) => {
+                let turn = tokio::select! {
+                    t = durable.reader.lock() => Some(t),
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = crate::state::stopped(&mut stopping) => None,
+                };
+                match turn {
+                    None => None,
+                    Some(mut cursor) => {
+                        self.acknowledge(&durable.subscriber_id, &mut cursor, now)
+                            .await?;
+                        loop {
+                            if let Some(event) = self.next_event(&sub, &mut cursor).await? {
+                                cursor.pending_ack = Some(event.sequence_id);
+                                break Some(self.envelope_of(&event, deadline).await);
+                            }
+                            if sub.is_closed() || !wait(&sub, deadline, &mut stopping).await {
+                                break None;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let text = found.unwrap_or_else(|| {
+            Arc::from(Envelope::beep(&self.source, Timestamp::now()).to_python_json())
+        });
+        Ok(Delivery {
+            channel: sub.channel.clone(),
+            text,
+        })
+    }
+
+    /// Stores the acknowledgement of the previous delivery (max semantics) and the
+    /// poll time. A subscriber record that vanished is recreated by nothing: the
+    /// subscription goes on from its in-memory cursor.
+    async fn acknowledge(
+        &self,
+        subscriber_id: &str,
+        cursor: &mut Cursor,
+        now: Timestamp,
+    ) -> Result<(), PubSubError> {
+        let ack = cursor.pending_ack.take();
+        match self
+            .store
+            .advance_subscriber(subscriber_id, ack.unwrap_or(0), now)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(CoreError::NotFound(_)) => {
+                tracing::warn!(subscriber_id, "durable subscriber record missing");
+                Ok(())
+            }
+            Err(e) => {
+                // Not acknowledged: try again at the next listen.
+                cursor.pending_ack = ack;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The next event after the cursor that the subscription's owner rule accepts;
+    /// the events it skips move the cursor too.
+    async fn next_event(
+        &self,
+        sub: &Subscription,
+        cursor: &mut Cursor,
+    ) -> Result<Option<Event>, PubSubError> {
+        loop {
+            while let Some(event) = cursor.backlog.pop_front() {
+                cursor.position = event.sequence_id;
+                if sub.accepts(event.owner.as_deref()) {
+                    return Ok(Some(event));
+                }
+            }
+            let batch = self
+                .store
+                .events_after(cursor.position, Some(&sub.channel), LOG_BATCH)
+                .await?;
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            cursor.backlog = VecDeque::from(batch);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The envelope of an event read from the log: the broadcast's one while it is
+    /// among the recent ones (so `/publish` attributes are kept), otherwise a new
+    /// one (new `id` and `time`, default `type` and `source`, the event's owner and
+    /// data) — always with `_sequence_id`, which the reference leaves out of replayed
+    /// messages (clients ignore it).
+    async fn envelope_of(&self, event: &Event, deadline: Instant) -> Arc<str> {
+        let seq = event.sequence_id;
+        if let Some(text) = self.recent(seq) {
+            return text;
+        }
+        if seq > *self.high.borrow() {
+            // Appended by this process and not broadcast yet: wait for it briefly.
+            let mut rx = self.high.subscribe();
+            let until = deadline.min(Instant::now() + BROADCAST_GRACE);
+            let _ = tokio::time::timeout_at(until, rx.wait_for(|h| *h >= seq)).await;
+            if let Some(text) = self.recent(seq) {
+                return text;
+            }
+        }
+        let env = Envelope::of_event(event, &self.source, Timestamp::now(), &Default::default());
+        Arc::from(env.to_python_json())
+    }
+
+    // ---- queues --------------------------------------------------------------------
+
+    /// Appends an envelope to the queue `name` and wakes its waiting pops.
+    pub async fn push(&self, name: &str, envelope: &Envelope) -> Result<(), PubSubError> {
+        self.queues
+            .push(self.store.as_ref(), name, &envelope.to_python_json())
+            .await
+    }
+
+    /// Removes and returns the oldest item of the queue `name` (its envelope text),
+    /// waiting while the queue is empty until the server stops.
+    pub async fn pop(
+        &self,
+        name: &str,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<String, PubSubError> {
+        self.queues.pop(self.store.as_ref(), name, stopping).await
+    }
+}
+
+/// Waits for a wake-up of `sub`; `false` when the deadline passed or the server is
+/// stopping.
+async fn wait(sub: &Subscription, deadline: Instant, stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = sub.wake.notified() => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+        _ = crate::state::stopped(stopping) => false,
+    }
+}
