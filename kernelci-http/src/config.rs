@@ -21,6 +21,34 @@ pub struct SmtpConfig {
     pub password: String,
 }
 
+/// The first administrator, created at start-up when no user has its username
+/// (AUTH.md §8). The binary fills it from `KCI_INITIAL_PASSWORD` (required to
+/// enable it), `KCI_INITIAL_ADMIN_USERNAME` (default `admin`) and
+/// `KCI_INITIAL_ADMIN_EMAIL` (default `<username>@kernelci.org`).
+///
+/// The account is active, verified and a superuser, with an Argon2id hash of
+/// `password`. An existing user of that name is never changed, so the setting can
+/// stay in place across restarts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialAdmin {
+    /// Username of the administrator.
+    pub username: String,
+    /// Its e-mail address (must be valid and not used by another user).
+    pub email: String,
+    /// Its initial password (must not be empty).
+    pub password: String,
+}
+
+impl std::fmt::Debug for InitialAdmin {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialAdmin")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Argon2id cost parameters for new password hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordCost {
@@ -94,6 +122,10 @@ pub struct HttpConfig {
     pub fast_query_timeout_seconds: u64,
     /// Cost of new password hashes.
     pub password_cost: PasswordCost,
+    /// The administrator to create at start-up if missing (`None`: none is created;
+    /// see [`InitialAdmin`]).
+    #[serde(default)]
+    pub initial_admin: Option<InitialAdmin>,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +153,7 @@ impl Default for HttpConfig {
             body_timeout_seconds: 300,
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
+            initial_admin: None,
         }
     }
 }

@@ -34,6 +34,8 @@
 
 #![warn(missing_docs)]
 
+pub mod account_tokens;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -41,6 +43,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod passwords;
 pub mod pubsub;
 pub mod request;
 pub mod response;
@@ -49,7 +52,7 @@ pub mod server;
 pub mod state;
 pub mod tokens;
 
-pub use config::{HttpConfig, PasswordCost, SmtpConfig};
+pub use config::{HttpConfig, InitialAdmin, PasswordCost, SmtpConfig};
 pub use error::{ApiError, HttpError};
 pub use server::serve;
 pub use state::AppState;

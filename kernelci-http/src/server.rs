@@ -36,6 +36,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), HttpError> {
+    crate::bootstrap::bootstrap(&state).await?;
     let graceful = GracefulShutdown::new();
     let jobs = crate::jobs::spawn(&state);
     tokio::pin!(shutdown);

@@ -1,91 +1,1298 @@
-//! `users` endpoints (being built).
+//! Users and authentication (API.md §4, AUTH.md): login, logout, the invitation
+//! flow, password reset and change, reading, listing, updating and deleting users,
+//! and the two HTML pages of the invitation flow.
+//!
+//! User JSON is [`User::to_public_json`] (`UserRead`; never the password hash).
+//! Access classes come from [`Operation::access`]: the check runs after a JSON body
+//! has been decoded (malformed JSON is 422 even without a token, API.md §1.2) and
+//! before the body's fields are validated, as the reference does.
+//!
+//! Choices where API.md is silent or where we deliberately differ:
+//!
+//! - `POST /user/update-password` without `new_password` answers 422 (the
+//!   reference silently keeps the old password and answers 200).
+//! - `POST /user/forgot-password` always answers 202 `null`, also when SMTP is not
+//!   configured or sending fails (the reference answers 400/500 there by accident;
+//!   API.md allows 202). Without SMTP the reset token is not sent anywhere: an
+//!   operator can mint one with [`crate::account_tokens::reset_token`].
+//! - E-mail addresses are compared exactly after normalisation (the domain in lower
+//!   case), as [`crate::mail::normalize_address`] returns them.
+//! - Public base URLs: forwarded hosts and protocols are only taken from a peer
+//!   with a non-global address (a reverse proxy), and only when they look like a
+//!   host (`[A-Za-z0-9.:_\[\]-]`) and `http`/`https`; anything else falls back to
+//!   the request's own `Host`.
 
-use crate::error::ApiResult;
+use std::net::IpAddr;
+
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+
+use kernelci_core::auth::{Operation, User, UserGroup};
+use kernelci_core::error::Error as CoreError;
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::id::ObjectId;
+use kernelci_core::time::Timestamp;
+
+use crate::account_tokens::{self, InviteError};
+use crate::error::{ApiError, ApiResult};
+use crate::mail::{Email, MailError};
+use crate::passwords::{self, Checked};
 use crate::request::Req;
-use crate::response::Resp;
+use crate::response::{self, Resp};
 use crate::state::AppState;
 
-/// Handler (not landed yet).
-pub async fn login(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+use super::pages::page;
+
+/// `detail` of a failed login or credential check.
+pub const LOGIN_BAD_CREDENTIALS: &str = "LOGIN_BAD_CREDENTIALS";
+/// `detail` of a login with the right password by an unverified user.
+pub const LOGIN_USER_NOT_VERIFIED: &str = "LOGIN_USER_NOT_VERIFIED";
+/// `detail` of every refused reset token.
+pub const RESET_PASSWORD_BAD_TOKEN: &str = "RESET_PASSWORD_BAD_TOKEN";
+/// `detail` of an e-mail change to an address another user has.
+pub const UPDATE_USER_EMAIL_ALREADY_EXISTS: &str = "UPDATE_USER_EMAIL_ALREADY_EXISTS";
+
+/// Subject of invitation e-mails (AUTH.md §6).
+pub const INVITE_SUBJECT: &str = "You have been invited to KernelCI API";
+/// Subject of password-reset e-mails.
+pub const RESET_SUBJECT: &str = "Reset Password Token for KernelCI API account";
+
+// ---- request validation (pydantic's 422 answers) -----------------------------------
+
+/// A JSON object body validated field by field, collecting pydantic-style errors
+/// (`loc: ["body", field, ...]`) so that one 422 lists them all.
+#[derive(Debug)]
+pub(crate) struct Fields {
+    obj: Map<String, Value>,
+    errors: Vec<Value>,
 }
 
-/// Handler (not landed yet).
-pub async fn logout(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+impl Fields {
+    /// Fields of `body`, which must be an object (422 `model_attributes_type`).
+    pub(crate) fn new(body: Value) -> ApiResult<Self> {
+        match body {
+            Value::Object(obj) => Ok(Fields {
+                obj,
+                errors: Vec::new(),
+            }),
+            other => Err(ApiError::unprocessable(
+                "model_attributes_type",
+                json!(["body"]),
+                "Input should be a valid dictionary or object to extract fields from",
+                other,
+            )),
+        }
+    }
+
+    fn push(&mut self, kind: &str, loc: Value, msg: &str, input: Value, ctx: Option<Value>) {
+        let mut e = json!({"type": kind, "loc": loc, "msg": msg, "input": input});
+        if let (Some(ctx), Some(o)) = (ctx, e.as_object_mut()) {
+            o.insert("ctx".into(), ctx);
+        }
+        self.errors.push(e);
+    }
+
+    fn missing(&mut self, key: &str) {
+        let input = Value::Object(self.obj.clone());
+        self.push(
+            "missing",
+            json!(["body", key]),
+            "Field required",
+            input,
+            None,
+        );
+    }
+
+    fn string(&mut self, key: &str, v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.push(
+                    "string_type",
+                    json!(["body", key]),
+                    "Input should be a valid string",
+                    other.clone(),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// A required string.
+    pub(crate) fn required_str(&mut self, key: &str) -> Option<String> {
+        match self.obj.get(key).cloned() {
+            None => {
+                self.missing(key);
+                None
+            }
+            Some(v) => self.string(key, &v),
+        }
+    }
+
+    /// An optional string (absent or `null`: `None`).
+    fn optional_str(&mut self, key: &str) -> Option<String> {
+        match self.obj.get(key).cloned() {
+            None | Some(Value::Null) => None,
+            Some(v) => self.string(key, &v),
+        }
+    }
+
+    fn email(&mut self, key: &str, raw: String) -> Option<String> {
+        match crate::mail::normalize_address(&raw) {
+            Ok(e) => Some(e),
+            Err(reason) => {
+                self.push(
+                    "value_error",
+                    json!(["body", key]),
+                    &format!("value is not a valid email address: {reason}"),
+                    Value::String(raw),
+                    Some(json!({ "reason": reason })),
+                );
+                None
+            }
+        }
+    }
+
+    /// A required e-mail address, normalised.
+    fn required_email(&mut self, key: &str) -> Option<String> {
+        let raw = self.required_str(key)?;
+        self.email(key, raw)
+    }
+
+    /// An optional e-mail address, normalised.
+    fn optional_email(&mut self, key: &str) -> Option<String> {
+        let raw = self.optional_str(key)?;
+        self.email(key, raw)
+    }
+
+    /// pydantic's lax booleans: JSON booleans, 0/1, and the usual words.
+    fn boolean(&mut self, key: &str, v: &Value) -> Option<bool> {
+        let parsed = match v {
+            Value::Bool(b) => Some(*b),
+            Value::Number(n) => {
+                let x = n.as_f64();
+                if x == Some(0.0) {
+                    Some(false)
+                } else if x == Some(1.0) {
+                    Some(true)
+                } else {
+                    None
+                }
+            }
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "0" | "off" | "f" | "false" | "n" | "no" => Some(false),
+                "1" | "on" | "t" | "true" | "y" | "yes" => Some(true),
+                _ => None,
+            },
+            other => {
+                self.push(
+                    "bool_type",
+                    json!(["body", key]),
+                    "Input should be a valid boolean",
+                    other.clone(),
+                    None,
+                );
+                return None;
+            }
+        };
+        if parsed.is_none() {
+            self.push(
+                "bool_parsing",
+                json!(["body", key]),
+                "Input should be a valid boolean, unable to interpret input",
+                v.clone(),
+                None,
+            );
+        }
+        parsed
+    }
+
+    /// A boolean with a default (`null` is refused, as for a non-optional field).
+    fn bool_or(&mut self, key: &str, default: bool) -> bool {
+        match self.obj.get(key).cloned() {
+            None => default,
+            Some(v) => self.boolean(key, &v).unwrap_or(default),
+        }
+    }
+
+    /// An optional boolean (absent or `null`: `None`).
+    fn optional_bool(&mut self, key: &str) -> Option<bool> {
+        match self.obj.get(key).cloned() {
+            None | Some(Value::Null) => None,
+            Some(v) => self.boolean(key, &v),
+        }
+    }
+
+    /// A list of unique strings, `[]` when absent (the `groups` of the invite and
+    /// update models).
+    fn unique_str_list(&mut self, key: &str) -> Vec<String> {
+        let items = match self.obj.get(key).cloned() {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.push(
+                    "list_type",
+                    json!(["body", key]),
+                    "Input should be a valid list",
+                    other,
+                    None,
+                );
+                return Vec::new();
+            }
+        };
+        let before = self.errors.len();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => out.push(s.clone()),
+                other => self.push(
+                    "string_type",
+                    json!(["body", key, i]),
+                    "Input should be a valid string",
+                    other.clone(),
+                    None,
+                ),
+            }
+        }
+        if self.errors.len() == before {
+            let mut seen = std::collections::HashSet::new();
+            if !out.iter().all(|g| seen.insert(g.as_str())) {
+                self.push(
+                    "value_error",
+                    json!(["body", key]),
+                    "Value error, Groups must have unique names.",
+                    Value::Array(items),
+                    Some(json!({"error": {}})),
+                );
+            }
+        }
+        out
+    }
+
+    /// 422 with every error found, if any.
+    pub(crate) fn finish(self) -> ApiResult<()> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({ "detail": self.errors }),
+                headers: Vec::new(),
+            })
+        }
+    }
 }
 
-/// Handler (not landed yet).
-pub async fn register(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+/// Pagination of `/users` and `/user-groups` (API.md §1.6): `limit` ≥ 1 (default
+/// 50, no maximum) and `offset` ≥ 0 (default 0), the last value of each winning;
+/// 422 with `loc: ["query", "limit" | "offset"]` otherwise.
+pub(crate) fn page_window(req: &Req) -> ApiResult<(u64, u64)> {
+    let mut errors = Vec::new();
+    let mut read = |key: &str, default: u64, min: u64| -> u64 {
+        let Some(raw) = req.query_last(key) else {
+            return default;
+        };
+        let t = raw.trim();
+        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(json!({
+                "type": "int_parsing", "loc": ["query", key],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": raw,
+            }));
+            return default;
+        }
+        let negative = t.starts_with('-') && digits.bytes().any(|b| b != b'0');
+        // Integers are unbounded in the reference: very large ones saturate.
+        let value = if negative {
+            None
+        } else {
+            Some(digits.parse::<u64>().unwrap_or(u64::MAX))
+        };
+        match value {
+            Some(v) if v >= min => v,
+            _ => {
+                errors.push(json!({
+                    "type": "greater_than_equal", "loc": ["query", key],
+                    "msg": format!("Input should be greater than or equal to {min}"),
+                    "input": raw, "ctx": {"ge": min},
+                }));
+                default
+            }
+        }
+    };
+    let limit = read("limit", 50, 1);
+    let offset = read("offset", 0, 0);
+    if errors.is_empty() {
+        Ok((limit, offset))
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": errors }),
+            headers: Vec::new(),
+        })
+    }
 }
 
-/// Handler (not landed yet).
+/// The login-style form (`OAuth2PasswordRequestForm`): an optional `grant_type`
+/// that must be `password`, then the `required` fields. One 422 lists every error.
+fn credentials_form<'a>(
+    pairs: &'a [(String, String)],
+    required: &[&str],
+) -> ApiResult<Vec<&'a str>> {
+    let last = |k: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut errors = Vec::new();
+    if let Some(grant) = last("grant_type") {
+        if grant != "password" {
+            errors.push(json!({
+                "type": "string_pattern_mismatch", "loc": ["body", "grant_type"],
+                "msg": "String should match pattern '^password$'", "input": grant,
+                "ctx": {"pattern": "^password$"},
+            }));
+        }
+    }
+    let mut found = Vec::new();
+    for name in required {
+        match last(name) {
+            Some(v) => found.push(v),
+            None => errors.push(json!({
+                "type": "missing", "loc": ["body", name], "msg": "Field required", "input": null,
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": errors }),
+            headers: Vec::new(),
+        })
+    }
+}
+
+// ---- shared helpers ------------------------------------------------------------------
+
+fn user_json(user: &User) -> Value {
+    user.to_public_json()
+}
+
+/// Hashes a new password, as a 500 on failure (a server problem: bad cost, no
+/// randomness).
+async fn new_hash(state: &AppState, password: &str) -> ApiResult<String> {
+    passwords::hash(password, state.config().password_cost)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The user of `username` if `password` is theirs (inactive users included: the
+/// callers decide). On success an outdated hash (bcrypt, another Argon2 cost) is
+/// replaced by Argon2id with the current cost and saved; an unknown username costs
+/// the time of a hash (AUTH.md §3).
+async fn authenticate(state: &AppState, username: &str, password: &str) -> ApiResult<Option<User>> {
+    let cost = state.config().password_cost;
+    let store = state.store();
+    let Some(mut user) = store.get_user_by_username(username).await? else {
+        passwords::dummy_verify(password, cost).await;
+        return Ok(None);
+    };
+    match passwords::verify_and_update(password, &user.hashed_password, cost).await {
+        Checked::Mismatch => Ok(None),
+        Checked::Match => Ok(Some(user)),
+        Checked::MatchRehashed(new) => {
+            // Re-read so that a concurrent change of the user is not undone, and
+            // skip the upgrade if the password itself changed meanwhile.
+            if let Some(mut fresh) = store.get_user(user.id).await? {
+                if fresh.hashed_password == user.hashed_password {
+                    fresh.hashed_password = new;
+                    match store.update_user(&fresh).await {
+                        Ok(()) => {
+                            tracing::info!(user = %fresh.username, "password hash upgraded to Argon2id");
+                            user = fresh;
+                        }
+                        Err(e) => {
+                            tracing::warn!(user = %user.username, error = %e, "could not save an upgraded password hash");
+                        }
+                    }
+                }
+            }
+            Ok(Some(user))
+        }
+    }
+}
+
+/// Sends `email` when SMTP is configured; whether it was sent. Failures are logged
+/// and swallowed (API.md §4).
+async fn try_send(state: &AppState, email: Email, what: &str) -> bool {
+    match state.mailer().send(&email).await {
+        Ok(()) => {
+            tracing::info!(to = %email.to, what, "e-mail sent");
+            true
+        }
+        Err(MailError::NotConfigured) => {
+            tracing::info!(to = %email.to, what, "no SMTP server is configured: e-mail not sent");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(to = %email.to, what, error = %e, "e-mail not sent");
+            false
+        }
+    }
+}
+
+/// The user groups named `names`, in order: 400 `User group does not exist with
+/// name: <g>` for the first missing one.
+async fn resolve_groups(state: &AppState, names: &[String]) -> ApiResult<Vec<UserGroup>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match state.store().get_group_by_name(name).await? {
+            Some(g) => out.push(g),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "User group does not exist with name: {name}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `ip` is not globally routable (private, loopback, link-local, shared,
+/// documentation, reserved...), as Python's `ipaddress` `is_global` is false: the
+/// peers whose forwarding headers are believed.
+pub fn is_non_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let a = u32::from(v4);
+            const NETS: &[(u32, u32)] = &[
+                (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
+                (0x0A00_0000, 8),  // 10.0.0.0/8
+                (0x6440_0000, 10), // 100.64.0.0/10 shared address space
+                (0x7F00_0000, 8),  // 127.0.0.0/8 loopback
+                (0xA9FE_0000, 16), // 169.254.0.0/16 link-local
+                (0xAC10_0000, 12), // 172.16.0.0/12
+                (0xC000_0000, 24), // 192.0.0.0/24 protocol assignments
+                (0xC000_0200, 24), // 192.0.2.0/24 documentation
+                (0xC0A8_0000, 16), // 192.168.0.0/16
+                (0xC612_0000, 15), // 198.18.0.0/15 benchmarking
+                (0xC633_6400, 24), // 198.51.100.0/24 documentation
+                (0xCB00_7100, 24), // 203.0.113.0/24 documentation
+                (0xF000_0000, 4),  // 240.0.0.0/4 reserved, broadcast
+            ];
+            NETS.iter().any(|(net, bits)| (a ^ net) >> (32 - bits) == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_non_global(IpAddr::V4(v4));
+            }
+            let a = u128::from(v6);
+            const NETS: &[(u128, u32)] = &[
+                (0, 128),                          // ::
+                (1, 128),                          // ::1
+                (0x0064_ff9b_0001_u128 << 80, 48), // 64:ff9b:1::/48
+                (0x0100_u128 << 112, 64),          // 100::/64 discard
+                (0x2001_u128 << 112, 23),          // 2001::/23 IETF
+                (0x2001_0db8_u128 << 96, 32),      // 2001:db8::/32 documentation
+                (0xfc00_u128 << 112, 7),           // fc00::/7 unique local
+                (0xfe80_u128 << 112, 10),          // fe80::/10 link-local
+            ];
+            NETS.iter()
+                .any(|(net, bits)| (a ^ net) >> (128 - bits) == 0)
+        }
+    }
+}
+
+fn plausible_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:-_[]".contains(&b))
+}
+
+/// The public base URL of invite links (AUTH.md §6 step 3), without a trailing `/`.
+pub fn public_base_url(state: &AppState, req: &Req) -> String {
+    if let Some(base) = &state.config().public_base_url {
+        let base = base.trim().trim_end_matches('/');
+        if !base.is_empty() {
+            return base.to_owned();
+        }
+    }
+    let mut host: Option<String> = None;
+    let mut proto: Option<String> = None;
+    if is_non_global(req.peer.ip()) {
+        if let Some(fwd) = req.header("forwarded") {
+            let first_hop = fwd.split(',').next().unwrap_or("");
+            for pair in first_hop.split(';') {
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"').to_owned();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = Some(v),
+                    "proto" => proto = Some(v),
+                    _ => {}
+                }
+            }
+        }
+        let first = |name: &str| {
+            req.header(name)
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+        };
+        host = host.or_else(|| first("x-forwarded-host"));
+        proto = proto.or_else(|| first("x-forwarded-proto"));
+    }
+    let proto = proto
+        .map(|p| p.to_ascii_lowercase())
+        .filter(|p| p == "http" || p == "https");
+    if let Some(h) = host.filter(|h| plausible_host(h)) {
+        return format!("{}://{h}", proto.as_deref().unwrap_or("http"));
+    }
+    let own = req
+        .header("host")
+        .map(str::trim)
+        .filter(|h| plausible_host(h))
+        .unwrap_or("localhost");
+    format!("http://{own}")
+}
+
+fn accept_invite_url(base: &str) -> String {
+    format!("{base}/user/accept-invite")
+}
+
+// ---- authentication ------------------------------------------------------------------
+
+/// `POST /user/login` (form `username`, `password`, optional `grant_type`):
+/// `{"access_token", "token_type": "bearer"}`; 400 `LOGIN_BAD_CREDENTIALS` for an
+/// unknown user, a wrong password or an inactive user; 400
+/// `LOGIN_USER_NOT_VERIFIED` for a right password of an unverified user.
+pub async fn login(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let pairs = req.form();
+    let found = credentials_form(&pairs, &["username", "password"])?;
+    let (username, password) = (found[0], found[1]);
+    let user = authenticate(state, username, password).await?;
+    let user = match user {
+        Some(u) if u.is_active => u,
+        _ => return Err(ApiError::bad_request(LOGIN_BAD_CREDENTIALS)),
+    };
+    if !user.is_verified {
+        return Err(ApiError::bad_request(LOGIN_USER_NOT_VERIFIED));
+    }
+    let token = state.tokens().issue_access(user.id, Timestamp::now());
+    Ok(response::ok(
+        &json!({"access_token": token, "token_type": "bearer"}),
+    ))
+}
+
+/// `POST /user/logout` (verified): 204; tokens cannot be revoked, so it does
+/// nothing else.
+pub async fn logout(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    state.require_user(req, Operation::Logout).await?;
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /user/register` (admin): always 404, registration is by invitation.
+pub async fn register(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    if !req.body.is_empty() {
+        req.json()?;
+    }
+    state.require_user(req, Operation::Register).await?;
+    Err(ApiError::not_found(
+        "User registration is disabled; use /user/invite instead.",
+    ))
+}
+
+// ---- invitations ---------------------------------------------------------------------
+
+fn invite_email(user: &User, base: &str, invite_url: &str, expires: Timestamp) -> Email {
+    let body = format!(
+        "Hello {name},\n\n\
+         You have been invited to the KernelCI API at {base}.\n\n\
+         To accept the invitation, open this link and choose a password:\n\n\
+         {invite_url}\n\n\
+         The link is valid until {expires} UTC. Then log in with the username \"{name}\" \
+         and your password (for example with `kci user login`).\n\n\
+         If you did not expect this invitation, you can ignore this message.\n",
+        name = user.username,
+        expires = expires.to_chrono().format("%Y-%m-%d %H:%M"),
+    );
+    Email {
+        to: user.email.clone(),
+        subject: INVITE_SUBJECT.to_owned(),
+        body,
+    }
+}
+
+/// `POST /user/invite` (admin): creates an unverified user with an unusable
+/// password (or re-uses an unverified one with `resend_if_exists`), issues an
+/// invite token and optionally e-mails the link (API.md §4).
+pub async fn invite(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    state.require_user(req, Operation::Invite).await?;
+    let mut f = Fields::new(body)?;
+    let username = f.required_str("username");
+    let email = f.required_email("email");
+    let groups = f.unique_str_list("groups");
+    let is_superuser = f.bool_or("is_superuser", false);
+    let send_email = f.bool_or("send_email", true);
+    let return_token = f.bool_or("return_token", false);
+    let resend_if_exists = f.bool_or("resend_if_exists", false);
+    f.finish()?;
+    let (username, email) = (username.unwrap_or_default(), email.unwrap_or_default());
+
+    let store = state.store();
+    let existing = match store.get_user_by_username(&username).await? {
+        Some(u) => Some(u),
+        None => store.get_user_by_email(&email).await?,
+    };
+    let user = match existing {
+        Some(u) => {
+            if !resend_if_exists {
+                return Err(ApiError::bad_request("User already exists"));
+            }
+            if u.is_verified {
+                return Err(ApiError::bad_request("User already verified"));
+            }
+            if u.username != username {
+                return Err(ApiError::bad_request(
+                    "Existing user has a different username",
+                ));
+            }
+            if u.email != email {
+                return Err(ApiError::bad_request("Existing user has a different email"));
+            }
+            u
+        }
+        None => {
+            let groups = resolve_groups(state, &groups).await?;
+            let hashed_password = passwords::unusable(state.config().password_cost)
+                .await
+                .map_err(ApiError::internal)?;
+            let user = User {
+                id: ObjectId::new(),
+                username,
+                email,
+                hashed_password,
+                is_active: true,
+                is_superuser,
+                is_verified: false,
+                groups,
+            };
+            match store.insert_user(&user).await {
+                Ok(()) => {}
+                // Created concurrently between the lookups and the insert.
+                Err(CoreError::Conflict(_)) => {
+                    return Err(ApiError::bad_request("User already exists"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(user = %user.username, "user invited");
+            user
+        }
+    };
+
+    let base = public_base_url(state, req);
+    let accept_url = accept_invite_url(&base);
+    let now = Timestamp::now();
+    let token = account_tokens::invite_token(state, &user, now);
+    let invite_url = format!("{accept_url}?token={token}");
+    let expire = i64::try_from(state.config().invite_token_expire_seconds).unwrap_or(i64::MAX);
+    let email_sent = send_email
+        && try_send(
+            state,
+            invite_email(&user, &base, &invite_url, now.plus_seconds(expire)),
+            "invite",
+        )
+        .await;
+    Ok(response::ok(&json!({
+        "user": user_json(&user),
+        "email_sent": email_sent,
+        "public_base_url": base,
+        "accept_invite_url": accept_url,
+        "invite_url": if return_token { Value::String(invite_url) } else { Value::Null },
+        "token": if return_token { Value::String(token) } else { Value::Null },
+    })))
+}
+
+/// `GET /user/invite/url` (admin): the resolved public base URL and accept URL.
+pub async fn invite_url(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    state.require_user(req, Operation::InviteUrl).await?;
+    let base = public_base_url(state, req);
+    Ok(response::ok(&json!({
+        "public_base_url": base,
+        "accept_invite_url": accept_invite_url(&base),
+    })))
+}
+
+/// `POST /user/accept-invite` `{token, password}` (public): sets the password and
+/// verifies the user. Errors in API.md §4's order: undecodable token, wrong
+/// purpose, malformed `sub`, unknown user (404), inactive, e-mail mismatch, already
+/// verified.
+pub async fn accept_invite(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let mut f = Fields::new(req.json()?)?;
+    let token = f.required_str("token");
+    let password = f.required_str("password");
+    f.finish()?;
+    let (token, password) = (token.unwrap_or_default(), password.unwrap_or_default());
+    let invite = account_tokens::verify_invite(state, &token).map_err(|e| match e {
+        InviteError::Undecodable => ApiError::bad_request("Invalid or expired invite token"),
+        InviteError::NotAnInvite => ApiError::bad_request("Invalid invite token"),
+    })?;
+    let id = ObjectId::parse(&invite.sub).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let store = state.store();
+    let mut user = store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    if !user.is_active {
+        return Err(ApiError::bad_request("User is inactive"));
+    }
+    if invite.email.as_deref() != Some(user.email.as_str()) {
+        return Err(ApiError::bad_request("Invalid invite token"));
+    }
+    if user.is_verified {
+        return Err(ApiError::bad_request("Invite already accepted"));
+    }
+    user.hashed_password = new_hash(state, &password).await?;
+    user.is_verified = true;
+    store.update_user(&user).await?;
+    tracing::info!(user = %user.username, "invite accepted");
+    if state.mailer().configured() {
+        let email = Email {
+            to: user.email.clone(),
+            subject: "Welcome to KernelCI API".to_owned(),
+            body: format!(
+                "Hello {name},\n\nYour KernelCI API account \"{name}\" is ready: log in with \
+                 your username and the password you chose.\n",
+                name = user.username
+            ),
+        };
+        try_send(state, email, "invite accepted").await;
+    }
+    Ok(response::ok(&user_json(&user)))
+}
+
+// ---- passwords -----------------------------------------------------------------------
+
+/// `POST /user/forgot-password` `{"email"}` (public): always 202 `null` (422 for an
+/// invalid address). For an active user a reset token (valid 1 h) is e-mailed when
+/// SMTP is configured; otherwise nothing is sent and an info line is logged.
+pub async fn forgot_password(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let mut f = Fields::new(req.json()?)?;
+    let email = f.required_email("email");
+    f.finish()?;
+    let email = email.unwrap_or_default();
+    if let Some(user) = state.store().get_user_by_email(&email).await? {
+        if user.is_active {
+            if state.mailer().configured() {
+                let token = account_tokens::reset_token(state, &user, Timestamp::now());
+                let body = format!(
+                    "Hello {name},\n\n\
+                     Someone asked to reset the password of your KernelCI API account \
+                     \"{name}\". If it was you, use this token within one hour:\n\n\
+                     {token}\n\n\
+                     for example: kci user reset-password, or POST /user/reset-password \
+                     with the JSON body {{\"token\": \"<token>\", \"password\": \"<new password>\"}}.\n\n\
+                     If it was not you, ignore this message: your password stays as it is.\n",
+                    name = user.username
+                );
+                let email = Email {
+                    to: user.email.clone(),
+                    subject: RESET_SUBJECT.to_owned(),
+                    body,
+                };
+                try_send(state, email, "password reset").await;
+            } else {
+                tracing::info!(
+                    user = %user.username,
+                    "password reset requested but no SMTP server is configured: nothing sent"
+                );
+            }
+        }
+    }
+    Ok(response::json(StatusCode::ACCEPTED, &Value::Null))
+}
+
+/// `POST /user/reset-password` `{token, password}` (public): 200 `null`; 400
+/// `RESET_PASSWORD_BAD_TOKEN` for a bad or expired token, an unknown user, a
+/// password changed since the token was issued, or an inactive user.
+pub async fn reset_password(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let mut f = Fields::new(req.json()?)?;
+    let token = f.required_str("token");
+    let password = f.required_str("password");
+    f.finish()?;
+    let (token, password) = (token.unwrap_or_default(), password.unwrap_or_default());
+    let bad = || ApiError::bad_request(RESET_PASSWORD_BAD_TOKEN);
+    let (sub, fgpt) = account_tokens::decode_reset(state, &token).ok_or_else(bad)?;
+    let id = ObjectId::parse(&sub).map_err(|_| bad())?;
+    let store = state.store();
+    let mut user = store.get_user(id).await?.ok_or_else(bad)?;
+    if !account_tokens::reset_still_valid(state, &user, &fgpt) || !user.is_active {
+        return Err(bad());
+    }
+    user.hashed_password = new_hash(state, &password).await?;
+    store.update_user(&user).await?;
+    tracing::info!(user = %user.username, "password reset");
+    if state.mailer().configured() {
+        let email = Email {
+            to: user.email.clone(),
+            subject: "Password reset successful for KernelCI API account".to_owned(),
+            body: format!(
+                "Hello {name},\n\nThe password of your KernelCI API account \"{name}\" has \
+                 been reset.\n",
+                name = user.username
+            ),
+        };
+        try_send(state, email, "password reset done").await;
+    }
+    Ok(response::ok(&Value::Null))
+}
+
+/// `POST /user/update-password` (form `username`, `password`, `new_password`;
+/// public, the credentials are in the form): 200 `null`; 400
+/// `LOGIN_BAD_CREDENTIALS` for wrong credentials or an inactive user. Unverified
+/// users may change their password.
+pub async fn update_password(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let pairs = req.form();
+    let found = credentials_form(&pairs, &["username", "password", "new_password"])?;
+    let (username, password, new_password) = (found[0], found[1], found[2]);
+    let mut user = match authenticate(state, username, password).await? {
+        Some(u) if u.is_active => u,
+        _ => return Err(ApiError::bad_request(LOGIN_BAD_CREDENTIALS)),
+    };
+    user.hashed_password = new_hash(state, new_password).await?;
+    state.store().update_user(&user).await?;
+    tracing::info!(user = %user.username, "password changed");
+    Ok(response::ok(&Value::Null))
+}
+
+// ---- reading, listing, updating, deleting --------------------------------------------
+
+/// `GET /whoami` (verified): the caller.
+pub async fn whoami(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let (_, user) = state.require_user(req, Operation::Whoami).await?;
+    Ok(response::ok(&user_json(&user)))
+}
+
+/// A user id of `GET`/`DELETE /user/{id}`: malformed and unknown ids are both 404
+/// `Not Found`, as fastapi-users answers.
+fn user_id_or_404(raw: &str) -> ApiResult<ObjectId> {
+    ObjectId::parse(raw).map_err(|_| ApiError::not_found("Not Found"))
+}
+
+/// `GET /user/{id}` (any active user): 200 UserRead; 404 `Not Found`.
+pub async fn get_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    state.require_user(req, Operation::GetUser).await?;
+    let id = user_id_or_404(req.param(0))?;
+    let user = state
+        .store()
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Not Found"))?;
+    Ok(response::ok(&user_json(&user)))
+}
+
+/// `DELETE /user/{id}` (admin): 200 `null` (not 204); 404 `Not Found`.
+pub async fn delete_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    state.require_user(req, Operation::DeleteUser).await?;
+    let id = user_id_or_404(req.param(0))?;
+    if !state.store().delete_user(id).await? {
+        return Err(ApiError::not_found("Not Found"));
+    }
+    tracing::info!(user = %id, "user deleted");
+    Ok(response::ok(&Value::Null))
+}
+
+/// The body of `PATCH /user/me` and `PATCH /user/{id}` (`UserUpdateRequest`).
+#[derive(Debug, Default)]
+struct UserUpdate {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    is_active: Option<bool>,
+    is_superuser: Option<bool>,
+    is_verified: Option<bool>,
+    groups: Vec<String>,
+}
+
+fn parse_update(body: Value) -> ApiResult<UserUpdate> {
+    let mut f = Fields::new(body)?;
+    let update = UserUpdate {
+        username: f.optional_str("username"),
+        email: f.optional_email("email"),
+        password: f.optional_str("password"),
+        is_active: f.optional_bool("is_active"),
+        is_superuser: f.optional_bool("is_superuser"),
+        is_verified: f.optional_bool("is_verified"),
+        groups: f.unique_str_list("groups"),
+    };
+    f.finish()?;
+    Ok(update)
+}
+
+fn username_taken(name: &str) -> ApiError {
+    ApiError::bad_request(format!("Username already exists: {name}"))
+}
+
+/// A new username for `user`: 400 when another user has it.
+async fn apply_username(state: &AppState, user: &mut User, update: &UserUpdate) -> ApiResult<()> {
+    if let Some(name) = &update.username {
+        if *name != user.username {
+            if let Some(other) = state.store().get_user_by_username(name).await? {
+                if other.id != user.id {
+                    return Err(username_taken(name));
+                }
+            }
+            user.username = name.clone();
+        }
+    }
+    Ok(())
+}
+
+/// A new e-mail (400 when another user has it; a change unverifies the user) and a
+/// new password (hashed with Argon2id).
+async fn apply_email_and_password(
+    state: &AppState,
+    user: &mut User,
+    update: &UserUpdate,
+) -> ApiResult<()> {
+    if let Some(email) = &update.email {
+        if *email != user.email {
+            if let Some(other) = state.store().get_user_by_email(email).await? {
+                if other.id != user.id {
+                    return Err(ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS));
+                }
+            }
+            user.email = email.clone();
+            user.is_verified = false;
+        }
+    }
+    if let Some(password) = &update.password {
+        user.hashed_password = new_hash(state, password).await?;
+    }
+    Ok(())
+}
+
+/// Saves `user`, turning a uniqueness conflict that raced the checks into the same
+/// 400 the checks give.
+async fn save(state: &AppState, user: &User, update: &UserUpdate) -> ApiResult<()> {
+    match state.store().update_user(user).await {
+        Ok(()) => Ok(()),
+        Err(CoreError::Conflict(_)) => {
+            let store = state.store();
+            match store.get_user_by_username(&user.username).await? {
+                Some(other) if other.id != user.id => Err(username_taken(&user.username)),
+                _ if update.email.is_some() => {
+                    Err(ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS))
+                }
+                _ => Err(username_taken(&user.username)),
+            }
+        }
+        Err(CoreError::NotFound(_)) => Err(ApiError::not_found("Not Found")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PATCH /user/me` (any active user): username, e-mail and password only.
+/// `is_active`, `is_verified` and `is_superuser` are ignored (no self-escalation);
+/// a non-empty `groups` is 400.
+pub async fn patch_me(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    let (_, mut user) = state.require_user(req, Operation::PatchMe).await?;
+    let update = parse_update(body)?;
+    if !update.groups.is_empty() {
+        return Err(ApiError::bad_request(
+            "User groups can only be updated by an admin user",
+        ));
+    }
+    apply_username(state, &mut user, &update).await?;
+    apply_email_and_password(state, &mut user, &update).await?;
+    save(state, &user, &update).await?;
+    Ok(response::ok(&user_json(&user)))
+}
+
+/// `PATCH /user/{user_id}` (admin): every field. 400 for a malformed id, 404 `User
+/// not found with id: <id>`; a non-empty `groups` replaces the user's groups (each
+/// must exist), an empty one changes nothing; `is_verified: true` in the same
+/// request keeps a user whose e-mail changes verified.
+pub async fn patch_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let body = req.json()?;
+    state.require_user(req, Operation::PatchUser).await?;
+    let update = parse_update(body)?;
+    let raw = req.param(0);
+    let id = ObjectId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut user = state
+        .store()
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User not found with id: {raw}")))?;
+    apply_username(state, &mut user, &update).await?;
+    if !update.groups.is_empty() {
+        user.groups = resolve_groups(state, &update.groups).await?;
+    }
+    apply_email_and_password(state, &mut user, &update).await?;
+    if let Some(v) = update.is_active {
+        user.is_active = v;
+    }
+    if let Some(v) = update.is_superuser {
+        user.is_superuser = v;
+    }
+    if let Some(v) = update.is_verified {
+        user.is_verified = v;
+    }
+    save(state, &user, &update).await?;
+    Ok(response::ok(&user_json(&user)))
+}
+
+/// `GET /users` (any active user): one page of users; every parameter but `limit`
+/// and `offset` is an exact filter on the user's public JSON (`true`/`false` are
+/// booleans). Items carry `revision_id: null`.
+pub async fn list_users(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    state.require_user(req, Operation::ListUsers).await?;
+    let (limit, offset) = page_window(req)?;
+    let filter = ExactFilter::from_pairs(&req.query, &["limit", "offset"])?;
+    let page = state.store().find_users(&filter, limit, offset).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|u| {
+            let mut v = user_json(u);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("revision_id".into(), Value::Null);
+            }
+            v
+        })
+        .collect();
+    Ok(response::ok(&json!({
+        "items": items,
+        "total": page.total,
+        "limit": limit,
+        "offset": offset,
+    })))
+}
+
+// ---- HTML pages ----------------------------------------------------------------------
+
+const INVITE_PAGE: &str = r#"<h1>Invite a user</h1>
+<p class="muted">For administrators: creates the account (not yet verified) and
+sends the invitation link. The invited person chooses a password on the
+<a href="accept-invite">accept page</a>.</p>
+<form id="invite">
+  <label>Administrator token<br><input name="admin_token" type="password" autocomplete="off" required></label>
+  <label>Username<br><input name="username" autocomplete="off" required></label>
+  <label>E-mail<br><input name="email" type="email" autocomplete="off" required></label>
+  <label>Groups (comma-separated)<br><input name="groups" autocomplete="off"></label>
+  <label><input type="checkbox" name="is_superuser"> Administrator</label>
+  <label><input type="checkbox" name="send_email" checked> Send the link by e-mail</label>
+  <label><input type="checkbox" name="return_token" checked> Show the link here</label>
+  <label><input type="checkbox" name="resend_if_exists"> Send again to an existing user who has not accepted yet</label>
+  <button type="submit">Invite</button>
+</form>
+<pre id="invite-result" class="result"></pre>
+<script src="/static/js/forms.js"></script>
+<script>
+kciForm("invite", "invite", function (d) {
+  return {
+    username: d.username,
+    email: d.email,
+    groups: (d.groups || "").split(",").map(function (g) { return g.trim(); })
+      .filter(function (g) { return g.length > 0; }),
+    is_superuser: "is_superuser" in d,
+    send_email: "send_email" in d,
+    return_token: "return_token" in d,
+    resend_if_exists: "resend_if_exists" in d
+  };
+}, true);
+</script>"#;
+
+const ACCEPT_PAGE: &str = r#"<h1>Accept an invitation</h1>
+<p class="muted">Choose the password of your KernelCI API account. The token comes
+from the invitation link.</p>
+<form id="accept">
+  <label>Invitation token<br><textarea id="accept-token" name="token" rows="4" cols="40" required></textarea></label>
+  <label>New password<br><input name="password" type="password" autocomplete="new-password" required></label>
+  <label>New password again<br><input name="password_again" type="password" autocomplete="new-password" required></label>
+  <button type="submit">Set the password</button>
+</form>
+<pre id="accept-result" class="result"></pre>
+<p class="muted">Then log in with your username and this password, for example
+with <code>kci user login</code>.</p>
+<script src="/static/js/forms.js"></script>
+<script>
+(function () {
+  var token = new URLSearchParams(window.location.search).get("token");
+  if (token) { document.getElementById("accept-token").value = token; }
+  var form = document.getElementById("accept");
+  form.addEventListener("submit", function (ev) {
+    if (form.elements.password.value !== form.elements.password_again.value) {
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+      document.getElementById("accept-result").textContent = "The two passwords differ.";
+    }
+  });
+  kciForm("accept", "accept-invite", function (d) {
+    return { token: (d.token || "").trim(), password: d.password };
+  }, false);
+})();
+</script>"#;
+
+/// `GET /user/invite`: the invitation form (it calls `POST /user/invite` with the
+/// administrator token typed into it).
 pub async fn invite_page(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+    Ok(response::html(page(
+        "Invite a user - KernelCI API",
+        INVITE_PAGE,
+    )))
 }
 
-/// Handler (not landed yet).
-pub async fn invite(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn invite_url(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
+/// `GET /user/accept-invite`: the form that sets the password (it reads `?token=`
+/// from its own URL and calls `POST /user/accept-invite`).
 pub async fn accept_invite_page(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+    Ok(response::html(page(
+        "Accept an invitation - KernelCI API",
+        ACCEPT_PAGE,
+    )))
 }
 
-/// Handler (not landed yet).
-pub async fn accept_invite(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Handler (not landed yet).
-pub async fn forgot_password(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
+    #[test]
+    fn non_global_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(
+                is_non_global(ip.parse().unwrap_or(IpAddr::from([8, 8, 8, 8]))),
+                "{ip}"
+            );
+        }
+        for ip in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "1.1.1.1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "192.169.0.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap_or(IpAddr::from([10, 0, 0, 1]));
+            assert!(!is_non_global(parsed), "{ip}");
+        }
+    }
 
-/// Handler (not landed yet).
-pub async fn reset_password(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
+    /// AUTH.md §6 step 3 for peers the integration tests cannot be (they always
+    /// connect from loopback): a global peer's forwarding headers are ignored.
+    #[test]
+    fn public_base_url_trusts_only_non_global_peers() {
+        use std::sync::Arc;
+        let state = |public: Option<&str>| {
+            let mut config = crate::HttpConfig::for_tests("k");
+            config.public_base_url = public.map(str::to_owned);
+            AppState::new(Arc::new(kernelci_core::testing::NaiveStore::new()), config)
+        };
+        let Ok(plain) = state(None) else {
+            panic!("state")
+        };
+        let req = |peer: &str, headers: &[(&'static str, &str)]| {
+            let mut map = hyper::HeaderMap::new();
+            for (k, v) in headers {
+                if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+                    map.insert(*k, v);
+                }
+            }
+            Req {
+                method: hyper::Method::GET,
+                path: "/user/invite/url".into(),
+                prefix: "/latest",
+                params: Vec::new(),
+                query: Vec::new(),
+                headers: map,
+                body: bytes::Bytes::new(),
+                peer: peer
+                    .parse()
+                    .unwrap_or(std::net::SocketAddr::from(([10, 0, 0, 1], 1))),
+            }
+        };
+        let fwd = [
+            ("host", "api.internal:8001"),
+            ("forwarded", "for=1.2.3.4;host=api.example.org;proto=https"),
+            ("x-forwarded-host", "x.example.org"),
+        ];
+        assert_eq!(
+            public_base_url(&plain, &req("8.8.8.8:5000", &fwd)),
+            "http://api.internal:8001"
+        );
+        assert_eq!(
+            public_base_url(&plain, &req("10.0.0.2:5000", &fwd)),
+            "https://api.example.org"
+        );
+        assert_eq!(
+            public_base_url(&plain, &req("[2a00:1450::1]:5000", &fwd[..1])),
+            "http://api.internal:8001"
+        );
+        // A proto that is not http(s) and a host that is not a host are not used.
+        let odd = [
+            ("host", "api.internal"),
+            ("x-forwarded-host", "evil.example.org/path"),
+            ("x-forwarded-proto", "javascript"),
+        ];
+        assert_eq!(
+            public_base_url(&plain, &req("127.0.0.1:1", &odd)),
+            "http://api.internal"
+        );
+        assert_eq!(
+            public_base_url(&plain, &req("127.0.0.1:1", &[])),
+            "http://localhost"
+        );
+        let Ok(fixed) = state(Some("https://kernelci.example.org/api/")) else {
+            panic!("state")
+        };
+        assert_eq!(
+            public_base_url(&fixed, &req("10.0.0.2:5000", &fwd)),
+            "https://kernelci.example.org/api"
+        );
+    }
 
-/// Handler (not landed yet).
-pub async fn update_password(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn whoami(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn get_user(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn delete_user(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn patch_me(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn patch_user(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
-}
-
-/// Handler (not landed yet).
-pub async fn list_users(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
-    super::not_yet()
+    #[test]
+    fn credentials_form_errors() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
+        let p = pairs(&[("grant_type", "client"), ("password", "x")]);
+        let e = credentials_form(&p, &["username", "password"]).err();
+        let body = e.map(|e| e.body).unwrap_or_default();
+        assert_eq!(body["detail"][0]["type"], "string_pattern_mismatch");
+        assert_eq!(body["detail"][1]["loc"], json!(["body", "username"]));
+        assert_eq!(body["detail"].as_array().map(Vec::len), Some(2));
+        let p = pairs(&[
+            ("grant_type", "password"),
+            ("username", "a"),
+            ("password", "b"),
+        ]);
+        assert_eq!(
+            credentials_form(&p, &["username", "password"]).ok(),
+            Some(vec!["a", "b"])
+        );
+    }
 }
