@@ -1,15 +1,276 @@
-//! The `kernelci-server` binary.
+//! `kernelci-server`: configuration, tracing, bind, serve.
 //!
-//! It will parse the configuration (command line over environment over a TOML file
-//! over defaults), install tracing, open the store, bind the listener and call
-//! `kernelci_http::serve`. The HTTP layer lands with the server issue; until then the
-//! binary says so and exits with a non-zero status.
+//! ```text
+//! kernelci-server serve [--listen ADDR] [--data-dir DIR] [--backend sled|memory]
+//!                       [--config FILE] [--dev]
+//! kernelci-server admin create --username U --email E [--data-dir DIR] [--config FILE]
+//! ```
+//!
+//! Settings come from the command line over the environment over the TOML file over
+//! the defaults ([`config`]). `serve` refuses to start without `SECRET_KEY` unless
+//! `--dev` is given: then a key and an `admin` password are generated once, kept in
+//! `<data-dir>/dev-secrets.toml` (so restarts keep tokens and the password valid),
+//! and a login hint is printed.
 
-fn main() {
-    eprintln!(
-        "kernelci-server {}: the HTTP server is not built yet; \
-         kernelci-core is usable as a library (see README.md)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+mod config;
+mod dev;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use config::{Backend, Layer, ServerConfig};
+use kernelci_core::store::Store;
+use kernelci_http::{serve, AppState};
+use kernelci_store::{MemoryStore, SledConfig, SledStore};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kernelci-server",
+    version,
+    about = "The KernelCI API server (kernelci-rs)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct Common {
+    /// Data directory of the sled store [default: ./kernelci-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (settings in lower case, e.g. `secret_key = "..."`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serves the API.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8001].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store backend [default: sled].
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// Development mode: generate (once) a secret key and an admin password.
+        #[arg(long)]
+        dev: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Administration of an offline store.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Creates a verified superuser; the password is read from the terminal (without
+    /// echo) or from the first line of standard input.
+    Create {
+        /// Username.
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn layers(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
+    let file = match &common.config {
+        Some(p) => config::file_layer(p).map_err(|e| e.to_string())?,
+        None => Layer::new(),
+    };
+    let env = config::env_layer(std::env::vars());
+    let mut cli = cli;
+    if let Some(d) = &common.data_dir {
+        cli.insert("data_dir".into(), d.display().to_string());
+    }
+    config::resolve(&[&file, &env, &cli]).map_err(|e| e.to_string())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                listen,
+                backend,
+                dev,
+                common,
+            } => {
+                let mut l = Layer::new();
+                if let Some(a) = listen {
+                    l.insert("listen".into(), a);
+                }
+                if let Some(b) = backend {
+                    l.insert(
+                        "backend".into(),
+                        match b {
+                            Backend::Sled => "sled",
+                            Backend::Memory => "memory",
+                        }
+                        .into(),
+                    );
+                }
+                let cfg = layers(&common, l)?;
+                run_serve(cfg, dev).await
+            }
+            Command::Admin {
+                command:
+                    AdminCommand::Create {
+                        username,
+                        email,
+                        common,
+                    },
+            } => {
+                let cfg = layers(&common, Layer::new())?;
+                let password = dev::read_password()?;
+                let (store, sled) = open_store(&cfg)?;
+                let result = dev::admin_create(store.as_ref(), &username, &email, &password).await;
+                drop(store);
+                if let Some(s) = sled.and_then(|s| Arc::try_unwrap(s).ok()) {
+                    s.close().map_err(|e| e.to_string())?;
+                }
+                result
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An open store, and for sled also the handle to close it at exit.
+type Opened = (Arc<dyn Store>, Option<Arc<SledStore>>);
+
+/// The store of `cfg`.
+fn open_store(cfg: &ServerConfig) -> Result<Opened, String> {
+    match cfg.backend {
+        Backend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        Backend::Sled => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+            let s = Arc::new(
+                SledStore::open(&cfg.data_dir, SledConfig::default()).map_err(|e| {
+                    format!("cannot open the store in {}: {e}", cfg.data_dir.display())
+                })?,
+            );
+            Ok((s.clone() as Arc<dyn Store>, Some(s)))
+        }
+    }
+}
+
+async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), String> {
+    let mut hint = None;
+    if dev_mode {
+        let secrets = dev::dev_secrets(&cfg)?;
+        if cfg.http.secret_key.is_empty() {
+            cfg.http.secret_key = secrets.secret_key.clone();
+        }
+        if cfg.initial_admin.is_none() {
+            cfg.initial_admin = Some((
+                "admin".into(),
+                "admin@kernelci.org".into(),
+                secrets.admin_password.clone(),
+            ));
+            hint = Some(secrets.admin_password);
+        }
+    }
+    if let Some((username, email, password)) = &cfg.initial_admin {
+        cfg.http.initial_admin = Some(kernelci_http::InitialAdmin {
+            username: username.clone(),
+            email: email.clone(),
+            password: password.clone(),
+        });
+    }
+    cfg.http.validate()?;
+    let (store, sled) = open_store(&cfg)?;
+    // The initial administrator (if configured) is created by `serve` before it
+    // accepts connections.
+    let state = AppState::new(store, cfg.http.clone()).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("kernelci-server listening on http://{addr}");
+    match cfg.backend {
+        Backend::Sled => println!("data directory: {}", cfg.data_dir.display()),
+        Backend::Memory => println!("backend: memory (nothing is kept after exit)"),
+    }
+    if let Some(password) = hint {
+        println!(
+            "development mode: log in as admin with\n  curl -s -d username=admin -d password={password} http://{addr}/latest/user/login"
+        );
+    }
+    serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(sled) = sled {
+        // Every request task is done: this is the last handle. Closing writes the
+        // index snapshot so the next start is fast.
+        match Arc::try_unwrap(sled) {
+            Ok(s) => s.close().map_err(|e| e.to_string())?,
+            Err(_) => tracing::warn!("store still in use at exit; it was flushed, not closed"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -103,12 +103,3 @@ fn counted(endpoint: Endpoint) -> bool {
             | ListNodesFast
     )
 }
-
-/// 501 for an endpoint whose handler has not landed yet (only while it is being
-/// built; no endpoint of a release answers this).
-pub(crate) fn not_yet() -> ApiResult<Resp> {
-    Err(crate::error::ApiError::detail(
-        hyper::StatusCode::NOT_IMPLEMENTED,
-        "Not implemented yet",
-    ))
-}

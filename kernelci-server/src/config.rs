@@ -1,0 +1,310 @@
+//! The server's configuration: one struct, filled from the command line over the
+//! environment over an optional TOML file over the defaults.
+//!
+//! Environment names are the reference's (API.md §11), matched case-insensitively as
+//! the reference does: `SECRET_KEY`, `UNIFIED_SECRET`, `ALGORITHM`,
+//! `ACCESS_TOKEN_EXPIRE_SECONDS`, `INVITE_TOKEN_EXPIRE_SECONDS`, `PUBLIC_BASE_URL`,
+//! `KEEP_ALIVE_PERIOD`, `CLOUD_EVENTS_SOURCE`, `EVENT_HISTORY_TTL_SECONDS`,
+//! `TELEMETRY_TTL_SECONDS`, `NODE_PURGE_AGE_DAYS` (0 turns the purge off),
+//! `SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`,
+//! `KCI_INITIAL_PASSWORD`, `KCI_INITIAL_ADMIN_USERNAME`, `KCI_INITIAL_ADMIN_EMAIL`;
+//! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`.
+//! The TOML file uses the same names in lower case (`secret_key = "..."`,
+//! `listen = "0.0.0.0:8001"`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use kernelci_http::{HttpConfig, SmtpConfig};
+
+/// Which store the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The durable embedded store (default).
+    Sled,
+    /// In memory: everything is lost when the server stops.
+    Memory,
+}
+
+/// A configuration error, with the setting it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value does not parse.
+    #[error("{name}: {reason}")]
+    Bad {
+        /// Setting name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TOML file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One source of settings: names (lower case) to raw text values.
+pub type Layer = BTreeMap<String, String>;
+
+/// Every setting name we read (lower case).
+pub const NAMES: &[&str] = &[
+    "listen",
+    "data_dir",
+    "backend",
+    "secret_key",
+    "unified_secret",
+    "algorithm",
+    "access_token_expire_seconds",
+    "invite_token_expire_seconds",
+    "public_base_url",
+    "keep_alive_period",
+    "cloud_events_source",
+    "event_history_ttl_seconds",
+    "telemetry_ttl_seconds",
+    "node_purge_age_days",
+    "smtp_host",
+    "smtp_port",
+    "email_sender",
+    "email_password",
+    "kci_initial_password",
+    "kci_initial_admin_username",
+    "kci_initial_admin_email",
+    "max_body_bytes",
+];
+
+/// The environment as a layer: each known name, matched case-insensitively; our own
+/// settings also under a `KCI_` prefix (`KCI_LISTEN`, `KCI_DATA_DIR`...).
+pub fn env_layer(vars: impl Iterator<Item = (String, String)>) -> Layer {
+    let mut layer = Layer::new();
+    for (k, v) in vars {
+        let lower = k.to_ascii_lowercase();
+        let name = if NAMES.contains(&lower.as_str()) {
+            lower
+        } else if let Some(rest) = lower.strip_prefix("kci_") {
+            if NAMES.contains(&rest) {
+                rest.to_owned()
+            } else {
+                continue;
+            }
+        } else {
+            continue;
+        };
+        layer.insert(name, v);
+    }
+    layer
+}
+
+/// A TOML file as a layer (keys in lower case; values of any scalar type).
+pub fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let mut layer = Layer::new();
+    for (k, v) in table {
+        let name = k.to_ascii_lowercase();
+        if !NAMES.contains(&name.as_str()) {
+            return Err(err(format!("unknown setting {k:?}")));
+        }
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(err(format!("{k}: unsupported value {other}"))),
+        };
+        layer.insert(name, value);
+    }
+    Ok(layer)
+}
+
+/// The resolved configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory of the sled store.
+    pub data_dir: PathBuf,
+    /// The store.
+    pub backend: Backend,
+    /// The HTTP layer's settings.
+    pub http: HttpConfig,
+    /// `KCI_INITIAL_PASSWORD` & co.: the superuser to create at start if missing.
+    pub initial_admin: Option<(String, String, String)>,
+}
+
+fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| ConfigError::Bad {
+        name: name.to_owned(),
+        reason: format!("{v:?}: {e}"),
+    })
+}
+
+/// Merges layers (later ones win) over the defaults.
+pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
+    let mut merged = Layer::new();
+    for l in layers {
+        for (k, v) in l.iter() {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    let get = |k: &str| merged.get(k).map(String::as_str);
+    let mut http = HttpConfig::default();
+    let mut cfg = ServerConfig {
+        listen: parse("listen", get("listen").unwrap_or("127.0.0.1:8001"))?,
+        data_dir: PathBuf::from(get("data_dir").unwrap_or("./kernelci-data")),
+        backend: match get("backend").unwrap_or("sled") {
+            "sled" => Backend::Sled,
+            "memory" => Backend::Memory,
+            other => {
+                return Err(ConfigError::Bad {
+                    name: "backend".into(),
+                    reason: format!("{other:?}: use sled or memory"),
+                })
+            }
+        },
+        http: HttpConfig::default(),
+        initial_admin: None,
+    };
+    if let Some(v) = get("secret_key") {
+        http.secret_key = v.to_owned();
+    }
+    if let Some(v) = get("unified_secret") {
+        http.unified_secret = v.to_owned();
+    }
+    if let Some(v) = get("algorithm") {
+        http.algorithm = v.trim().to_owned();
+    }
+    if let Some(v) = get("access_token_expire_seconds") {
+        http.access_token_expire_seconds = parse("access_token_expire_seconds", v)?;
+    }
+    if let Some(v) = get("invite_token_expire_seconds") {
+        http.invite_token_expire_seconds = parse("invite_token_expire_seconds", v)?;
+    }
+    if let Some(v) = get("public_base_url").filter(|v| !v.trim().is_empty()) {
+        http.public_base_url = Some(v.trim().to_owned());
+    }
+    if let Some(v) = get("keep_alive_period") {
+        http.keep_alive_period = parse("keep_alive_period", v)?;
+    }
+    if let Some(v) = get("cloud_events_source") {
+        http.cloud_events_source = v.to_owned();
+    }
+    if let Some(v) = get("event_history_ttl_seconds") {
+        http.event_history_ttl_seconds = parse("event_history_ttl_seconds", v)?;
+    }
+    if let Some(v) = get("telemetry_ttl_seconds") {
+        http.telemetry_ttl_seconds = parse("telemetry_ttl_seconds", v)?;
+    }
+    if let Some(v) = get("node_purge_age_days") {
+        let days: u64 = parse("node_purge_age_days", v)?;
+        http.node_purge_age_days = (days > 0).then_some(days);
+    }
+    if let Some(v) = get("max_body_bytes") {
+        http.max_body_bytes = parse("max_body_bytes", v)?;
+    }
+    if let Some(host) = get("smtp_host").filter(|h| !h.trim().is_empty()) {
+        http.smtp = Some(SmtpConfig {
+            host: host.trim().to_owned(),
+            port: get("smtp_port")
+                .map(|p| parse("smtp_port", p))
+                .transpose()?
+                .unwrap_or(587),
+            sender: get("email_sender").unwrap_or_default().to_owned(),
+            password: get("email_password").unwrap_or_default().to_owned(),
+        });
+    }
+    if let Some(password) = get("kci_initial_password").filter(|p| !p.is_empty()) {
+        let username = get("kci_initial_admin_username")
+            .filter(|u| !u.is_empty())
+            .unwrap_or("admin")
+            .to_owned();
+        let email = get("kci_initial_admin_email")
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{username}@kernelci.org"));
+        cfg.initial_admin = Some((username, email, password.to_owned()));
+    }
+    cfg.http = http;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(pairs: &[(&str, &str)]) -> Layer {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_and_defaults() {
+        let file = layer(&[("secret_key", "from-file"), ("keep_alive_period", "30")]);
+        let env = env_layer(
+            vec![
+                ("Secret_Key".to_owned(), "from-env".to_owned()),
+                ("KCI_LISTEN".to_owned(), "0.0.0.0:9000".to_owned()),
+                ("PATH".to_owned(), "/bin".to_owned()),
+                ("NODE_PURGE_AGE_DAYS".to_owned(), "0".to_owned()),
+            ]
+            .into_iter(),
+        );
+        let cli = layer(&[("listen", "127.0.0.1:7000")]);
+        let c = resolve(&[&file, &env, &cli]).unwrap();
+        assert_eq!(c.http.secret_key, "from-env");
+        assert_eq!(c.http.keep_alive_period, 30);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.http.node_purge_age_days, None);
+        assert_eq!(c.backend, Backend::Sled);
+        assert_eq!(c.data_dir, PathBuf::from("./kernelci-data"));
+        let d = resolve(&[]).unwrap();
+        assert_eq!(d.http.algorithm, "HS256");
+        assert_eq!(d.http.access_token_expire_seconds, 315_360_000);
+        assert_eq!(d.listen.to_string(), "127.0.0.1:8001");
+    }
+
+    #[test]
+    fn initial_admin_and_errors() {
+        let c = resolve(&[&layer(&[("kci_initial_password", "pw")])]).unwrap();
+        assert_eq!(
+            c.initial_admin,
+            Some(("admin".into(), "admin@kernelci.org".into(), "pw".into()))
+        );
+        let e = resolve(&[&layer(&[("keep_alive_period", "soon")])]).unwrap_err();
+        assert!(e.to_string().starts_with("keep_alive_period"));
+        assert!(resolve(&[&layer(&[("backend", "mongo")])]).is_err());
+        let c = resolve(&[&layer(&[("smtp_host", "mail"), ("smtp_port", "465")])]).unwrap();
+        assert_eq!(c.http.smtp.unwrap().port, 465);
+    }
+
+    #[test]
+    fn toml_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "secret_key = \"k\"\nkeep_alive_period = 20\n").unwrap();
+        let l = file_layer(&p).unwrap();
+        assert_eq!(l.get("keep_alive_period").unwrap(), "20");
+        std::fs::write(&p, "nope = 1\n").unwrap();
+        assert!(file_layer(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown setting"));
+    }
+}
