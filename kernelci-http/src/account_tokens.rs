@@ -18,7 +18,7 @@
 //! Reset tokens are only ever e-mailed. [`reset_token`] is public so that
 //! operators' tools and tests can mint one for a user without reading mail.
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{decode, Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -88,14 +88,11 @@ pub fn invite_token(state: &AppState, user: &User, now: Timestamp) -> String {
         exp: iat.saturating_add(expire),
     };
     let tokens = state.tokens();
-    // Encoding claims of strings and integers with an HMAC key cannot fail; an empty
-    // token is refused by the accept step if it ever did.
-    encode(
-        &Header::new(tokens.algorithm()),
+    crate::tokens::sign_compact(
         &claims,
+        tokens.algorithm(),
         &EncodingKey::from_secret(tokens.secret()),
     )
-    .unwrap_or_default()
 }
 
 /// Checks an invite token's signature (`SECRET_KEY`, the configured algorithm),
@@ -153,12 +150,11 @@ pub fn reset_token(state: &AppState, user: &User, now: Timestamp) -> String {
         aud: RESET_AUDIENCE.to_owned(),
         exp: now.to_chrono().timestamp() + RESET_LIFETIME_SECONDS,
     };
-    encode(
-        &Header::new(Algorithm::HS256),
+    crate::tokens::sign_compact(
         &claims,
+        Algorithm::HS256,
         &EncodingKey::from_secret(state.tokens().secret()),
     )
-    .unwrap_or_default()
 }
 
 /// The `sub` and fingerprint of a reset token whose signature, audience and expiry

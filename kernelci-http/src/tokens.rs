@@ -2,7 +2,7 @@
 //! `aud` = `["fastapi-users:auth"]` and `exp`, signed with `SECRET_KEY`; verified
 //! with `SECRET_KEY` and then, if that fails, with `UNIFIED_SECRET`.
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{decode, Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use kernelci_core::id::ObjectId;
@@ -90,9 +90,7 @@ impl Tokens {
             aud: vec![ACCESS_AUDIENCE.to_owned()],
             exp,
         };
-        // Encoding claims of plain strings and integers with an HMAC key cannot
-        // fail; an empty token is refused by every verifier if it ever did.
-        encode(&Header::new(self.algorithm), &claims, &self.encoding).unwrap_or_default()
+        sign_compact(&claims, self.algorithm, &self.encoding)
     }
 
     /// The user ids the token names, one per key that verifies it (`SECRET_KEY`
@@ -119,9 +117,55 @@ impl Tokens {
     }
 }
 
+/// The header text of the reference's tokens: `alg` before `typ` (PyJWT's order;
+/// jsonwebtoken's own header puts `typ` first).
+fn header_json(algorithm: Algorithm) -> String {
+    let alg = match algorithm {
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        _ => "HS256",
+    };
+    format!("{{\"alg\":\"{alg}\",\"typ\":\"JWT\"}}")
+}
+
+/// Base64url without padding (RFC 7515 §2).
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A compact JWS (`header.payload.signature`) of `claims` with the reference's header
+/// layout. Serialising plain claims and signing with an HMAC key cannot fail; if it
+/// ever did, the empty token returned is refused by every verifier.
+pub fn sign_compact<T: Serialize>(claims: &T, algorithm: Algorithm, key: &EncodingKey) -> String {
+    let Ok(payload) = serde_json::to_vec(claims) else {
+        return String::new();
+    };
+    let message = format!(
+        "{}.{}",
+        base64url(header_json(algorithm).as_bytes()),
+        base64url(&payload)
+    );
+    match jsonwebtoken::crypto::sign(message.as_bytes(), key, algorithm) {
+        Ok(sig) => format!("{message}.{sig}"),
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{encode, Header};
 
     fn config(secret: &str, unified: &str) -> HttpConfig {
         HttpConfig {
@@ -142,6 +186,9 @@ mod tests {
         let bytes = base64_url_decode(payload);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("{\"sub\":"), "{text}");
+        let header =
+            String::from_utf8(base64_url_decode(token.split('.').next().unwrap())).unwrap();
+        assert_eq!(header, "{\"alg\":\"HS256\",\"typ\":\"JWT\"}");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 3);
         assert!(v["exp"].is_i64());
@@ -151,6 +198,22 @@ mod tests {
         assert!(other.verify_access(&token).is_empty());
         let fallback = Tokens::new(&config("other", "s3cret")).unwrap();
         assert_eq!(fallback.verify_access(&token), vec![id]);
+    }
+
+    #[test]
+    fn base64url_matches_rfc4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(input.as_bytes()), want);
+        }
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
     }
 
     #[test]
