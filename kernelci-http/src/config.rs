@@ -99,8 +99,8 @@ pub struct HttpConfig {
     pub event_history_ttl_seconds: u64,
     /// `TELEMETRY_TTL_SECONDS`: telemetry older than this is trimmed.
     pub telemetry_ttl_seconds: u64,
-    /// `NODE_PURGE_AGE_DAYS`: nodes (but checkouts) older than this are purged;
-    /// `None` turns the purge off.
+    /// `NODE_PURGE_AGE_DAYS`: nodes (but checkouts) older than this are purged
+    /// (default 180, as the reference); `None` turns the purge off.
     pub node_purge_age_days: Option<u64>,
     /// Idle subscriptions (last poll older than this) are dropped.
     pub subscription_idle_seconds: u64,
@@ -142,7 +142,7 @@ impl Default for HttpConfig {
             cloud_events_source: "https://api.kernelci.org/".into(),
             event_history_ttl_seconds: 604_800,
             telemetry_ttl_seconds: 1_209_600,
-            node_purge_age_days: None,
+            node_purge_age_days: Some(180),
             subscription_idle_seconds: 900,
             housekeeping_period_seconds: 900,
             state_period_seconds: 60,
@@ -166,6 +166,7 @@ impl HttpConfig {
             secret_key: secret.into(),
             password_cost: PasswordCost::TESTING,
             background_jobs: false,
+            node_purge_age_days: None,
             keep_alive_period: 1,
             ..Default::default()
         }

@@ -13,11 +13,13 @@
 //! - **housekeeping** (every `housekeeping_period_seconds`): drop subscriptions idle
 //!   longer than `subscription_idle_seconds` (counter `subscriptions_cleaned`), trim
 //!   the event history older than `EVENT_HISTORY_TTL_SECONDS`, trim telemetry older
-//!   than `TELEMETRY_TTL_SECONDS`, and purge nodes (but checkouts) created more than
-//!   `NODE_PURGE_AGE_DAYS` ago in batches of 10 000 (counter `nodes_purged`; off
-//!   unless configured).
+//!   than `TELEMETRY_TTL_SECONDS`.
+//! - **node purge** (10 minutes after start, then daily; an hour after a failure):
+//!   nodes (but checkouts) created more than `NODE_PURGE_AGE_DAYS` ago (default 180,
+//!   as the reference) are deleted in batches of 10 000 (counter `nodes_purged`).
 //!
-//! Every job is also callable once ([`run_state_machine`], [`run_housekeeping`]) so
+//! Every job is also callable once ([`run_state_machine`], [`run_housekeeping`],
+//! [`run_purge`]) so
 //! tests drive them without waiting.
 
 use std::time::Duration;
@@ -69,6 +71,9 @@ pub fn spawn(state: &AppState) -> Jobs {
                 tracing::warn!(error = %e, "housekeeping round failed");
             }
         }));
+    if state.config().node_purge_age_days.is_some() {
+        jobs.tasks.push(tokio::spawn(purge_loop(state.clone())));
+    }
     jobs
 }
 
@@ -167,8 +172,6 @@ pub struct HousekeepingRound {
     pub events_trimmed: u64,
     /// Telemetry events trimmed.
     pub telemetry_trimmed: u64,
-    /// Nodes purged.
-    pub nodes_purged: u64,
 }
 
 /// One housekeeping round at `now`.
@@ -189,21 +192,52 @@ pub async fn run_housekeeping(
     round.events_trimmed = state.store().trim_events(now.plus_seconds(-ttl)).await?;
     let ttl = i64::try_from(cfg.telemetry_ttl_seconds).unwrap_or(i64::MAX);
     round.telemetry_trimmed = state.store().trim_telemetry(now.plus_seconds(-ttl)).await?;
-    if let Some(days) = cfg.node_purge_age_days {
-        let age = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
-        let before = now.plus_seconds(-age);
-        loop {
-            let n = state
-                .store()
-                .delete_nodes_created_before(before, &["checkout"], PURGE_BATCH)
-                .await?;
-            round.nodes_purged += n;
-            if n < PURGE_BATCH as u64 {
-                break;
-            }
-        }
-        // Always present once the purge has run (API.md §3).
-        state.metrics().add("nodes_purged", round.nodes_purged);
-    }
     Ok(round)
+}
+
+/// Deletes the nodes (but checkouts) created more than `NODE_PURGE_AGE_DAYS` before
+/// `now`, in batches of 10 000, oldest first; returns how many (0 when the purge is
+/// off). Counted in `nodes_purged`, which appears in `/metrics` once the purge ran.
+pub async fn run_purge(state: &AppState, now: Timestamp) -> Result<u64, CoreError> {
+    let Some(days) = state.config().node_purge_age_days else {
+        return Ok(0);
+    };
+    let age = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    let before = now.plus_seconds(-age);
+    let mut purged = 0;
+    loop {
+        let n = state
+            .store()
+            .delete_nodes_created_before(before, &["checkout"], PURGE_BATCH)
+            .await?;
+        purged += n;
+        if n < PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    state.metrics().add("nodes_purged", purged);
+    if purged > 0 {
+        tracing::info!(purged, days, "purged old nodes");
+    }
+    Ok(purged)
+}
+
+/// The purge schedule of the reference: first 10 minutes after start, then every
+/// 24 hours, or 1 hour after a failed run.
+async fn purge_loop(state: AppState) {
+    let mut stopping = state.stopping();
+    let mut wait = Duration::from_secs(600);
+    loop {
+        tokio::select! {
+            _ = crate::state::stopped(&mut stopping) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = match run_purge(&state, Timestamp::now()).await {
+            Ok(_) => Duration::from_secs(86_400),
+            Err(e) => {
+                tracing::warn!(error = %e, "node purge failed; retrying in an hour");
+                Duration::from_secs(3_600)
+            }
+        };
+    }
 }

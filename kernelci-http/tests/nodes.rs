@@ -617,10 +617,9 @@ async fn time_driven_transitions_and_purge() {
         .json();
     assert_eq!(ev[0]["data"]["previous_state"], "running");
     // Purge: nodes but checkouts older than a day go; the counter appears.
-    let round = jobs::run_housekeeping(&s.state, Timestamp::now().plus_seconds(8 * 86_400))
-        .await
-        .unwrap();
-    assert_eq!(round.nodes_purged, 1);
+    let later = Timestamp::now().plus_seconds(8 * 86_400);
+    assert_eq!(jobs::run_purge(&s.state, later).await.unwrap(), 1);
+    let round = jobs::run_housekeeping(&s.state, later).await.unwrap();
     assert_eq!(s.get("/count", None).await.json(), json!(1));
     assert!(s
         .get("/metrics", None)
