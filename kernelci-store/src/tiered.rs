@@ -357,7 +357,7 @@ impl IndexSpace {
     ) -> std::io::Result<()> {
         let mut h = Hashing {
             inner: w,
-            hash: FNV_OFFSET,
+            hash: crc32fast::Hasher::new(),
         };
         h.write_all(SNAPSHOT_MAGIC)?;
         h.write_all(&crate::engine::SCHEMA_VERSION.to_be_bytes())?;
@@ -379,7 +379,7 @@ impl IndexSpace {
                 }
             }
         }
-        let sum = h.hash;
+        let sum = h.hash.finalize();
         h.inner.write_all(&sum.to_be_bytes())
     }
 
@@ -392,9 +392,13 @@ impl IndexSpace {
 
     /// Parses a snapshot, or `None` if it is not exactly a valid snapshot of this
     /// store at this generation with the current index definitions.
+    ///
+    /// The indexes are parsed in parallel (one thread per core, up to 4), each into a
+    /// sorted vector that `BTreeMap` builds in bulk: reopening a large store is
+    /// bounded by reading the file, not by a million tree insertions.
     fn from_snapshot(bytes: &[u8], header: &SnapshotHeader) -> Option<Self> {
-        let (body, sum) = bytes.split_at(bytes.len().checked_sub(8)?);
-        if fnv(FNV_OFFSET, body) != u64::from_be_bytes(sum.try_into().ok()?) {
+        let (body, sum) = bytes.split_at(bytes.len().checked_sub(4)?);
+        if crc32fast::hash(body) != u32::from_be_bytes(sum.try_into().ok()?) {
             return None;
         }
         let mut r = Reader(body);
@@ -406,39 +410,95 @@ impl IndexSpace {
         {
             return None;
         }
-        let mut space = IndexSpace::default();
+        // First pass: the byte range of each index's postings.
+        let mut sections: Vec<(u8, u64, u64, u64, &[u8])> = Vec::new();
         for _ in 0..r.u64()? {
             let idx = r.take(1)?[0];
-            let mut data = IndexData {
-                irregular: r.u64()?,
-                lossy: r.u64()?,
-                ..IndexData::default()
-            };
-            for _ in 0..r.u64()? {
+            let (irregular, lossy, count) = (r.u64()?, r.u64()?, r.u64()?);
+            let start = r.0;
+            for _ in 0..count {
                 let n = r.u32()? as usize;
-                let t: Box<[u8]> = r.take(n)?.into();
-                let count = r.u32()? as usize;
-                if t.is_empty() || count == 0 {
-                    return None;
-                }
-                let mut ids = Vec::with_capacity(count.min(r.0.len() / 12));
-                for _ in 0..count {
-                    ids.push(ObjectId::from_bytes(r.take(12)?.try_into().ok()?));
-                }
-                if !ids.windows(2).all(|w| w[0] < w[1]) {
-                    return None;
-                }
-                let ids = if ids.len() == 1 {
-                    Ids::One(ids[0])
-                } else {
-                    Ids::Many(ids)
-                };
-                data.postings.insert(t, ids);
+                r.take(n)?;
+                let ids = r.u32()? as usize;
+                r.take(ids.checked_mul(12)?)?;
             }
-            space.indexes.insert(idx, data);
+            let len = start.len() - r.0.len();
+            sections.push((idx, irregular, lossy, count, &start[..len]));
         }
-        r.0.is_empty().then_some(space)
+        if !r.0.is_empty() {
+            return None;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let parsed: Vec<Option<(u8, IndexData)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&(idx, irregular, lossy, count, section)) = sections.get(i)
+                            else {
+                                break;
+                            };
+                            let data = parse_postings(section, count).map(|postings| IndexData {
+                                postings,
+                                irregular,
+                                lossy,
+                            });
+                            mine.push(data.map(|d| (idx, d)));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|_| vec![None]))
+                .collect()
+        });
+        let mut space = IndexSpace::default();
+        for item in parsed {
+            let (idx, data) = item?;
+            if space.indexes.insert(idx, data).is_some() {
+                return None;
+            }
+        }
+        Some(space)
     }
+}
+
+/// The postings of one index section: strictly increasing tuples, each with a
+/// non-empty, strictly increasing id list.
+fn parse_postings(section: &[u8], count: u64) -> Option<BTreeMap<Box<[u8]>, Ids>> {
+    let mut r = Reader(section);
+    let mut out: Vec<(Box<[u8]>, Ids)> = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let n = r.u32()? as usize;
+        let t = r.take(n)?;
+        let count = r.u32()? as usize;
+        if t.is_empty() || count == 0 || out.last().is_some_and(|(last, _)| &last[..] >= t) {
+            return None;
+        }
+        let raw = r.take(count.checked_mul(12)?)?;
+        let mut ids = Vec::with_capacity(count);
+        for chunk in raw.chunks_exact(12) {
+            ids.push(ObjectId::from_bytes(chunk.try_into().ok()?));
+        }
+        if !ids.windows(2).all(|w| w[0] < w[1]) {
+            return None;
+        }
+        let ids = if ids.len() == 1 {
+            Ids::One(ids[0])
+        } else {
+            Ids::Many(ids)
+        };
+        out.push((t.into(), ids));
+    }
+    // Sorted input: the map is built in bulk.
+    Some(out.into_iter().collect())
 }
 
 /// What a snapshot must match to be loaded.
@@ -470,27 +530,28 @@ fn index_fingerprint() -> u64 {
     fnv(h, &(crate::index::MAX_ENTRIES as u64).to_be_bytes())
 }
 
-/// A writer that hashes what passes through it.
+/// A writer that checksums (CRC-32) what passes through it.
 struct Hashing<'a, W: std::io::Write> {
     inner: &'a mut W,
-    hash: u64,
+    hash: crc32fast::Hasher,
 }
 
 impl<W: std::io::Write> Hashing<'_, W> {
     fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.hash = fnv(self.hash, b);
+        self.hash.update(b);
         self.inner.write_all(b)
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8] = b"kernelci-rs index snapshot\n";
+/// Format 2: CRC-32 trailer (format 1, FNV-1a, is not loaded: its store rebuilds).
+const SNAPSHOT_MAGIC: &[u8] = b"kernelci-rs index snapshot 2\n";
 /// The snapshot file inside a sled store's directory.
 pub(crate) const SNAPSHOT_FILE: &str = "indexes.snapshot";
 
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
