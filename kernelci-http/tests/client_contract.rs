@@ -29,7 +29,8 @@
 //! | 15 JSON error bodies | [`p15_every_client_error_is_json_with_detail`] (and every test) |
 //! | 18 durable re-subscription | [`p18_durable_resubscription_replays_unacknowledged_events`] |
 //!
-//! Pipeline flows on top: timeout/holdoff/closing/trigger services
+//! Pipeline flows on top: the telemetry helper
+//! ([`telemetry_batches_pages_and_stats`]), the timeout/holdoff/closing/trigger services
 //! ([`pipeline_trigger_timeout_holdoff_and_closing_services`]), `submit_results`
 //! ([`lava_callback_submit_results_hierarchy`]) and the LAVA callback's retry event
 //! ([`lava_callback_retry_event_is_relayed_as_is`]).
@@ -594,6 +595,37 @@ impl<'a> Api<'a> {
         self.send(Method::POST, "user/update-password", &[], Body::Form(form))
             .await
             .unwrap();
+    }
+
+    /// `user.get(user_id)`.
+    async fn user_get(&self, id: &str) -> Value {
+        self.get(&format!("user/{id}"), &[]).await
+    }
+
+    /// `user.find(attributes, offset, limit)`.
+    async fn user_find(&self, attrs: Params) -> Vec<Value> {
+        self.get_paginated("users", attrs, None, None).await
+    }
+
+    /// `user.update(fields, user_id)`: PATCH `user/<id or "me">`.
+    async fn user_update(&self, fields: Value, user_id: Option<&str>) -> Value {
+        let path = format!("user/{}", user_id.unwrap_or("me"));
+        self.ok(Method::PATCH, &path, &[], Body::Json(fields)).await
+    }
+
+    /// `telemetry.add(events)`.
+    async fn telemetry_add(&self, events: Value) -> Value {
+        self.post("telemetry", events).await
+    }
+
+    /// `telemetry.find(attributes, offset, limit)`.
+    async fn telemetry_find(&self, attrs: Params) -> Vec<Value> {
+        self.get_paginated("telemetry", attrs, None, None).await
+    }
+
+    /// `telemetry.stats(attributes)`.
+    async fn telemetry_stats(&self, attrs: Params) -> Value {
+        self.get("telemetry/stats", &attrs).await
     }
 
     /// `_get_paginated(params, path, offset, limit)`.
@@ -1762,119 +1794,41 @@ async fn p08_query_strings_as_python_requests_encodes_them() {
         "kbuild-clang-arm64",
         "kbuild-gcc-x86",
     ];
+    #[rustfmt::skip]
     let cases: Vec<(Params, Vec<&str>)> = vec![
-        (
-            params([("kind", "kbuild".into())]),
-            vec!["kbuild-clang-arm64", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("name__re", "x86".into())]),
-            vec!["baseline-x86", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("name__re", "(?i)^KB".into())]),
-            vec!["kbuild-clang-arm64", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("result", "null".into())]),
-            vec!["kbuild-clang-arm64"],
-        ),
-        (
-            params([("result__ne", "null".into())]),
-            vec!["123", "baseline-x86", "checkout", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("state__ne", "done".into())]),
-            vec!["baseline-x86", "kbuild-clang-arm64"],
-        ),
-        (
-            params([("kind__in", "kbuild,job".into())]),
-            vec!["baseline-x86", "kbuild-clang-arm64", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("kind__nin", "kbuild,job".into())]),
-            vec!["123", "checkout"],
-        ),
-        (
-            params([("data.kernel_revision.version.patchlevel__gt", 2i64.into())]),
-            vec!["123", "baseline-x86"],
-        ),
-        (
-            params([
-                ("data.kernel_revision.version.patchlevel__gte", 2i64.into()),
-                ("data.kernel_revision.version.patchlevel__lte", 3i64.into()),
-            ]),
-            vec!["baseline-x86", "kbuild-clang-arm64"],
-        ),
-        (
-            params([("data.kernel_revision.version.patchlevel__lt", 2i64.into())]),
-            vec!["kbuild-gcc-x86"],
-        ),
-        (
-            params([("data.arch", "x86_64".into()), ("kind", "kbuild".into())]),
-            vec!["kbuild-gcc-x86"],
-        ),
-        (
-            params([("processed_by_kcidb_bridge", true.into())]),
-            vec!["123", "checkout", "kbuild-clang-arm64"],
-        ),
-        (
-            params([("processed_by_kcidb_bridge", false.into())]),
-            vec!["baseline-x86", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("processed_by_kcidb_bridge", "tRuE".into())]),
-            vec!["123", "checkout", "kbuild-clang-arm64"],
-        ),
-        (
-            params([("parent", (&pid).into())]),
-            vec![
-                "123",
-                "baseline-x86",
-                "kbuild-clang-arm64",
-                "kbuild-gcc-x86",
-            ],
-        ),
+        (params([("kind", "kbuild".into())]), vec!["kbuild-clang-arm64", "kbuild-gcc-x86"]),
+        (params([("name__re", "x86".into())]), vec!["baseline-x86", "kbuild-gcc-x86"]),
+        (params([("name__re", "(?i)^KB".into())]), vec!["kbuild-clang-arm64", "kbuild-gcc-x86"]),
+        (params([("result", "null".into())]), vec!["kbuild-clang-arm64"]),
+        (params([("result__ne", "null".into())]), vec!["123", "baseline-x86", "checkout", "kbuild-gcc-x86"]),
+        (params([("state__ne", "done".into())]), vec!["baseline-x86", "kbuild-clang-arm64"]),
+        (params([("kind__in", "kbuild,job".into())]), vec!["baseline-x86", "kbuild-clang-arm64", "kbuild-gcc-x86"]),
+        (params([("kind__nin", "kbuild,job".into())]), vec!["123", "checkout"]),
+        (params([("data.kernel_revision.version.patchlevel__gt", 2i64.into())]), vec!["123", "baseline-x86"]),
+        (params([("data.kernel_revision.version.patchlevel__gte", 2i64.into()),
+                 ("data.kernel_revision.version.patchlevel__lte", 3i64.into())]),
+         vec!["baseline-x86", "kbuild-clang-arm64"]),
+        (params([("data.kernel_revision.version.patchlevel__lt", 2i64.into())]), vec!["kbuild-gcc-x86"]),
+        (params([("data.arch", "x86_64".into()), ("kind", "kbuild".into())]), vec!["kbuild-gcc-x86"]),
+        (params([("processed_by_kcidb_bridge", true.into())]), vec!["123", "checkout", "kbuild-clang-arm64"]),
+        (params([("processed_by_kcidb_bridge", false.into())]), vec!["baseline-x86", "kbuild-gcc-x86"]),
+        (params([("processed_by_kcidb_bridge", "tRuE".into())]), vec!["123", "checkout", "kbuild-clang-arm64"]),
+        (params([("parent", (&pid).into())]), vec!["123", "baseline-x86", "kbuild-clang-arm64", "kbuild-gcc-x86"]),
         // Datetimes: str(dt) (space) naive and aware, isoformat (T) with +00:00.
-        (
-            params([("created__gt", PyDateTime::naive(at(2, 12, 0)).into())]),
-            vec!["123", "baseline-x86", "kbuild-clang-arm64"],
-        ),
-        (
-            params([("created__gte", PyDateTime::aware(at(3, 0, 0)).into())]),
-            vec!["123", "baseline-x86", "kbuild-clang-arm64"],
-        ),
-        (
-            params([(
-                "created__lt",
-                PyDateTime::aware(at(3, 0, 0)).isoformat().into(),
-            )]),
-            vec!["checkout", "kbuild-gcc-x86"],
-        ),
-        (
-            params([("created__lte", PyDateTime::naive(at(2, 0, 1)).into())]),
-            vec!["checkout", "kbuild-gcc-x86"],
-        ),
-        (
-            params([
-                (
-                    "created__gt",
-                    PyDateTime::naive(at(1, 0, 0)).isoformat().into(),
-                ),
-                ("created__lt", "2024-01-04".into()),
-            ]),
-            vec!["kbuild-clang-arm64", "kbuild-gcc-x86"],
-        ),
+        (params([("created__gt", PyDateTime::naive(at(2, 12, 0)).into())]),
+         vec!["123", "baseline-x86", "kbuild-clang-arm64"]),
+        (params([("created__gte", PyDateTime::aware(at(3, 0, 0)).into())]),
+         vec!["123", "baseline-x86", "kbuild-clang-arm64"]),
+        (params([("created__lt", PyDateTime::aware(at(3, 0, 0)).isoformat().into())]),
+         vec!["checkout", "kbuild-gcc-x86"]),
+        (params([("created__lte", PyDateTime::naive(at(2, 0, 1)).into())]), vec!["checkout", "kbuild-gcc-x86"]),
+        (params([("created__gt", PyDateTime::naive(at(1, 0, 0)).isoformat().into()),
+                 ("created__lt", "2024-01-04".into())]),
+         vec!["kbuild-clang-arm64", "kbuild-gcc-x86"]),
         // Repeated keys (a list): the last value wins.
-        (
-            params([("state", Py::List(vec!["done".into(), "running".into()]))]),
-            vec!["kbuild-clang-arm64"],
-        ),
+        (params([("state", Py::List(vec!["done".into(), "running".into()]))]), vec!["kbuild-clang-arm64"]),
         // None is left out.
-        (
-            params([("kind", "kbuild".into()), ("result", Py::None)]),
-            vec!["kbuild-clang-arm64", "kbuild-gcc-x86"],
-        ),
+        (params([("kind", "kbuild".into()), ("result", Py::None)]), vec!["kbuild-clang-arm64", "kbuild-gcc-x86"]),
         (params([("name", "123".into())]), vec!["123"]),
         (params([]), all.to_vec()),
     ];
@@ -2198,6 +2152,24 @@ async fn p14_p17_login_token_and_whoami() {
     assert_eq!(me["username"], "carol");
     assert_eq!(me["id"], carol_id);
     assert_eq!(carol.take_log(), ["GET /latest/whoami"]);
+    // user.get, user.find (paginated), user.update (PATCH user/me).
+    assert_eq!(carol.user_get(&carol_id).await["username"], "carol");
+    let users = carol.user_find(Vec::new()).await;
+    let mut found: Vec<&str> = users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, ["admin", "carol"]);
+    assert_eq!(
+        carol.take_log().last().unwrap(),
+        "GET /latest/users?limit=100&offset=0"
+    );
+    let me = carol
+        .user_update(json!({"password": "s3cret pw"}), None)
+        .await;
+    assert_eq!(me["username"], "carol");
+    assert_eq!(carol.take_log(), ["PATCH /latest/user/me"]);
     // update_password (form), then the new password logs in.
     carol
         .update_password("carol", "s3cret pw", "n3w+pw&x")
@@ -2234,327 +2206,68 @@ async fn p15_every_client_error_is_json_with_detail() {
     b.subscribe("node", None, Some("bob:node")).await.unwrap();
 
     let j = |v: Value| Body::Json(v);
+    #[rustfmt::skip]
     let checks: Vec<ErrorCase<'_>> = vec![
-        (
-            &anon,
-            Method::POST,
-            "node".into(),
-            vec![],
-            j(checkout("x")),
-            401,
-            "Unauthorized",
-        ),
-        (
-            &garbage,
-            Method::GET,
-            "/whoami".into(),
-            vec![],
-            Body::None,
-            401,
-            "Unauthorized",
-        ),
-        (
-            &nv,
-            Method::GET,
-            "/whoami".into(),
-            vec![],
-            Body::None,
-            403,
-            "Forbidden",
-        ),
-        (
-            &b,
-            Method::GET,
-            "stats/subscriptions".into(),
-            vec![],
-            Body::None,
-            403,
-            "Forbidden",
-        ),
-        (
-            &b,
-            Method::GET,
-            "nodez".into(),
-            vec![],
-            Body::None,
-            404,
-            "Not Found",
-        ),
-        // Legacy group API and disabled registration.
-        (
-            &a,
-            Method::GET,
-            "group/65a1355ee98651d0fe81e412".into(),
-            vec![],
-            Body::None,
-            404,
-            "Not Found",
-        ),
-        (
-            &a,
-            Method::GET,
-            "groups".into(),
-            params([("limit", 100i64.into()), ("offset", 0i64.into())]),
-            Body::None,
-            404,
-            "Not Found",
-        ),
-        (
-            &a,
-            Method::POST,
-            "group".into(),
-            vec![],
-            j(json!({"name": "g"})),
-            404,
-            "Not Found",
-        ),
-        (
-            &a,
-            Method::POST,
-            "user/register".into(),
-            vec![],
-            j(json!({"username": "x", "email": "x@example.org", "password": "p"})),
-            404,
-            "User registration is disabled; use /user/invite instead.",
-        ),
-        (
-            &b,
-            Method::POST,
-            "user/register".into(),
-            vec![],
-            j(json!({"username": "x"})),
-            403,
-            "Forbidden",
-        ),
-        (
-            &b,
-            Method::POST,
-            "user/request-verify-token".into(),
-            vec![],
-            j(json!({"email": "bob@example.org"})),
-            405,
-            "Method Not Allowed",
-        ),
-        (
-            &b,
-            Method::POST,
-            "user/verify".into(),
-            vec![],
-            j(json!({"token": "t"})),
-            405,
-            "Method Not Allowed",
-        ),
-        (
-            &b,
-            Method::GET,
-            format!("unsubscribe/{sub}"),
-            vec![],
-            Body::None,
-            405,
-            "Method Not Allowed",
-        ),
-        (
-            &b,
-            Method::GET,
-            "nodes".into(),
-            params([("limit", 0i64.into())]),
-            Body::None,
-            422,
-            "",
-        ),
-        (
-            &b,
-            Method::GET,
-            "nodes".into(),
-            params([("created__gt", "bad".into())]),
-            Body::None,
-            400,
-            "Invalid isoformat string: 'bad'",
-        ),
-        (
-            &b,
-            Method::GET,
-            "nodes".into(),
-            params([("parent", "zz".into())]),
-            Body::None,
-            400,
-            "'zz' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string",
-        ),
-        (
-            &b,
-            Method::GET,
-            "node/zz".into(),
-            vec![],
-            Body::None,
-            400,
-            "'zz' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string",
-        ),
-        (
-            &b,
-            Method::POST,
-            "node".into(),
-            vec![],
-            j(json!({"name": "n", "path": ["n"]})),
-            400,
-            "Unsupported node kind: node",
-        ),
-        (
-            &b,
-            Method::POST,
-            "node".into(),
-            vec![],
-            j(json!({"name": "n", "path": ["n"], "kind": "checkout", "state": "bogus"})),
-            422,
-            "",
-        ),
-        (
-            &b,
-            Method::POST,
-            "node".into(),
-            vec![],
-            j(
-                json!({"name": "n", "path": ["n"], "kind": "test", "parent": "65a1355ee98651d0fe81e412"}),
-            ),
-            404,
-            "Parent not found with id: 65a1355ee98651d0fe81e412",
-        ),
-        (
-            &b,
-            Method::PUT,
-            format!("node/{id}"),
-            vec![],
-            j(
-                json!({"name": "checkout", "path": ["checkout"], "kind": "checkout", "state": "bogus"}),
-            ),
-            422,
-            "",
-        ),
-        (
-            &al,
-            Method::PUT,
-            format!("node/{id}"),
-            vec![],
-            j(co.clone()),
-            401,
-            "Unauthorized to complete the operation",
-        ),
-        (
-            &b,
-            Method::PUT,
-            "node/65a1355ee98651d0fe81e412".into(),
-            vec![],
-            j(co.clone()),
-            404,
-            "Node not found with id: 65a1355ee98651d0fe81e412",
-        ),
-        (
-            &b,
-            Method::PUT,
-            "batch/nodeset".into(),
-            vec![],
-            j(json!({"nodes": [id], "field": "name", "value": "x"})),
-            400,
-            "Field not supported",
-        ),
-        (
-            &b,
-            Method::PUT,
-            "batch/nodeset".into(),
-            vec![],
-            j(json!({"nodes": [id]})),
-            422,
-            "",
-        ),
-        (
-            &b,
-            Method::GET,
-            "listen/999999".into(),
-            vec![],
-            Body::None,
-            404,
-            "Subscription id not found: 'Subscription 999999 not found'",
-        ),
-        (
-            &b,
-            Method::GET,
-            "listen/abc".into(),
-            vec![],
-            Body::None,
-            422,
-            "",
-        ),
-        (
-            &al,
-            Method::GET,
-            format!("listen/{sub}"),
-            vec![],
-            Body::None,
-            403,
-            "",
-        ),
-        (
-            &al,
-            Method::POST,
-            "subscribe/node".into(),
-            params([("subscriber_id", "bob:node".into())]),
-            j(Value::Null),
-            409,
-            "",
-        ),
-        (
-            &b,
-            Method::POST,
-            "publish/node".into(),
-            vec![],
-            j(json!({"data": {}})),
-            422,
-            "",
-        ),
-        (
-            &anon,
-            Method::POST,
-            "user/forgot-password".into(),
-            vec![],
-            j(json!({"email": "not an e-mail"})),
-            422,
-            "",
-        ),
-        (
-            &anon,
-            Method::POST,
-            "user/reset-password".into(),
-            vec![],
-            j(json!({"token": "x", "password": "y"})),
-            400,
-            "RESET_PASSWORD_BAD_TOKEN",
-        ),
-        (
-            &b,
-            Method::PATCH,
-            "user/me".into(),
-            vec![],
-            j(json!({"groups": ["kernelci"]})),
-            400,
-            "User groups can only be updated by an admin user",
-        ),
-        (
-            &b,
-            Method::GET,
-            "user/me".into(),
-            vec![],
-            Body::None,
-            404,
-            "Not Found",
-        ),
-        (
-            &b,
-            Method::POST,
-            "telemetry".into(),
-            vec![],
-            j(json!([])),
-            400,
-            "Events list cannot be empty",
-        ),
+        (&anon, Method::POST, "node".into(), vec![], j(checkout("x")), 401, "Unauthorized"),
+        (&garbage, Method::GET, "/whoami".into(), vec![], Body::None, 401, "Unauthorized"),
+        (&nv, Method::GET, "/whoami".into(), vec![], Body::None, 403, "Forbidden"),
+        (&b, Method::GET, "stats/subscriptions".into(), vec![], Body::None, 403, "Forbidden"),
+        (&b, Method::GET, "nodez".into(), vec![], Body::None, 404, "Not Found"),
+        // The legacy group API and the disabled registration.
+        (&a, Method::GET, "group/65a1355ee98651d0fe81e412".into(), vec![], Body::None, 404, "Not Found"),
+        (&a, Method::GET, "groups".into(), params([("limit", 100i64.into()), ("offset", 0i64.into())]),
+         Body::None, 404, "Not Found"),
+        (&a, Method::POST, "group".into(), vec![], j(json!({"name": "g"})), 404, "Not Found"),
+        (&a, Method::POST, "user/register".into(), vec![],
+         j(json!({"username": "x", "email": "x@example.org", "password": "p"})),
+         404, "User registration is disabled; use /user/invite instead."),
+        (&b, Method::POST, "user/register".into(), vec![], j(json!({"username": "x"})), 403, "Forbidden"),
+        (&b, Method::POST, "user/request-verify-token".into(), vec![], j(json!({"email": "bob@example.org"})),
+         405, "Method Not Allowed"),
+        (&b, Method::POST, "user/verify".into(), vec![], j(json!({"token": "t"})), 405, "Method Not Allowed"),
+        (&b, Method::GET, format!("unsubscribe/{sub}"), vec![], Body::None, 405, "Method Not Allowed"),
+        // Queries.
+        (&b, Method::GET, "nodes".into(), params([("limit", 0i64.into())]), Body::None, 422, ""),
+        (&b, Method::GET, "nodes".into(), params([("created__gt", "bad".into())]), Body::None, 400,
+         "Invalid isoformat string: 'bad'"),
+        (&b, Method::GET, "nodes".into(), params([("parent", "zz".into())]), Body::None, 400,
+         "'zz' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string"),
+        (&b, Method::GET, "node/zz".into(), vec![], Body::None, 400,
+         "'zz' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string"),
+        // Node writes.
+        (&b, Method::POST, "node".into(), vec![], j(json!({"name": "n", "path": ["n"]})), 400,
+         "Unsupported node kind: node"),
+        (&b, Method::POST, "node".into(), vec![],
+         j(json!({"name": "n", "path": ["n"], "kind": "checkout", "state": "bogus"})), 422, ""),
+        (&b, Method::POST, "node".into(), vec![],
+         j(json!({"name": "n", "path": ["n"], "kind": "test", "parent": "65a1355ee98651d0fe81e412"})),
+         404, "Parent not found with id: 65a1355ee98651d0fe81e412"),
+        (&b, Method::PUT, format!("node/{id}"), vec![],
+         j(json!({"name": "checkout", "path": ["checkout"], "kind": "checkout", "state": "bogus"})), 422, ""),
+        (&al, Method::PUT, format!("node/{id}"), vec![], j(co.clone()), 401,
+         "Unauthorized to complete the operation"),
+        (&b, Method::PUT, "node/65a1355ee98651d0fe81e412".into(), vec![], j(co.clone()), 404,
+         "Node not found with id: 65a1355ee98651d0fe81e412"),
+        (&b, Method::PUT, "batch/nodeset".into(), vec![],
+         j(json!({"nodes": [id], "field": "name", "value": "x"})), 400, "Field not supported"),
+        (&b, Method::PUT, "batch/nodeset".into(), vec![], j(json!({"nodes": [id]})), 422, ""),
+        // Pub/sub.
+        (&b, Method::GET, "listen/999999".into(), vec![], Body::None, 404,
+         "Subscription id not found: 'Subscription 999999 not found'"),
+        (&b, Method::GET, "listen/abc".into(), vec![], Body::None, 422, ""),
+        (&al, Method::GET, format!("listen/{sub}"), vec![], Body::None, 403, ""),
+        (&al, Method::POST, "subscribe/node".into(), params([("subscriber_id", "bob:node".into())]),
+         j(Value::Null), 409, ""),
+        (&b, Method::POST, "publish/node".into(), vec![], j(json!({"data": {}})), 422, ""),
+        // Users.
+        (&anon, Method::POST, "user/forgot-password".into(), vec![], j(json!({"email": "not an e-mail"})), 422, ""),
+        (&anon, Method::POST, "user/reset-password".into(), vec![], j(json!({"token": "x", "password": "y"})),
+         400, "RESET_PASSWORD_BAD_TOKEN"),
+        (&b, Method::PATCH, "user/me".into(), vec![], j(json!({"groups": ["kernelci"]})), 400,
+         "User groups can only be updated by an admin user"),
+        (&b, Method::GET, "user/me".into(), vec![], Body::None, 404, "Not Found"),
+        // Telemetry.
+        (&b, Method::POST, "telemetry".into(), vec![], j(json!([])), 400, "Events list cannot be empty"),
     ];
     for (api, method, path, p, body, status, detail) in checks {
         let e = api
@@ -2663,6 +2376,56 @@ async fn p18_durable_resubscription_replays_unacknowledged_events() {
 // =====================================================================================
 // Pipeline flows
 // =====================================================================================
+
+/// The telemetry helper: `telemetry.add` of a batch, `telemetry.find` paginated
+/// (more than 100 events), `telemetry.stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_batches_pages_and_stats() {
+    let s = TestServer::start().await;
+    let (_, lab) = s.user("lava-collabora", false, true, &[]).await;
+    let api = Api::new(&s, Some(&lab));
+    let events: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({"kind": "job_result", "runtime": "lava-collabora", "device_type": "qemu",
+                   "job_name": format!("baseline-{i}"), "result": if i % 3 == 0 { "fail" } else { "pass" },
+                   "is_infra_error": i % 10 == 0, "extra": {"i": i}})
+        })
+        .collect();
+    assert_eq!(
+        api.telemetry_add(json!(events)).await,
+        json!({"inserted": 150})
+    );
+    let found = api
+        .telemetry_find(params([
+            ("runtime", "lava-collabora".into()),
+            ("kind", "job_result".into()),
+        ]))
+        .await;
+    assert_eq!(found.len(), 150);
+    let order: Vec<i64> = found
+        .iter()
+        .map(|e| e["extra"]["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (0..150).collect::<Vec<_>>(),
+        "insertion order across pages"
+    );
+    assert_eq!(api.take_log().len(), 1 + 2);
+    let infra = api
+        .telemetry_find(params([("is_infra_error", true.into())]))
+        .await;
+    assert_eq!(infra.len(), 15, "Python True");
+    let stats = api
+        .telemetry_stats(params([("group_by", "runtime,device_type".into())]))
+        .await;
+    assert_eq!(
+        stats,
+        json!([{"runtime": "lava-collabora", "device_type": "qemu", "total": 150, "pass": 100,
+                "fail": 50, "incomplete": 0, "skip": 0, "infra_error": 15}])
+    );
+    s.stop().await;
+}
 
 /// The trigger's `count` (`created__gte` naive ISO with microseconds), the timeout
 /// service (`find({"state": "running"})`, PUT done/incomplete/node_timeout), the
@@ -2945,6 +2708,10 @@ async fn lava_callback_retry_event_is_relayed_as_is() {
         .subscribe_filters(filters, "node", false, Some("job_retry:node"))
         .await;
     let monitor = retry_api.subscribe("node", None, None).await.unwrap();
+    let sched_retry = retry_api
+        .subscribe("retry", None, Some("scheduler:retry"))
+        .await
+        .unwrap();
     let co = api.node_add(&checkout("4e7")).await;
     let kbuild = helper
         .create_job_node(
@@ -2983,6 +2750,10 @@ async fn lava_callback_retry_event_is_relayed_as_is() {
         Value::Null,
         "the callback's payload has no is_hierarchy"
     );
+    // The `retry` channel carries the same kind of payload to the scheduler.
+    api.send_event("retry", json!({"data": payload})).await;
+    let e = retry_api.receive_event(sched_retry, true).await.unwrap();
+    assert_eq!(e["data"], payload);
     // The same payload from /events.
     let history = api
         .get(
