@@ -277,6 +277,72 @@ async fn nodes_pagination_is_validated_like_fastapi() {
     s.stop().await;
 }
 
+/// `noevent` is a declared boolean query parameter of `PUT`/`PATCH /node/{id}`:
+/// pydantic refuses a value it cannot read as a boolean (422, before the node is
+/// looked up) and reads `t`/`y` as true; the handler took any other value as false
+/// and published the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noevent_is_a_pydantic_boolean() {
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let node = s
+        .post("/latest/node", Some(&token), &checkout("c"))
+        .await
+        .json();
+    let id = node["id"].as_str().unwrap().to_owned();
+    let missing = "0123456789abcdef01234567";
+    for (method, target) in [(Method::PUT, id.as_str()), (Method::PATCH, missing)] {
+        let r = s
+            .send_json(
+                method.clone(),
+                &format!("/latest/node/{target}?noevent=maybe"),
+                Some(&token),
+                Some(&json!({"state": "available"})),
+            )
+            .await;
+        assert_eq!(r.code(), 422, "{method}: {}", r.text());
+        assert_eq!(
+            r.detail(),
+            json!([{"type": "bool_parsing", "loc": ["query", "noevent"],
+                    "msg": "Input should be a valid boolean, unable to interpret input",
+                    "input": "maybe"}])
+        );
+        // Without a token the token comes first.
+        let r = s
+            .send_json(
+                method,
+                &format!("/latest/node/{target}?noevent=maybe"),
+                None,
+                Some(&json!({"state": "available"})),
+            )
+            .await;
+        assert_eq!(r.code(), 401, "{}", r.text());
+    }
+    let events = |r: common::TestResponse| r.json().as_array().unwrap().len();
+    let before = events(s.get("/latest/events", None).await);
+    for flag in ["t", "Y", "on", "1"] {
+        let r = s
+            .patch(
+                &format!("/latest/node/{id}?noevent={flag}"),
+                Some(&token),
+                &json!({"debug": {"flag": flag}}),
+            )
+            .await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+    }
+    assert_eq!(events(s.get("/latest/events", None).await), before);
+    let r = s
+        .patch(
+            &format!("/latest/node/{id}?noevent=off"),
+            Some(&token),
+            &json!({"debug": {"flag": "off"}}),
+        )
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    assert_eq!(events(s.get("/latest/events", None).await), before + 1);
+    s.stop().await;
+}
+
 // ---- long polls ----------------------------------------------------------------------
 
 /// A client that gave up on a waiting `GET /pop` (clients time out after 60 s and

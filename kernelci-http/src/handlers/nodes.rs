@@ -77,10 +77,14 @@ fn node_id(req: &Req) -> ApiResult<ObjectId> {
     Ok(ObjectId::parse(req.param(0)).map_err(CoreError::from)?)
 }
 
-/// `noevent=true|1|yes|on` (any case) suppresses the event.
-fn noevent(req: &Req) -> bool {
-    req.query_last("noevent")
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+/// The `noevent` query flag (a pydantic boolean: `true/1/yes/on/t/y` suppress the
+/// event, any case); 422 `bool_parsing` for another value, checked after the token
+/// and before the node is looked up, as FastAPI validates declared parameters.
+fn noevent(req: &Req) -> ApiResult<bool> {
+    match req.query_last("noevent") {
+        None => Ok(false),
+        Some(v) => super::pubsub::query_bool("noevent", v),
+    }
 }
 
 /// `GET /node/{id}`: the node, or 200 `null` when it does not exist.
@@ -227,6 +231,7 @@ fn updated_op(before: &Node) -> NodeOp {
 pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::ReplaceNode).await?;
+    let noevent = noevent(req)?;
     let body = require_body(body)?;
     let id = node_id(req)?;
     // Existence and permission come before body validation (API.md §6).
@@ -241,7 +246,7 @@ pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
         state::replace(stored, parsed.clone(), now)
     })
     .await?;
-    if !noevent(req) {
+    if !noevent {
         publish(state, &after, updated_op(&before), false, now).await;
     }
     Ok(response::ok(&after.to_json()))
@@ -251,6 +256,7 @@ pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
 pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::PatchNode).await?;
+    let noevent = noevent(req)?;
     let body = require_body(body)?;
     let id = node_id(req)?;
     let stored = state
@@ -264,7 +270,7 @@ pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
         state::patch(stored, patch.clone(), now)
     })
     .await?;
-    if !noevent(req) {
+    if !noevent {
         publish(state, &after, updated_op(&before), false, now).await;
     }
     Ok(response::ok(&after.to_json()))
