@@ -118,6 +118,10 @@ pub struct HttpConfig {
     pub header_timeout_seconds: u64,
     /// Time allowed to receive a request's body.
     pub body_timeout_seconds: u64,
+    /// At shutdown, how long in-flight requests (and uploads in progress) may still
+    /// take before the server stops without them.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
     /// `/nodes/fast` gives up after this long (504), as the reference's 15 s.
     pub fast_query_timeout_seconds: u64,
     /// Cost of new password hashes.
@@ -126,6 +130,10 @@ pub struct HttpConfig {
     /// see [`InitialAdmin`]).
     #[serde(default)]
     pub initial_admin: Option<InitialAdmin>,
+}
+
+fn default_shutdown_grace() -> u64 {
+    30
 }
 
 impl Default for HttpConfig {
@@ -151,6 +159,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024 * 1024,
             header_timeout_seconds: 30,
             body_timeout_seconds: 300,
+            shutdown_grace_seconds: default_shutdown_grace(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
             initial_admin: None,

@@ -21,6 +21,10 @@
 //! Every job is also callable once ([`run_state_machine`], [`run_housekeeping`],
 //! [`run_purge`]) so
 //! tests drive them without waiting.
+//!
+//! Once the server begins to stop, a round in progress ends early: the state
+//! machine before its next node, the purge before its next batch (a transition is
+//! never left without its event).
 
 use std::time::Duration;
 
@@ -106,7 +110,13 @@ pub struct StateRound {
     pub closed: u64,
 }
 
-/// One round of the time-driven state machine at `now`.
+/// Whether the server is stopping (a round in progress ends early).
+fn stopping(state: &AppState) -> bool {
+    *state.stopping().borrow()
+}
+
+/// One round of the time-driven state machine at `now` (nothing once the server is
+/// stopping).
 pub async fn run_state_machine(state: &AppState, now: Timestamp) -> Result<StateRound, CoreError> {
     let mut round = StateRound::default();
     let now_q = now.to_string();
@@ -121,6 +131,9 @@ pub async fn run_state_machine(state: &AppState, now: Timestamp) -> Result<State
     for q in queries {
         let query = Query::parse_str(&q, Mode::Fast)?;
         for node in state.store().find_nodes(&query).await? {
+            if stopping(state) {
+                return Ok(round);
+            }
             let summary = if node.state == kernelci_core::node::State::Running {
                 ChildrenSummary::default()
             } else {
@@ -205,7 +218,8 @@ pub async fn run_purge(state: &AppState, now: Timestamp) -> Result<u64, CoreErro
     let age = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
     let before = now.plus_seconds(-age);
     let mut purged = 0;
-    loop {
+    // Stops between batches once the server is stopping.
+    while !stopping(state) {
         let n = state
             .store()
             .delete_nodes_created_before(before, &["checkout"], PURGE_BATCH)

@@ -15,7 +15,9 @@
 //!
 //! Hashing is deliberately slow (tens of milliseconds with the reference cost): the
 //! `async` functions run it on tokio's blocking pool, never on the threads that
-//! serve requests.
+//! serve requests, and at most [`max_concurrent`] at a time (each Argon2 hash at the
+//! reference cost holds 64 MiB: a burst of logins, which need no token, must not
+//! take the server's memory; further requests wait their turn).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -108,19 +110,49 @@ pub fn needs_rehash(hash: &str, cost: PasswordCost) -> bool {
         || parsed.hash.map(|h| h.len()) != Some(HASH_LEN)
 }
 
+/// How many hashes or verifications the `async` functions run at once: twice the
+/// number of CPUs, between 2 and 16.
+pub fn max_concurrent() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() * 2)
+        .clamp(2, 16)
+}
+
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent()))
+}
+
+/// Runs `work` on the blocking pool once one of the [`max_concurrent`] permits is
+/// free; `None` if the task failed.
+async fn limited<T, F>(work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let _permit = permits().acquire().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        #[cfg(test)]
+        let _running = tests::Running::enter();
+        work()
+    })
+    .await
+    .ok()
+}
+
 /// Hashes `password` with Argon2id at `cost`, off the async threads.
 pub async fn hash(password: &str, cost: PasswordCost) -> Result<String, HashError> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_blocking(&password, cost))
+    limited(move || hash_blocking(&password, cost))
         .await
-        .map_err(|e| HashError(format!("hashing task failed: {e}")))?
+        .unwrap_or_else(|| Err(HashError("hashing task failed".into())))
 }
 
 /// Whether `password` matches `hash`, off the async threads. A failed task counts
 /// as no match.
 pub async fn verify(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
+    limited(move || verify_blocking(&password, &hash))
         .await
         .unwrap_or(false)
 }
@@ -143,7 +175,7 @@ pub enum Checked {
 /// (the password still matched).
 pub async fn verify_and_update(password: &str, hash: &str, cost: PasswordCost) -> Checked {
     let (password, hash) = (password.to_owned(), hash.to_owned());
-    let task = tokio::task::spawn_blocking(move || {
+    let task = limited(move || {
         if !verify_blocking(&password, &hash) {
             return Checked::Mismatch;
         }
@@ -165,7 +197,7 @@ pub async fn verify_and_update(password: &str, hash: &str, cost: PasswordCost) -
 /// exist (timing equalisation, as the reference hashes the given password).
 pub async fn dummy_verify(password: &str, cost: PasswordCost) {
     let password = password.to_owned();
-    let _ = tokio::task::spawn_blocking(move || hash_blocking(&password, cost)).await;
+    let _ = limited(move || hash_blocking(&password, cost)).await;
 }
 
 /// A hash of a fresh random password nobody knows (invited users until they accept).
@@ -260,6 +292,51 @@ mod tests {
             parallelism: 0,
         };
         assert!(hash_blocking("x", bad).is_err());
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts the hashing work running on the blocking pool (test builds only).
+    pub(super) struct Running;
+
+    impl Running {
+        pub(super) fn enter() -> Self {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST.fetch_max(now, Ordering::SeqCst);
+            Running
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A burst of logins does not run more hashes at once than the limit (each one
+    /// holds the Argon2 memory cost).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_hashing_is_bounded() {
+        let cost = PasswordCost {
+            memory_kib: 2048,
+            iterations: 2,
+            parallelism: 1,
+        };
+        let tasks: Vec<_> = (0..(max_concurrent() * 4))
+            .map(|i| tokio::spawn(async move { hash(&format!("pw{i}"), cost).await }))
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().is_ok());
+        }
+        let most = MOST.load(Ordering::SeqCst);
+        assert!(
+            (1..=max_concurrent()).contains(&most),
+            "{most} hashes ran at once, the limit is {}",
+            max_concurrent()
+        );
     }
 
     #[tokio::test]

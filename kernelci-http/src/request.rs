@@ -82,7 +82,8 @@ impl Req {
     }
 
     /// The body as JSON: 422 `json_invalid` (pydantic's shape, with the byte position)
-    /// when it does not parse, and `missing` when it is empty.
+    /// when it does not parse or is nested deeper than [`MAX_JSON_DEPTH`], and
+    /// `missing` when it is empty.
     pub fn json(&self) -> ApiResult<Value> {
         if self.body.is_empty() {
             return Err(ApiError::unprocessable(
@@ -92,35 +93,57 @@ impl Req {
                 Value::Null,
             ));
         }
-        serde_json::from_slice(&self.body).map_err(|e| {
-            let pos = byte_offset(&self.body, e.line(), e.column());
-            ApiError {
-                status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
-                body: json!({"detail": [{
-                    "type": "json_invalid",
-                    "loc": ["body", pos],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": e.to_string()},
-                }]}),
-                headers: Vec::new(),
-            }
-        })
+        if let Some(pos) = too_deep(&self.body, MAX_JSON_DEPTH) {
+            return Err(json_invalid(
+                pos,
+                format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| json_invalid(byte_offset(&self.body, e.line(), e.column()), e.to_string()))
+    }
+
+    /// The body decoded as JSON **before** authentication: `None` when it is empty,
+    /// 422 `json_invalid` as [`Req::json`] when it does not parse. FastAPI decodes the
+    /// body, then runs the dependencies (authentication), then validates: an empty or
+    /// wrongly shaped body without a token is 401, not 422. Handlers that need a
+    /// user call this, then authenticate, then [`require_body`] and the field checks.
+    pub fn json_opt(&self) -> ApiResult<Option<Value>> {
+        if self.body.is_empty() {
+            Ok(None)
+        } else {
+            self.json().map(Some)
+        }
     }
 
     /// The JSON body, which must be an object (422 `model_attributes_type` otherwise).
     pub fn json_object(&self) -> ApiResult<serde_json::Map<String, Value>> {
-        match self.json()? {
-            Value::Object(m) => Ok(m),
-            other => Err(ApiError::unprocessable(
-                "model_attributes_type",
-                json!(["body"]),
-                "Input should be a valid dictionary or object to extract fields from",
-                other,
-            )),
-        }
+        into_object(self.json()?)
     }
+}
 
+/// The body of [`Req::json_opt`], required: 422 `missing` (loc `["body"]`) when there
+/// was none.
+pub fn require_body(body: Option<Value>) -> ApiResult<Value> {
+    body.ok_or_else(|| {
+        ApiError::unprocessable("missing", json!(["body"]), "Field required", Value::Null)
+    })
+}
+
+/// A body that must be an object: 422 `model_attributes_type` otherwise.
+pub fn into_object(body: Value) -> ApiResult<serde_json::Map<String, Value>> {
+    match body {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::unprocessable(
+            "model_attributes_type",
+            json!(["body"]),
+            "Input should be a valid dictionary or object to extract fields from",
+            other,
+        )),
+    }
+}
+
+impl Req {
     /// The body as form pairs (`application/x-www-form-urlencoded`); other content
     /// types give no pairs (so required fields are reported missing, as the
     /// reference does for a JSON login body).
@@ -162,6 +185,58 @@ pub fn form_fields<'a>(
     }
 }
 
+/// How deeply request JSON may nest (arrays and objects), as MongoDB's limit for
+/// the reference's documents. Stored documents wrap request values in a few more
+/// levels (an event holds a node's `data` two levels down), and the store reads
+/// them back with serde_json's limit of 128: a deeper request would store a
+/// document that cannot be read again (a node event that fails `/events` and every
+/// durable subscriber's `listen`).
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// pydantic's `json_invalid` answer at byte `pos`.
+fn json_invalid(pos: usize, error: String) -> ApiError {
+    ApiError {
+        status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({"detail": [{
+            "type": "json_invalid",
+            "loc": ["body", pos],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": error},
+        }]}),
+        headers: Vec::new(),
+    }
+}
+
+/// The byte position of the first `[` or `{` (outside strings) that opens level
+/// `max + 1`, if any. Malformed text is left to the parser.
+fn too_deep(body: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// serde_json reports 1-based line and column; the reference reports a byte offset.
 fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     let mut offset = 0;
@@ -177,6 +252,16 @@ fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth() {
+        assert_eq!(too_deep(b"[[1]]", 2), None);
+        assert_eq!(too_deep(b"[[[1]]]", 2), Some(2));
+        assert_eq!(too_deep(br#"{"a": {"b": [0]}}"#, 2), Some(12));
+        // Brackets inside strings (escaped quotes included) do not count.
+        assert_eq!(too_deep(br#"["[[[", "\"[[[", "\\"]"#, 1), None);
+        assert_eq!(too_deep(br#"["\\", [1]]"#, 1), Some(7));
+    }
 
     #[test]
     fn byte_offsets() {

@@ -1,6 +1,15 @@
 //! The connection loop: accept, read each request in full (within the size and time
 //! limits), rewrite and route its path, run its handler in its own task (a panic
 //! becomes a 500, never a dropped connection), log one line, answer.
+//!
+//! Handler tasks outlive a client that goes away (a write the client gave up on
+//! still completes), except the long polls (`/pop`, `/listen`): their task is
+//! aborted when the connection closes, so that a client that timed out does not
+//! leave behind a waiter that would take the next queue item or message and drop
+//! it.
+//!
+//! Shutdown waits for in-flight requests at most `shutdown_grace_seconds`
+//! ([`HttpConfig`](crate::HttpConfig)).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,12 +31,12 @@ use crate::error::{ApiError, HttpError};
 use crate::handlers;
 use crate::request::Req;
 use crate::response::{self, Resp};
-use crate::routes::{self, Rewritten, RouteMatch};
+use crate::routes::{self, Endpoint, Rewritten, RouteMatch};
 use crate::state::AppState;
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting,
-/// lets in-flight requests finish (long polls are woken and answer at once), stops
-/// the background jobs and flushes the store.
+/// lets in-flight requests finish (long polls are woken and answer at once; at most
+/// `shutdown_grace_seconds`), stops the background jobs and flushes the store.
 ///
 /// The background jobs of [`crate::jobs`] run while serving when the configuration
 /// enables them.
@@ -74,7 +83,16 @@ pub async fn serve(
     }
     drop(listener);
     state.begin_shutdown();
-    graceful.shutdown().await;
+    let grace = state.config().shutdown_grace_seconds;
+    if tokio::time::timeout(Duration::from_secs(grace), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = grace,
+            "requests still in progress at the end of the shutdown grace period"
+        );
+    }
     jobs.stop().await;
     state.store().flush().await?;
     Ok(())
@@ -128,6 +146,11 @@ async fn answer(
         RouteMatch::NotFound => return (not_found(), None),
     };
     let limit = state.config().max_body_bytes;
+    // A declared length over the limit is refused at once, without waiting for a
+    // body that will be refused anyway.
+    if usize::try_from(hyper::body::Body::size_hint(&body).lower()).map_or(true, |n| n > limit) {
+        return (too_large(limit), pattern);
+    }
     let body_timeout = Duration::from_secs(state.config().body_timeout_seconds);
     let body = match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -136,10 +159,7 @@ async fn answer(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
             let r = if too_large {
-                response::error(ApiError::detail(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("Request body larger than {limit} bytes"),
-                ))
+                self::too_large(limit)
             } else {
                 response::error(ApiError::bad_request("Could not read the request body"))
             };
@@ -168,12 +188,31 @@ async fn answer(
     // Each handler runs in its own task so that a bug that panics answers 500
     // instead of dropping the connection.
     let task = tokio::spawn(handlers::dispatch(state, endpoint, req));
+    let _abort = matches!(endpoint, Endpoint::Pop | Endpoint::Listen)
+        .then(|| AbortOnDrop(task.abort_handle()));
     let resp = match task.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => response::error(e),
         Err(join) => response::error(ApiError::internal(format!("handler failed: {join}"))),
     };
     (resp, pattern)
+}
+
+/// Aborts a task when dropped: the request future of a long poll is dropped when its
+/// connection closes (see the module docs).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn too_large(limit: usize) -> Resp {
+    response::error(ApiError::detail(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body larger than {limit} bytes"),
+    ))
 }
 
 fn not_found() -> Resp {

@@ -13,7 +13,7 @@ use kernelci_core::exact::ExactFilter;
 use kernelci_core::id::ObjectId;
 
 use crate::error::{ApiError, ApiResult};
-use crate::request::Req;
+use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
@@ -73,8 +73,9 @@ pub async fn get_group(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// the name exists.
 pub async fn create_group(state: &AppState, req: &Req) -> ApiResult<Resp> {
     // The body is decoded before authentication (API.md §1.2), validated after.
-    let body = req.json()?;
+    let body = req.json_opt()?;
     state.require_user(req, Operation::CreateGroup).await?;
+    let body = require_body(body)?;
     let mut fields = Fields::new(body)?;
     let name = fields.required_str("name");
     fields.finish()?;

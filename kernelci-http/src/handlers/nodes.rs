@@ -17,6 +17,10 @@
 //!   and left a half-written tree on error.
 //! - `/batch/nodeset` refuses values other than true/false (400) instead of storing
 //!   a string in a boolean field.
+//! - `PUT /nodes/{id}` checks the edit permission on every existing node the
+//!   hierarchy names by id, not only on the root (401 `Unauthorized to complete the
+//!   operation`, nothing written): the reference checks the root only, so any user
+//!   could overwrite any node by naming it as a child of a root of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +39,7 @@ use kernelci_core::time::Timestamp;
 use kernelci_core::Error as CoreError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::request::Req;
+use crate::request::{into_object, require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
@@ -73,10 +77,14 @@ fn node_id(req: &Req) -> ApiResult<ObjectId> {
     Ok(ObjectId::parse(req.param(0)).map_err(CoreError::from)?)
 }
 
-/// `noevent=true|1|yes|on` (any case) suppresses the event.
-fn noevent(req: &Req) -> bool {
-    req.query_last("noevent")
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+/// The `noevent` query flag (a pydantic boolean: `true/1/yes/on/t/y` suppress the
+/// event, any case); 422 `bool_parsing` for another value, checked after the token
+/// and before the node is looked up, as FastAPI validates declared parameters.
+fn noevent(req: &Req) -> ApiResult<bool> {
+    match req.query_last("noevent") {
+        None => Ok(false),
+        Some(v) => super::pubsub::query_bool("noevent", v),
+    }
 }
 
 /// `GET /node/{id}`: the node, or 200 `null` when it does not exist.
@@ -88,10 +96,20 @@ pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     ))
 }
 
-/// `GET /nodes`: one page and the total.
+/// `GET /nodes`: one page and the total. `limit` and `offset` are validated first,
+/// both at once, as FastAPI does (422 listing each bad one; integers beyond 64 bits
+/// saturate, as on `/users`).
 pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let query = parse_query(req, Mode::Page)?;
-    let (limit, offset) = (query.limit, query.offset);
+    let (limit, offset) = super::users::page_window(req)?;
+    let filters: Vec<(String, String)> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k != "limit" && k != "offset")
+        .cloned()
+        .collect();
+    let query = Query::parse(&filters, Mode::Page)
+        .map_err(|e| ApiError::from_query(e, req))?
+        .with_window(Some(limit), offset);
     let page = offload(state, move |s| {
         Box::pin(async move { s.find_page(&query).await })
     })
@@ -100,7 +118,7 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
     Ok(response::ok(&json!({
         "items": items,
         "total": page.total,
-        "limit": limit.unwrap_or(kernelci_core::query::DEFAULT_LIMIT),
+        "limit": limit,
         "offset": offset,
     })))
 }
@@ -143,8 +161,9 @@ async fn publish(state: &AppState, node: &Node, op: NodeOp, is_hierarchy: bool, 
 
 /// `POST /node`.
 pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::CreateNode).await?;
+    let body = require_body(body)?;
     let now = Timestamp::now();
     let body = NodeBody::from_json(&body, &body_loc(), now)?;
     let node = state::create(
@@ -210,8 +229,10 @@ fn updated_op(before: &Node) -> NodeOp {
 
 /// `PUT /node/{id}`: full replacement.
 pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::ReplaceNode).await?;
+    let noevent = noevent(req)?;
+    let body = require_body(body)?;
     let id = node_id(req)?;
     // Existence and permission come before body validation (API.md §6).
     let stored = state
@@ -225,7 +246,7 @@ pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
         state::replace(stored, parsed.clone(), now)
     })
     .await?;
-    if !noevent(req) {
+    if !noevent {
         publish(state, &after, updated_op(&before), false, now).await;
     }
     Ok(response::ok(&after.to_json()))
@@ -233,8 +254,10 @@ pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
 
 /// `PATCH /node/{id}`: partial update.
 pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::PatchNode).await?;
+    let noevent = noevent(req)?;
+    let body = require_body(body)?;
     let id = node_id(req)?;
     let stored = state
         .store()
@@ -247,7 +270,7 @@ pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
         state::patch(stored, patch.clone(), now)
     })
     .await?;
-    if !noevent(req) {
+    if !noevent {
         publish(state, &after, updated_op(&before), false, now).await;
     }
     Ok(response::ok(&after.to_json()))
@@ -264,8 +287,9 @@ fn wrong_type(field: &str, kind: &str, msg: &str, input: &Value) -> Value {
 /// `PUT /batch/nodeset`: sets `processed_by_kcidb_bridge` on the nodes the caller may
 /// edit (others are skipped silently); a bare count. No events.
 pub async fn batch_nodeset(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json_object()?;
+    let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::BatchNodeset).await?;
+    let body = into_object(require_body(body)?)?;
     let mut errors = Vec::new();
     let nodes = match body.get("nodes") {
         None => {
@@ -363,8 +387,9 @@ pub async fn batch_nodeset(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `PUT /nodes/{id}`: a hierarchy under an existing root; one `updated` event for the
 /// root with `is_hierarchy: true`; the written nodes, root first.
 pub async fn submit_hierarchy(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::SubmitHierarchy).await?;
+    let body = require_body(body)?;
     let now = Timestamp::now();
     let tree = HierarchyBody::from_json(&body, now)?;
     let id = node_id(req)?;
@@ -388,14 +413,13 @@ pub async fn submit_hierarchy(state: &AppState, req: &Req) -> ApiResult<Resp> {
             let v = if w.node.id == root.value.id {
                 root.version
             } else {
-                state
-                    .store()
-                    .get_node(w.node.id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("No object found with id: {}", w.node.id))
-                    })?
-                    .version
+                let child = state.store().get_node(w.node.id).await?.ok_or_else(|| {
+                    ApiError::bad_request(format!("No object found with id: {}", w.node.id))
+                })?;
+                // Not checked by the reference (AUTH.md §5): there, editing one's own
+                // root let a hierarchy overwrite anybody's node by naming its id.
+                may_edit_node(&principal, &child.value)?;
+                child.version
             };
             versions.push(Some(v));
         } else {

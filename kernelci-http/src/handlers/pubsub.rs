@@ -92,7 +92,7 @@ fn body_missing() -> ApiError {
 
 /// A boolean query value as pydantic reads it (case-insensitive `true/false`,
 /// `1/0`, `yes/no`, `on/off`, `t/f`, `y/n`); 422 `bool_parsing` otherwise.
-fn query_bool(name: &str, raw: &str) -> ApiResult<bool> {
+pub(crate) fn query_bool(name: &str, raw: &str) -> ApiResult<bool> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
         "0" | "off" | "f" | "false" | "n" | "no" => Ok(false),

@@ -37,7 +37,7 @@ use crate::account_tokens::{self, InviteError};
 use crate::error::{ApiError, ApiResult};
 use crate::mail::{Email, MailError};
 use crate::passwords::{self, Checked};
-use crate::request::Req;
+use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
@@ -634,8 +634,9 @@ fn invite_email(user: &User, base: &str, invite_url: &str, expires: Timestamp) -
 /// password (or re-uses an unverified one with `resend_if_exists`), issues an
 /// invite token and optionally e-mails the link (API.md §4).
 pub async fn invite(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     state.require_user(req, Operation::Invite).await?;
+    let body = require_body(body)?;
     let mut f = Fields::new(body)?;
     let username = f.required_str("username");
     let email = f.required_email("email");
@@ -1002,15 +1003,28 @@ async fn save(state: &AppState, user: &User, update: &UserUpdate) -> ApiResult<(
 
 /// `PATCH /user/me` (any active user): username, e-mail and password only.
 /// `is_active`, `is_verified` and `is_superuser` are ignored (no self-escalation);
-/// a non-empty `groups` is 400.
+/// a non-empty `groups` is 400. Renaming oneself to one of the legacy pipeline
+/// accounts of [`LEGACY_NODE_EDITORS`](super::groups::LEGACY_NODE_EDITORS) is 400
+/// `Username is reserved: <name>` (start-up gives them `node:edit:any`; the
+/// reference allows it). Administrators may still use those names.
 pub async fn patch_me(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     let (_, mut user) = state.require_user(req, Operation::PatchMe).await?;
+    let body = require_body(body)?;
     let update = parse_update(body)?;
     if !update.groups.is_empty() {
         return Err(ApiError::bad_request(
             "User groups can only be updated by an admin user",
         ));
+    }
+    if let Some(name) = update.username.as_deref() {
+        // Start-up grants `node:edit:any` to these names: taking one would be a way
+        // to edit every node after the next restart.
+        if name != user.username && super::groups::LEGACY_NODE_EDITORS.contains(&name) {
+            return Err(ApiError::bad_request(format!(
+                "Username is reserved: {name}"
+            )));
+        }
     }
     apply_username(state, &mut user, &update).await?;
     apply_email_and_password(state, &mut user, &update).await?;
@@ -1023,8 +1037,9 @@ pub async fn patch_me(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// must exist), an empty one changes nothing; `is_verified: true` in the same
 /// request keeps a user whose e-mail changes verified.
 pub async fn patch_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json()?;
+    let body = req.json_opt()?;
     state.require_user(req, Operation::PatchUser).await?;
+    let body = require_body(body)?;
     let update = parse_update(body)?;
     let raw = req.param(0);
     let id = ObjectId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -296,8 +296,14 @@ impl Broker {
                             .await?;
                         loop {
                             if let Some(event) = self.next_event(&sub, &mut cursor).await? {
+                                let text = self.envelope_of(&event, deadline).await;
+                                // Consumed only now, after the last wait: a listen
+                                // cancelled before (its client went away) leaves the
+                                // event to the next one.
+                                cursor.backlog.pop_front();
+                                cursor.position = event.sequence_id;
                                 cursor.pending_ack = Some(event.sequence_id);
-                                break Some(self.envelope_of(&event, deadline).await);
+                                break Some(text);
                             }
                             if sub.is_closed() || !wait(&sub, deadline, &mut stopping).await {
                                 break None;
@@ -325,38 +331,43 @@ impl Broker {
         cursor: &mut Cursor,
         now: Timestamp,
     ) -> Result<(), PubSubError> {
-        let ack = cursor.pending_ack.take();
+        // Cleared only once stored (a listen cancelled meanwhile acknowledges again
+        // next time; acknowledgements have max semantics).
+        let ack = cursor.pending_ack;
         match self
             .store
             .advance_subscriber(subscriber_id, ack.unwrap_or(0), now)
             .await
         {
-            Ok(()) => Ok(()),
-            Err(CoreError::NotFound(_)) => {
-                tracing::warn!(subscriber_id, "durable subscriber record missing");
+            Ok(()) => {
+                cursor.pending_ack = None;
                 Ok(())
             }
-            Err(e) => {
-                // Not acknowledged: try again at the next listen.
-                cursor.pending_ack = ack;
-                Err(e.into())
+            Err(CoreError::NotFound(_)) => {
+                tracing::warn!(subscriber_id, "durable subscriber record missing");
+                cursor.pending_ack = None;
+                Ok(())
             }
+            // Not acknowledged: try again at the next listen.
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// The next event after the cursor that the subscription's owner rule accepts;
-    /// the events it skips move the cursor too.
+    /// The next event after the cursor that the subscription's owner rule accepts,
+    /// left at the front of the backlog (the caller consumes it once delivered); the
+    /// events it skips move the cursor.
     async fn next_event(
         &self,
         sub: &Subscription,
         cursor: &mut Cursor,
     ) -> Result<Option<Event>, PubSubError> {
         loop {
-            while let Some(event) = cursor.backlog.pop_front() {
-                cursor.position = event.sequence_id;
+            while let Some(event) = cursor.backlog.front() {
                 if sub.accepts(event.owner.as_deref()) {
-                    return Ok(Some(event));
+                    return Ok(Some(event.clone()));
                 }
+                cursor.position = event.sequence_id;
+                cursor.backlog.pop_front();
             }
             let batch = self
                 .store
