@@ -122,6 +122,10 @@ pub struct HttpConfig {
     /// take before the server stops without them.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// Most connections served at once; further clients wait in the listen backlog
+    /// until one closes (so a flood of idle connections cannot exhaust memory).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// `/nodes/fast` gives up after this long (504), as the reference's 15 s.
     pub fast_query_timeout_seconds: u64,
     /// Cost of new password hashes.
@@ -134,6 +138,10 @@ pub struct HttpConfig {
 
 fn default_shutdown_grace() -> u64 {
     30
+}
+
+fn default_max_connections() -> usize {
+    4096
 }
 
 impl Default for HttpConfig {
@@ -160,6 +168,7 @@ impl Default for HttpConfig {
             header_timeout_seconds: 30,
             body_timeout_seconds: 300,
             shutdown_grace_seconds: default_shutdown_grace(),
+            max_connections: default_max_connections(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
             initial_admin: None,
@@ -202,6 +211,9 @@ impl HttpConfig {
                         time out at 60 s)"
                     .into(),
             );
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be positive".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());

@@ -108,3 +108,27 @@ async fn oversized_bodies_get_413() {
     assert!(r.detail().as_str().unwrap().contains("1024"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let s = TestServer::start_with(HttpConfig {
+        max_connections: 1,
+        ..HttpConfig::for_tests(common::SECRET)
+    })
+    .await;
+    // One idle connection takes the only slot (give the server time to accept it).
+    let idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    {
+        let waiting = s.get("/count", None);
+        tokio::pin!(waiting);
+        // Not served while the slot is taken ...
+        let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut waiting).await;
+        assert!(early.is_err(), "served beyond max_connections");
+        // ... and served as soon as it is free.
+        drop(idle);
+        let r = waiting.await;
+        assert_eq!(r.code(), 200);
+    }
+    s.stop().await;
+}

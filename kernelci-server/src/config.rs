@@ -8,7 +8,8 @@
 //! `TELEMETRY_TTL_SECONDS`, `NODE_PURGE_AGE_DAYS` (0 turns the purge off),
 //! `SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`,
 //! `KCI_INITIAL_PASSWORD`, `KCI_INITIAL_ADMIN_USERNAME`, `KCI_INITIAL_ADMIN_EMAIL`;
-//! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`.
+//! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`,
+//! `KCI_MAX_CONNECTIONS`, `KCI_SHUTDOWN_GRACE_SECONDS`.
 //! The TOML file uses the same names in lower case (`secret_key = "..."`,
 //! `listen = "0.0.0.0:8001"`).
 
@@ -78,6 +79,8 @@ pub const NAMES: &[&str] = &[
     "kci_initial_admin_username",
     "kci_initial_admin_email",
     "max_body_bytes",
+    "max_connections",
+    "shutdown_grace_seconds",
 ];
 
 /// The environment as a layer: each known name, matched case-insensitively; our own
@@ -216,6 +219,12 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_body_bytes") {
         http.max_body_bytes = parse("max_body_bytes", v)?;
+    }
+    if let Some(v) = get("max_connections") {
+        http.max_connections = parse("max_connections", v)?;
+    }
+    if let Some(v) = get("shutdown_grace_seconds") {
+        http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;
     }
     if let Some(host) = get("smtp_host").filter(|h| !h.trim().is_empty()) {
         http.smtp = Some(SmtpConfig {

@@ -10,6 +10,7 @@ use kernelci_core::events::{event_document, EventQuery};
 use kernelci_core::id::ObjectId;
 
 use crate::error::ApiResult;
+use crate::handlers::nodes::offload;
 use crate::request::Req;
 use crate::response::{self, Resp};
 use crate::state::AppState;
@@ -17,7 +18,11 @@ use crate::state::AppState;
 /// `GET /events`.
 pub async fn list_events(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = EventQuery::parse(&req.query)?;
-    let events = state.store().find_events(&query).await?;
+    let q = query.clone();
+    let events = offload(state, move |s| {
+        Box::pin(async move { s.find_events(&q).await })
+    })
+    .await?;
     let mut out = Vec::with_capacity(events.len());
     for e in &events {
         let mut doc = event_document(e);

@@ -50,8 +50,9 @@ fn body_loc() -> Vec<Value> {
     vec![Value::from("body")]
 }
 
-/// Runs a store query on the blocking pool (see the module docs).
-async fn offload<T, F>(state: &AppState, f: F) -> ApiResult<T>
+/// Runs a store query on the blocking pool (see the module docs), so that a long
+/// scan never stalls the async worker threads (listens, other requests).
+pub(crate) async fn offload<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(

@@ -23,6 +23,7 @@ use kernelci_core::telemetry::{
 use kernelci_core::time::Timestamp;
 
 use crate::error::{ApiError, ApiResult};
+use crate::handlers::nodes::offload;
 use crate::request::Req;
 use crate::response::{ok, Resp};
 use crate::state::AppState;
@@ -63,7 +64,10 @@ pub async fn post_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
 pub async fn get_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let (limit, offset) = parse_page(&req.query).map_err(|e| params_error(&e))?;
     let query = TelemetryQuery::parse(&req.query, limit, offset)?;
-    let page = state.store().find_telemetry(&query).await?;
+    let page = offload(state, move |s| {
+        Box::pin(async move { s.find_telemetry(&query).await })
+    })
+    .await?;
     Ok(ok(&json!({
         "items": page.items.iter().map(TelemetryEvent::document).collect::<Vec<_>>(),
         "total": page.total,
@@ -75,10 +79,11 @@ pub async fn get_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `GET /telemetry/stats`: grouped counts ([`kernelci_core::telemetry::stats`]).
 pub async fn telemetry_stats(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = StatsQuery::parse(&req.query)?;
-    let events = state
-        .store()
-        .scan_telemetry(query.since, query.until, &query.filter)
-        .await?;
+    let (since, until, filter) = (query.since, query.until, query.filter.clone());
+    let events = offload(state, move |s| {
+        Box::pin(async move { s.scan_telemetry(since, until, &filter).await })
+    })
+    .await?;
     Ok(ok(&Value::Array(stats(&query, &events))))
 }
 
@@ -91,9 +96,12 @@ pub async fn telemetry_anomalies(state: &AppState, req: &Req) -> ApiResult<Resp>
     })?;
     let now = Timestamp::now();
     let since = query.since(now).truncate_to_millis();
-    let events = state
-        .store()
-        .scan_telemetry(Some(since), None, &ExactFilter::default())
-        .await?;
+    let events = offload(state, move |s| {
+        Box::pin(async move {
+            s.scan_telemetry(Some(since), None, &ExactFilter::default())
+                .await
+        })
+    })
+    .await?;
     Ok(ok(&anomalies(&query, now, &events)))
 }
