@@ -126,6 +126,9 @@ pub struct HttpConfig {
     /// until one closes (so a flood of idle connections cannot exhaust memory).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most live subscriptions one user may hold (429 beyond).
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_user: usize,
     /// `/nodes/fast` gives up after this long (504), as the reference's 15 s.
     pub fast_query_timeout_seconds: u64,
     /// Cost of new password hashes.
@@ -142,6 +145,10 @@ fn default_shutdown_grace() -> u64 {
 
 fn default_max_connections() -> usize {
     4096
+}
+
+fn default_max_subscriptions() -> usize {
+    1000
 }
 
 impl Default for HttpConfig {
@@ -169,6 +176,7 @@ impl Default for HttpConfig {
             body_timeout_seconds: 300,
             shutdown_grace_seconds: default_shutdown_grace(),
             max_connections: default_max_connections(),
+            max_subscriptions_per_user: default_max_subscriptions(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
             initial_admin: None,

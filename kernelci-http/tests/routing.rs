@@ -132,3 +132,44 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_user_are_bounded() {
+    let s = TestServer::start_with(HttpConfig {
+        max_subscriptions_per_user: 2,
+        ..HttpConfig::for_tests(common::SECRET)
+    })
+    .await;
+    let (_, alice) = s.user("alice", false, true, &[]).await;
+    let (_, bob) = s.user("bob", false, true, &[]).await;
+    let first = s.post("/subscribe/node", Some(&alice), &json!(null)).await;
+    assert_eq!(first.code(), 200);
+    assert_eq!(
+        s.post("/subscribe/node", Some(&alice), &json!(null))
+            .await
+            .code(),
+        200
+    );
+    let r = s.post("/subscribe/node", Some(&alice), &json!(null)).await;
+    assert_eq!(r.code(), 429);
+    assert!(r.detail().as_str().unwrap().contains("at most 2"));
+    // Other users are not affected; unsubscribing frees a place.
+    assert_eq!(
+        s.post("/subscribe/node", Some(&bob), &json!(null))
+            .await
+            .code(),
+        200
+    );
+    let id = first.json()["id"].as_u64().unwrap();
+    let r = s
+        .post(&format!("/unsubscribe/{id}"), Some(&alice), &json!(null))
+        .await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(
+        s.post("/subscribe/node", Some(&alice), &json!(null))
+            .await
+            .code(),
+        200
+    );
+    s.stop().await;
+}

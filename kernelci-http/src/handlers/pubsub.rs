@@ -39,6 +39,7 @@ impl From<PubSubError> for ApiError {
             PubSubError::NotFound(_) => StatusCode::NOT_FOUND,
             PubSubError::NotOwner { .. } => StatusCode::FORBIDDEN,
             PubSubError::SubscriberTaken(_) => StatusCode::CONFLICT,
+            PubSubError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             PubSubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             PubSubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

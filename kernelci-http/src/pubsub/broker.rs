@@ -49,6 +49,8 @@ pub struct Broker {
     /// Serialises the check-and-create of durable subscriber records.
     registry: tokio::sync::Mutex<()>,
     queues: Queues,
+    /// `max_subscriptions_per_user`.
+    max_per_user: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -76,6 +78,7 @@ impl Broker {
             high: watch::Sender::new(0),
             registry: tokio::sync::Mutex::new(()),
             queues: Queues::default(),
+            max_per_user: config.max_subscriptions_per_user,
         }
     }
 
@@ -114,6 +117,15 @@ impl Broker {
         subscriber_id: Option<&str>,
     ) -> Result<SubscriptionInfo, PubSubError> {
         let now = Timestamp::now();
+        // Subscriptions never polled are kept (as the reference), so their number
+        // per user is bounded instead.
+        let held = self.read_subs().values().filter(|s| s.user == user).count();
+        if held >= self.max_per_user {
+            return Err(PubSubError::TooMany {
+                user: user.to_owned(),
+                limit: self.max_per_user,
+            });
+        }
         let sub = match subscriber_id {
             None => {
                 let id = self.store.next_counter("subscription").await?;

@@ -74,6 +74,14 @@ pub enum PubSubError {
     /// The durable subscriber id is another user's.
     #[error("Subscriber id {0} belongs to another user")]
     SubscriberTaken(String),
+    /// The user already has the maximum number of live subscriptions.
+    #[error("Too many subscriptions for {user} (at most {limit}); unsubscribe unused ones")]
+    TooMany {
+        /// The caller's username.
+        user: String,
+        /// The limit (`max_subscriptions_per_user`).
+        limit: usize,
+    },
     /// The server is stopping (a waiting `pop` gives up).
     #[error("Server is shutting down")]
     ShuttingDown,
