@@ -2,6 +2,10 @@
 //! limits), rewrite and route its path, run its handler in its own task (a panic
 //! becomes a 500, never a dropped connection), log one line, answer.
 //!
+//! Known limit: requests hyper itself refuses before routing (a malformed request
+//! line, invalid URI bytes, oversized headers: 400/431) are answered by hyper with an
+//! empty body, not a JSON `detail`; hyper 1.x offers no hook for these.
+//!
 //! Handler tasks outlive a client that goes away (a write the client gave up on
 //! still completes), except the long polls (`/pop`, `/listen`): their task is
 //! aborted when the connection closes, so that a client that timed out does not
