@@ -272,6 +272,111 @@ impl<'q> PageWalk<'q> {
         }
         Ok(true)
     }
+
+    /// Offers a batch of candidates in order, loading the documents the walk needs
+    /// (every one when a residual check needs them, else those that land in the page)
+    /// up front and, for large batches, on two threads: returning many documents is
+    /// bounded by decoding them. Same result as offering them one by one (documents
+    /// loaded past the point where the walk stops are dropped).
+    fn offer_batch<K: Kv + Sync>(
+        &mut self,
+        engine: &Engine<K>,
+        ids: &[ObjectId],
+        walk_for_total: bool,
+    ) -> Result<bool, StoreError> {
+        let room = if self.want_items {
+            self.limit.saturating_sub(self.items.len())
+        } else {
+            0
+        };
+        let to_skip = self.offset.saturating_sub(self.skipped);
+        let needed = if self.check_docs {
+            ids.len()
+        } else {
+            // Without residual checks every candidate is accepted, so the page is the
+            // candidates after the offset, up to the room left.
+            ids.len().min(to_skip.saturating_add(room))
+        };
+        let first = if self.check_docs { 0 } else { to_skip.min(needed) };
+        let docs = load_many(engine, &ids[first..needed])?;
+        let mut docs = docs.into_iter();
+        for (i, id) in ids.iter().enumerate() {
+            let preloaded = if (first..needed).contains(&i) {
+                docs.next()
+            } else {
+                None
+            };
+            if !self.offer_with(engine, *id, walk_for_total, preloaded)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`PageWalk::offer`] with the document possibly loaded already.
+    fn offer_with<K: Kv>(
+        &mut self,
+        engine: &Engine<K>,
+        id: ObjectId,
+        walk_for_total: bool,
+        preloaded: Option<Option<Node>>,
+    ) -> Result<bool, StoreError> {
+        let collecting = self.want_items && self.items.len() < self.limit;
+        if !collecting && !walk_for_total {
+            return Ok(false);
+        }
+        let in_page = collecting && self.skipped >= self.offset;
+        let node = if self.check_docs || in_page {
+            let loaded = match preloaded {
+                Some(n) => n,
+                None => engine.load(id)?,
+            };
+            match loaded {
+                Some(n) if !self.check_docs || matches(&n, self.query) => Some(n),
+                _ => return Ok(true),
+            }
+        } else {
+            None
+        };
+        self.total += 1;
+        if collecting {
+            if self.skipped < self.offset {
+                self.skipped += 1;
+            } else if let Some(n) = node {
+                self.items.push(n);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Batches from this size are loaded on two threads.
+const PARALLEL_LOAD_MIN: usize = 64;
+
+/// The documents of `ids`, in order (`None` for a vanished node).
+fn load_many<K: Kv + Sync>(
+    engine: &Engine<K>,
+    ids: &[ObjectId],
+) -> Result<Vec<Option<Node>>, StoreError> {
+    let load_all = |part: &[ObjectId]| -> Result<Vec<Option<Node>>, StoreError> {
+        part.iter().map(|id| engine.load(*id)).collect()
+    };
+    if ids.len() < PARALLEL_LOAD_MIN {
+        return load_all(ids);
+    }
+    let (a, b) = ids.split_at(ids.len() / 2);
+    let (first, second) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| load_all(b));
+        let mine = load_all(a);
+        // A panic while decoding would be a bug; report it as a failed read.
+        let theirs = other
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Task("document loader panicked".into())));
+        (mine, theirs)
+    });
+    let mut out = first?;
+    out.extend(second?);
+    Ok(out)
 }
 
 impl<K: Kv> Engine<K> {
@@ -709,14 +814,28 @@ impl<K: Kv> Engine<K> {
 
         let mut page = PageWalk::new(q, want_items, offset, limit, check_docs);
         let walk_for_total = want_total && counter_total.is_none();
+        // Candidates are offered in growing batches (8, 16, ... 512), so a small
+        // page loads few extra documents and a large one loads in parallel.
+        let mut batch: Vec<ObjectId> = Vec::with_capacity(8);
+        let mut batch_size = 8;
+        let mut more = true;
         for id in driver_ids {
             let id = id?;
             if !accept_ids(&id) {
                 continue;
             }
-            if !page.offer(self, id, walk_for_total)? {
-                break;
+            batch.push(id);
+            if batch.len() >= batch_size {
+                more = page.offer_batch(self, &batch, walk_for_total)?;
+                batch.clear();
+                if !more {
+                    break;
+                }
+                batch_size = (batch_size * 2).min(512);
             }
+        }
+        if more && !batch.is_empty() {
+            page.offer_batch(self, &batch, walk_for_total)?;
         }
         Ok((page.items, counter_total.unwrap_or(page.total), plan))
     }
