@@ -60,6 +60,17 @@ pub trait Kv: sealed::Sealed + Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The ids of the `I` keys in `[lo, hi)` (both within one index, or `hi` past
+    /// its end), in key order, when the space can list them without building keys
+    /// (`None`: scan instead).
+    fn range_ids(
+        &self,
+        _lo: &[u8],
+        _hi: &[u8],
+    ) -> Result<Option<Vec<kernelci_core::id::ObjectId>>, StoreError> {
+        Ok(None)
+    }
+
     /// True when value counters are derived from the index entries (the engine then
     /// skips maintaining them).
     fn derives_counts(&self) -> bool {

@@ -297,7 +297,11 @@ impl<'q> PageWalk<'q> {
             // candidates after the offset, up to the room left.
             ids.len().min(to_skip.saturating_add(room))
         };
-        let first = if self.check_docs { 0 } else { to_skip.min(needed) };
+        let first = if self.check_docs {
+            0
+        } else {
+            to_skip.min(needed)
+        };
         let docs = load_many(engine, &ids[first..needed])?;
         let mut docs = docs.into_iter();
         for (i, id) in ids.iter().enumerate() {
@@ -672,6 +676,10 @@ impl<K: Kv> Engine<K> {
             }
             Source::Range { ranges, .. } => {
                 for (lo, hi) in ranges {
+                    if let Some(found) = self.kv.range_ids(lo, hi)? {
+                        ids.extend(found);
+                        continue;
+                    }
                     for item in self.kv.scan(lo, hi, false) {
                         let (k, _) = item?;
                         if let Some(id) = keys::id_suffix(k.as_ref()) {

@@ -95,6 +95,96 @@ struct IndexData {
     lossy: u64,
 }
 
+impl IndexData {
+    /// Calls `f` with each entry (tuple, id) of the key range `(lo_rest, hi_rest)`
+    /// (the key parts after prefix and index id; `lo_rest` exclusive when
+    /// `lo_exclusive`, `hi_rest` always exclusive), in key order or reversed, until
+    /// `f` returns false.
+    fn visit_entries(
+        &self,
+        lo_rest: &[u8],
+        lo_exclusive: bool,
+        hi_rest: &[u8],
+        rev: bool,
+        f: &mut dyn FnMut(&[u8], &ObjectId) -> bool,
+    ) {
+        // Keys are tuple ++ id and tuples never prefix each other, so only the
+        // tuple that `lo_rest` starts with can hold keys below it.
+        let floor = self
+            .postings
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(lo_rest)))
+            .next_back()
+            .map(|(t, _)| &t[..])
+            .filter(|t| lo_rest.starts_with(t));
+        let start = floor.unwrap_or(lo_rest);
+        let ceil = self
+            .postings
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(hi_rest)))
+            .next_back()
+            .map(|(t, _)| &t[..])
+            .filter(|t| hi_rest.starts_with(t) && t.len() < hi_rest.len());
+        let end = match ceil {
+            Some(t) => Bound::Included(t),
+            None => Bound::Excluded(hi_rest),
+        };
+        if let Bound::Included(e) | Bound::Excluded(e) = end {
+            if start > e {
+                return;
+            }
+        }
+        // Within a tuple, ids below/above the bounds are skipped by binary
+        // search (comparing the id bytes with the bound's remainder).
+        let above_lo = |t: &[u8], id: &ObjectId| {
+            if !lo_rest.starts_with(t) || lo_rest.len() == t.len() && !lo_exclusive {
+                return true;
+            }
+            let rest = &lo_rest[t.len()..];
+            let b = id.bytes();
+            if lo_exclusive {
+                &b[..] > rest
+            } else {
+                &b[..] >= rest
+            }
+        };
+        let below_hi = |t: &[u8], id: &ObjectId| {
+            if !hi_rest.starts_with(t) || hi_rest.len() == t.len() {
+                return hi_rest.len() != t.len() || !hi_rest.starts_with(t);
+            }
+            id.bytes()[..] < hi_rest[t.len()..]
+        };
+        let range = self
+            .postings
+            .range::<[u8], _>((Bound::Included(start), end));
+        if rev {
+            'rev: for (t, ids) in range.rev() {
+                let ids = ids.as_slice();
+                let upto = ids.partition_point(|id| below_hi(t, id));
+                for id in ids[..upto].iter().rev() {
+                    if !above_lo(t, id) {
+                        break;
+                    }
+                    if !f(t, id) {
+                        break 'rev;
+                    }
+                }
+            }
+        } else {
+            'fwd: for (t, ids) in range {
+                let ids = ids.as_slice();
+                let from = ids.partition_point(|id| !above_lo(t, id));
+                for id in &ids[from..] {
+                    if !below_hi(t, id) {
+                        break 'fwd;
+                    }
+                    if !f(t, id) {
+                        break 'fwd;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every index, by index id.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct IndexSpace {
@@ -225,82 +315,10 @@ impl IndexSpace {
         };
         match prefix {
             keys::INDEX => {
-                // Keys are tuple ++ id and tuples never prefix each other, so only the
-                // tuple that `lo_rest` starts with can hold keys below it.
-                let floor = data
-                    .postings
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(lo_rest)))
-                    .next_back()
-                    .map(|(t, _)| &t[..])
-                    .filter(|t| lo_rest.starts_with(t));
-                let start = floor.unwrap_or(lo_rest);
-                let ceil = data
-                    .postings
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(hi_rest)))
-                    .next_back()
-                    .map(|(t, _)| &t[..])
-                    .filter(|t| hi_rest.starts_with(t) && t.len() < hi_rest.len());
-                let end = match ceil {
-                    Some(t) => Bound::Included(t),
-                    None => Bound::Excluded(hi_rest),
-                };
-                if let Bound::Included(e) | Bound::Excluded(e) = end {
-                    if start > e {
-                        return out;
-                    }
-                }
-                // Within a tuple, ids below/above the bounds are skipped by binary
-                // search (comparing the id bytes with the bound's remainder).
-                let above_lo = |t: &[u8], id: &ObjectId| {
-                    if !lo_rest.starts_with(t) || lo_rest.len() == t.len() && !lo_exclusive {
-                        return true;
-                    }
-                    let rest = &lo_rest[t.len()..];
-                    let b = id.bytes();
-                    if lo_exclusive {
-                        &b[..] > rest
-                    } else {
-                        &b[..] >= rest
-                    }
-                };
-                let below_hi = |t: &[u8], id: &ObjectId| {
-                    if !hi_rest.starts_with(t) || hi_rest.len() == t.len() {
-                        return hi_rest.len() != t.len() || !hi_rest.starts_with(t);
-                    }
-                    id.bytes()[..] < hi_rest[t.len()..]
-                };
-                let range = data
-                    .postings
-                    .range::<[u8], _>((Bound::Included(start), end));
-                if rev {
-                    'rev: for (t, ids) in range.rev() {
-                        let ids = ids.as_slice();
-                        let upto = ids.partition_point(|id| below_hi(t, id));
-                        for id in ids[..upto].iter().rev() {
-                            if !above_lo(t, id) {
-                                break;
-                            }
-                            out.push((key_of(t, id), Vec::new()));
-                            if out.len() >= max {
-                                break 'rev;
-                            }
-                        }
-                    }
-                } else {
-                    'fwd: for (t, ids) in range {
-                        let ids = ids.as_slice();
-                        let from = ids.partition_point(|id| !above_lo(t, id));
-                        for id in &ids[from..] {
-                            if !below_hi(t, id) {
-                                break 'fwd;
-                            }
-                            out.push((key_of(t, id), Vec::new()));
-                            if out.len() >= max {
-                                break 'fwd;
-                            }
-                        }
-                    }
-                }
+                data.visit_entries(lo_rest, lo_exclusive, hi_rest, rev, &mut |t, id| {
+                    out.push((key_of(t, id), Vec::new()));
+                    out.len() < max
+                });
             }
             keys::COUNT => {
                 let lo_bound = if lo_exclusive {
@@ -355,10 +373,13 @@ impl IndexSpace {
         w: &mut impl std::io::Write,
         header: &SnapshotHeader,
     ) -> std::io::Result<()> {
-        let mut h = Hashing {
+        use std::io::Write as _;
+        let mut hashing = Hashing {
             inner: w,
             hash: crc32fast::Hasher::new(),
         };
+        // Buffered above the checksum, so the CRC sees large chunks (its SIMD path).
+        let mut h = std::io::BufWriter::with_capacity(1 << 16, &mut hashing);
         h.write_all(SNAPSHOT_MAGIC)?;
         h.write_all(&crate::engine::SCHEMA_VERSION.to_be_bytes())?;
         h.write_all(&index_fingerprint().to_be_bytes())?;
@@ -379,8 +400,10 @@ impl IndexSpace {
                 }
             }
         }
-        let sum = h.hash.finalize();
-        h.inner.write_all(&sum.to_be_bytes())
+        h.flush()?;
+        drop(h);
+        let sum = hashing.hash.finalize();
+        hashing.inner.write_all(&sum.to_be_bytes())
     }
 
     #[cfg(test)]
@@ -536,10 +559,15 @@ struct Hashing<'a, W: std::io::Write> {
     hash: crc32fast::Hasher,
 }
 
-impl<W: std::io::Write> Hashing<'_, W> {
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+impl<W: std::io::Write> std::io::Write for Hashing<'_, W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(b)?;
         self.hash.update(b);
-        self.inner.write_all(b)
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -837,6 +865,29 @@ impl<B: Kv> Kv for Tiered<B> {
                 .and_then(|d| d.postings.get(tuple))
                 .map_or_else(Vec::new, |ids| ids.as_slice().to_vec()),
         ))
+    }
+
+    fn range_ids(&self, lo: &[u8], hi: &[u8]) -> Result<Option<Vec<ObjectId>>, StoreError> {
+        let space = self.index.read().map_err(|_| StoreError::Poisoned)?;
+        let mut out = Vec::new();
+        let (Some(&keys::INDEX), Some(&idx)) = (lo.first(), lo.get(1)) else {
+            return Ok(None);
+        };
+        let head = [keys::INDEX, idx];
+        let hi_rest: &[u8] = if hi.len() >= 2 && hi[..2] == head {
+            &hi[2..]
+        } else {
+            &[0xFF]
+        };
+        if let Some(data) = space.indexes.get(&idx) {
+            if lo[2..] < *hi_rest {
+                data.visit_entries(&lo[2..], false, hi_rest, false, &mut |_, id| {
+                    out.push(*id);
+                    true
+                });
+            }
+        }
+        Ok(Some(out))
     }
 
     fn derives_counts(&self) -> bool {

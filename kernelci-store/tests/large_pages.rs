@@ -21,11 +21,10 @@ fn nodes(n: usize) -> Vec<Node> {
             let mut node = Node::new(kind, &format!("n{}-{}", i % 17, i), t0);
             node.id = ids.next_id_at(1_700_000_000 + i as u64);
             node.created = t0.plus_seconds(i as i64);
-            node.state = [State::Running, State::Done, State::Available][i % 3 / 2 + (i % 5 == 0) as usize];
+            node.state =
+                [State::Running, State::Done, State::Available][i % 3 / 2 + (i % 5 == 0) as usize];
             let arch = ["x86_64", "arm64"][i % 2];
-            node.data = json!({"arch": arch, "n": i})
-                .as_object()
-                .cloned();
+            node.data = json!({"arch": arch, "n": i}).as_object().cloned();
             node.truncate_times();
             node
         })
@@ -50,7 +49,15 @@ async fn batched_pages_equal_the_naive_store() {
         "data.n__gt=700&kind=kbuild",
         "",
     ];
-    let windows = [(1, 0), (7, 3), (50, 0), (100, 40), (600, 10), (1000, 0), (5000, 1490)];
+    let windows = [
+        (1, 0),
+        (7, 3),
+        (50, 0),
+        (100, 40),
+        (600, 10),
+        (1000, 0),
+        (5000, 1490),
+    ];
     for f in filters {
         for (limit, offset) in windows {
             for mode in [Mode::Page, Mode::Fast] {

@@ -1,0 +1,48 @@
+//! Median latency of a few query shapes on the persistent store built by
+//! `store_probe` (run that first), in a fresh process.
+//!
+//! ```sh
+//! cargo run --release -p kernelci-benches --example query_probe -- 1000000 [shape...]
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use kernelci_core::store::Store;
+use kernelci_store::{SledConfig, SledStore};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let wanted: Vec<String> = args.collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let dir = kernelci_benches::cache_dir().join(format!("store-{n}"));
+    let store = SledStore::open(&dir, SledConfig::default()).unwrap();
+    println!("nodes: {}", rt.block_on(store.count_all_nodes()).unwrap());
+    for shape in kernelci_benches::shapes(n, 1).unwrap() {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == &shape.name) {
+            continue;
+        }
+        let q = shape.parse().unwrap();
+        let mut times = Vec::new();
+        let mut len = 0;
+        let iters: usize = std::env::var("ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(25);
+        for _ in 0..iters {
+            let t = Instant::now();
+            len = rt.block_on(store.find_nodes(&q)).unwrap().len();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{:<34} {:>8.3} ms  ({len} nodes)",
+            shape.name,
+            times[times.len() / 2]
+        );
+    }
+    store.close().unwrap();
+}
