@@ -8,7 +8,7 @@
 //!   answers;
 //! - [`StatsQuery`] and [`stats`] compute the grouped counts of `/telemetry/stats`;
 //! - [`AnomalyQuery`] and [`anomalies`] compute the `/telemetry/anomalies` report;
-//! - [`ParamError`], [`parse_page`]: typed query parameters with FastAPI's
+//! - [`ParamError`]: typed query parameters with FastAPI's
 //!   validation items (`int_parsing`, `greater_than_equal`...).
 //!
 //! Stored events keep millisecond precision (as the reference's MongoDB does), so
@@ -434,17 +434,6 @@ pub fn float_param(
     Ok(value)
 }
 
-/// `limit` (≥ 1, default 50, no maximum) and `offset` (≥ 0, default 0) of a paginated
-/// endpoint (API.md §1.6), or every refused one.
-pub fn parse_page(pairs: &[(String, String)]) -> std::result::Result<(u64, u64), Vec<ParamError>> {
-    let limit = int_param(pairs, "limit", DEFAULT_LIMIT as i64, 1);
-    let offset = int_param(pairs, "offset", 0, 0);
-    match (limit, offset) {
-        (Ok(l), Ok(o)) => Ok((l.unsigned_abs(), o.unsigned_abs())),
-        (l, o) => Err([l.err(), o.err()].into_iter().flatten().collect()),
-    }
-}
-
 /// A query datetime (`since`, `until`): Python `fromisoformat`, truncated to the
 /// millisecond; refused as `Invalid isoformat string: '<v>'`. Empty = absent.
 fn datetime_param(pairs: &[(String, String)], name: &str) -> Result<Option<Timestamp>> {
@@ -492,7 +481,7 @@ impl Default for TelemetryQuery {
 }
 
 impl TelemetryQuery {
-    /// Parses the query pairs (`limit`/`offset` excluded: see [`parse_page`]):
+    /// Parses the query pairs (`limit`/`offset` excluded: the HTTP layer reads them):
     /// `since`/`until` (ISO, `Invalid isoformat string: '<v>'`), `is_infra_error`
     /// (`true`/`false` in any case, else `Bad is_infra_error value, use 'true' or
     /// 'false'`), every other parameter an exact match (`true`/`false` as booleans).
@@ -1139,30 +1128,24 @@ mod tests {
 
     #[test]
     fn params_and_pages() {
-        assert_eq!(parse_page(&pairs("")), Ok((50, 0)));
-        assert_eq!(parse_page(&pairs("limit=5&offset=7&limit=3")), Ok((3, 7)));
-        let errs = parse_page(&pairs("limit=0&offset=-1")).unwrap_err();
+        assert_eq!(int_param(&pairs(""), "min_total", 3, 1), Ok(3));
         assert_eq!(
-            errs.iter().map(ParamError::to_json).collect::<Vec<_>>(),
-            vec![
-                json!({"type": "greater_than_equal", "loc": ["query", "limit"],
-                       "msg": "Input should be greater than or equal to 1", "input": "0",
-                       "ctx": {"ge": 1}}),
-                json!({"type": "greater_than_equal", "loc": ["query", "offset"],
-                       "msg": "Input should be greater than or equal to 0", "input": "-1",
-                       "ctx": {"ge": 0}}),
-            ]
+            int_param(&pairs("min_total=5&min_total=4"), "min_total", 3, 1),
+            Ok(4)
         );
-        let errs = parse_page(&pairs("limit=abc")).unwrap_err();
+        let e = int_param(&pairs("min_total=0"), "min_total", 3, 1).unwrap_err();
         assert_eq!(
-            errs[0].to_json(),
-            json!({"type": "int_parsing", "loc": ["query", "limit"],
+            e.to_json(),
+            json!({"type": "greater_than_equal", "loc": ["query", "min_total"],
+                   "msg": "Input should be greater than or equal to 1", "input": "0",
+                   "ctx": {"ge": 1}})
+        );
+        let e = int_param(&pairs("min_total=abc"), "min_total", 3, 1).unwrap_err();
+        assert_eq!(
+            e.to_json(),
+            json!({"type": "int_parsing", "loc": ["query", "min_total"],
                    "msg": "Input should be a valid integer, unable to parse string as an integer",
                    "input": "abc"})
-        );
-        assert_eq!(
-            parse_page(&pairs("limit=99999999999999999999999")),
-            Ok((i64::MAX as u64, 0))
         );
         assert_eq!(
             float_param(&pairs("x=nan"), "x", 0.5, 0.0, 1.0)

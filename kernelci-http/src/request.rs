@@ -237,6 +237,57 @@ fn too_deep(body: &[u8], max: usize) -> Option<usize> {
     None
 }
 
+/// Pagination of `/nodes`, `/users`, `/user-groups` and `/telemetry` (API.md §1.6): `limit` ≥ 1 (default
+/// 50, no maximum) and `offset` ≥ 0 (default 0), the last value of each winning;
+/// 422 with `loc: ["query", "limit" | "offset"]` otherwise.
+pub fn page_window(req: &Req) -> ApiResult<(u64, u64)> {
+    let mut errors = Vec::new();
+    let mut read = |key: &str, default: u64, min: u64| -> u64 {
+        let Some(raw) = req.query_last(key) else {
+            return default;
+        };
+        let t = raw.trim();
+        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(json!({
+                "type": "int_parsing", "loc": ["query", key],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": raw,
+            }));
+            return default;
+        }
+        let negative = t.starts_with('-') && digits.bytes().any(|b| b != b'0');
+        // Integers are unbounded in the reference: very large ones saturate.
+        let value = if negative {
+            None
+        } else {
+            Some(digits.parse::<u64>().unwrap_or(u64::MAX))
+        };
+        match value {
+            Some(v) if v >= min => v,
+            _ => {
+                errors.push(json!({
+                    "type": "greater_than_equal", "loc": ["query", key],
+                    "msg": format!("Input should be greater than or equal to {min}"),
+                    "input": raw, "ctx": {"ge": min},
+                }));
+                default
+            }
+        }
+    };
+    let limit = read("limit", 50, 1);
+    let offset = read("offset", 0, 0);
+    if errors.is_empty() {
+        Ok((limit, offset))
+    } else {
+        Err(ApiError {
+            status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": errors }),
+            headers: Vec::new(),
+        })
+    }
+}
+
 /// serde_json reports 1-based line and column; the reference reports a byte offset.
 fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     let mut offset = 0;

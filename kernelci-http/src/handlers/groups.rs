@@ -17,7 +17,8 @@ use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
-use super::users::{page_window, Fields};
+use super::users::Fields;
+use crate::request::page_window;
 
 /// The users that receive [`NODE_EDIT_ANY`] at start-up (the reference's legacy
 /// pipeline accounts).

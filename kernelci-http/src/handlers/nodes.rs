@@ -101,7 +101,7 @@ pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// both at once, as FastAPI does (422 listing each bad one; integers beyond 64 bits
 /// saturate, as on `/users`).
 pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let (limit, offset) = super::users::page_window(req)?;
+    let (limit, offset) = crate::request::page_window(req)?;
     let filters: Vec<(String, String)> = req
         .query
         .iter()

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use kernelci_core::auth::Operation;
 use kernelci_core::exact::ExactFilter;
 use kernelci_core::telemetry::{
-    anomalies, parse_batch, parse_page, stats, AnomalyQuery, ParamError, Rejection, StatsQuery,
-    TelemetryEvent, TelemetryQuery,
+    anomalies, parse_batch, stats, AnomalyQuery, ParamError, Rejection, StatsQuery, TelemetryEvent,
+    TelemetryQuery,
 };
 use kernelci_core::time::Timestamp;
 
@@ -62,7 +62,7 @@ pub async fn post_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `since`/`until` (inclusive bounds on `ts`), `is_infra_error` and exact matches on
 /// every other parameter, by insertion order.
 pub async fn get_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let (limit, offset) = parse_page(&req.query).map_err(|e| params_error(&e))?;
+    let (limit, offset) = crate::request::page_window(req)?;
     let query = TelemetryQuery::parse(&req.query, limit, offset)?;
     let page = offload(state, move |s| {
         Box::pin(async move { s.find_telemetry(&query).await })

@@ -284,57 +284,6 @@ impl Fields {
     }
 }
 
-/// Pagination of `/users` and `/user-groups` (API.md §1.6): `limit` ≥ 1 (default
-/// 50, no maximum) and `offset` ≥ 0 (default 0), the last value of each winning;
-/// 422 with `loc: ["query", "limit" | "offset"]` otherwise.
-pub(crate) fn page_window(req: &Req) -> ApiResult<(u64, u64)> {
-    let mut errors = Vec::new();
-    let mut read = |key: &str, default: u64, min: u64| -> u64 {
-        let Some(raw) = req.query_last(key) else {
-            return default;
-        };
-        let t = raw.trim();
-        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(json!({
-                "type": "int_parsing", "loc": ["query", key],
-                "msg": "Input should be a valid integer, unable to parse string as an integer",
-                "input": raw,
-            }));
-            return default;
-        }
-        let negative = t.starts_with('-') && digits.bytes().any(|b| b != b'0');
-        // Integers are unbounded in the reference: very large ones saturate.
-        let value = if negative {
-            None
-        } else {
-            Some(digits.parse::<u64>().unwrap_or(u64::MAX))
-        };
-        match value {
-            Some(v) if v >= min => v,
-            _ => {
-                errors.push(json!({
-                    "type": "greater_than_equal", "loc": ["query", key],
-                    "msg": format!("Input should be greater than or equal to {min}"),
-                    "input": raw, "ctx": {"ge": min},
-                }));
-                default
-            }
-        }
-    };
-    let limit = read("limit", 50, 1);
-    let offset = read("offset", 0, 0);
-    if errors.is_empty() {
-        Ok((limit, offset))
-    } else {
-        Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": errors }),
-            headers: Vec::new(),
-        })
-    }
-}
-
 /// The login-style form (`OAuth2PasswordRequestForm`): an optional `grant_type`
 /// that must be `password`, then the `required` fields. One 422 lists every error.
 fn credentials_form<'a>(
@@ -1071,7 +1020,7 @@ pub async fn patch_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// booleans). Items carry `revision_id: null`.
 pub async fn list_users(state: &AppState, req: &Req) -> ApiResult<Resp> {
     state.require_user(req, Operation::ListUsers).await?;
-    let (limit, offset) = page_window(req)?;
+    let (limit, offset) = crate::request::page_window(req)?;
     let filter = ExactFilter::from_pairs(&req.query, &["limit", "offset"])?;
     let page = state.store().find_users(&filter, limit, offset).await?;
     let items: Vec<Value> = page
