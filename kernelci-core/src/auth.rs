@@ -113,11 +113,17 @@ pub enum Access {
 }
 
 /// Every operation of the API, for [`Operation::access`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)] // the variant names are the endpoints
 pub enum Operation {
     Root,
     HtmlPage,
+    OpenApi,
+    InvitePage,
+    AcceptInvitePage,
+    Icon,
+    StaticCss,
+    StaticJs,
     Metrics,
     Login,
     Logout,
@@ -171,7 +177,8 @@ impl Operation {
     pub fn access(self) -> Access {
         use Operation::*;
         match self {
-            Root | HtmlPage | Metrics | Login | AcceptInvite | ForgotPassword | ResetPassword
+            Root | HtmlPage | OpenApi | InvitePage | AcceptInvitePage | Icon | StaticCss
+            | StaticJs | Metrics | Login | AcceptInvite | ForgotPassword | ResetPassword
             | UpdatePassword | GetNode | ListNodes | ListNodesFast | CountNodes | ListEvents
             | GetTelemetry | TelemetryStats | TelemetryAnomalies => Access::Public,
             GetUser | PatchMe | ListUsers | CreateNode | ReplaceNode | PatchNode | BatchNodeset

@@ -50,25 +50,13 @@ pub async fn ensure_initial_admin(
             "KCI_INITIAL_PASSWORD is empty: set a password for the initial administrator".into(),
         ));
     }
-    let email = crate::mail::normalize_address(&admin.email).map_err(|reason| {
-        HttpError::Config(format!(
-            "the initial administrator's e-mail {:?} is not valid: {reason}",
-            admin.email
-        ))
-    })?;
-    let hashed_password = crate::passwords::hash(&admin.password, state.config().password_cost)
-        .await
-        .map_err(|e| HttpError::Config(e.to_string()))?;
-    let user = User {
-        id: ObjectId::new(),
-        username: admin.username.clone(),
-        email,
-        hashed_password,
-        is_active: true,
-        is_superuser: true,
-        is_verified: true,
-        groups: Vec::new(),
-    };
+    let user = new_superuser(
+        &admin.username,
+        &admin.email,
+        &admin.password,
+        state.config().password_cost,
+    )
+    .await?;
     match store.insert_user(&user).await {
         Ok(()) => {
             tracing::info!(username = %user.username, "created the initial administrator");
@@ -87,4 +75,33 @@ pub async fn ensure_initial_admin(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A new active, verified superuser (not stored): the e-mail checked and normalised,
+/// the password hashed with Argon2id at `cost`. Used by the start-up hook and by the
+/// server's offline `admin create`.
+pub async fn new_superuser(
+    username: &str,
+    email: &str,
+    password: &str,
+    cost: crate::config::PasswordCost,
+) -> Result<User, HttpError> {
+    let email = crate::mail::normalize_address(email).map_err(|reason| {
+        HttpError::Config(format!(
+            "the administrator's e-mail {email:?} is not valid: {reason}"
+        ))
+    })?;
+    let hashed_password = crate::passwords::hash(password, cost)
+        .await
+        .map_err(|e| HttpError::Config(e.to_string()))?;
+    Ok(User {
+        id: ObjectId::new(),
+        username: username.to_owned(),
+        email,
+        hashed_password,
+        is_active: true,
+        is_superuser: true,
+        is_verified: true,
+        groups: Vec::new(),
+    })
 }

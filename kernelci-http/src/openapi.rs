@@ -4,25 +4,23 @@
 
 use serde_json::{json, Map, Value};
 
+use kernelci_core::auth::Access;
+
 use crate::routes::{Endpoint, ROUTES};
 
-/// Who may call an endpoint (AUTH.md §9), as documented.
+/// Who may call an endpoint (AUTH.md §9), from core's access classes.
 fn access(ep: Endpoint) -> &'static str {
-    use Endpoint::*;
-    match ep {
-        Logout | Whoami => "verified",
-        Register | Invite | InviteUrl | DeleteUser | PatchUser | ListGroups | GetGroup
-        | CreateGroup | DeleteGroup | SubscriptionStats => "admin",
-        GetUser | PatchMe | ListUsers | CreateNode | ReplaceNode | PatchNode | BatchNodeset
-        | SubmitHierarchy | PostTelemetry | KvGet | KvSet | KvDelete | Subscribe | Unsubscribe
-        | Listen | Publish | Push | Pop => "user",
-        _ => "public",
+    match ep.access() {
+        Access::Public => "public",
+        Access::User => "user",
+        Access::Verified => "verified",
+        Access::Admin => "admin",
     }
 }
 
 /// Tag, summary and request body kind of each endpoint.
 fn describe(ep: Endpoint) -> (&'static str, &'static str, Option<&'static str>) {
-    use Endpoint::*;
+    use kernelci_core::auth::Operation::*;
     match ep {
         Root => (
             "meta",

@@ -9,64 +9,11 @@
 //! spelling; anything else is 404.
 
 use hyper::Method;
+use kernelci_core::auth::Operation;
 
-/// Every endpoint the server answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)] // the names are the endpoints of API.md §2
-pub enum Endpoint {
-    Root,
-    OpenApi,
-    Login,
-    Logout,
-    Register,
-    InvitePage,
-    Invite,
-    InviteUrl,
-    AcceptInvitePage,
-    AcceptInvite,
-    ForgotPassword,
-    ResetPassword,
-    UpdatePassword,
-    Whoami,
-    GetUser,
-    DeleteUser,
-    PatchMe,
-    PatchUser,
-    ListUsers,
-    ListGroups,
-    GetGroup,
-    CreateGroup,
-    DeleteGroup,
-    GetNode,
-    ListNodes,
-    ListNodesFast,
-    CountNodes,
-    CreateNode,
-    ReplaceNode,
-    PatchNode,
-    BatchNodeset,
-    SubmitHierarchy,
-    ListEvents,
-    PostTelemetry,
-    GetTelemetry,
-    TelemetryStats,
-    TelemetryAnomalies,
-    KvGet,
-    KvSet,
-    KvDelete,
-    Subscribe,
-    Unsubscribe,
-    Listen,
-    Publish,
-    Push,
-    Pop,
-    SubscriptionStats,
-    Metrics,
-    HtmlPage,
-    Icon,
-    StaticCss,
-    StaticJs,
-}
+/// Every endpoint the server answers: core's [`Operation`], which also gives each
+/// its access class (AUTH.md §9).
+pub type Endpoint = Operation;
 
 /// One route: method, path pattern (relative to `/latest`), endpoint.
 pub type Route = (Method, &'static str, Endpoint);

@@ -108,13 +108,9 @@ pub async fn admin_create(
     email: &str,
     password: &str,
 ) -> Result<(), String> {
-    use kernelci_core::auth::User;
-    use kernelci_core::id::ObjectId;
     if username.trim().is_empty() {
         return Err("the username is empty".into());
     }
-    let email = kernelci_http::mail::normalize_address(email)
-        .map_err(|reason| format!("e-mail {email:?} is not valid: {reason}"))?;
     if store
         .get_user_by_username(username)
         .await
@@ -123,28 +119,22 @@ pub async fn admin_create(
     {
         return Err(format!("a user named {username:?} exists"));
     }
+    let user = kernelci_http::bootstrap::new_superuser(
+        username,
+        email,
+        password,
+        kernelci_http::PasswordCost::REFERENCE,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if store
-        .get_user_by_email(&email)
+        .get_user_by_email(&user.email)
         .await
         .map_err(|e| e.to_string())?
         .is_some()
     {
-        return Err(format!("a user with the e-mail {email:?} exists"));
+        return Err(format!("a user with the e-mail {:?} exists", user.email));
     }
-    let hashed_password =
-        kernelci_http::passwords::hash(password, kernelci_http::PasswordCost::REFERENCE)
-            .await
-            .map_err(|e| e.to_string())?;
-    let user = User {
-        id: ObjectId::new(),
-        username: username.to_owned(),
-        email,
-        hashed_password,
-        is_active: true,
-        is_superuser: true,
-        is_verified: true,
-        groups: Vec::new(),
-    };
     store.insert_user(&user).await.map_err(|e| e.to_string())?;
     println!("created superuser {username} ({})", user.id);
     Ok(())

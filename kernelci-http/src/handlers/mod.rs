@@ -19,7 +19,7 @@ pub mod users;
 /// Runs the handler of `endpoint`. Counts the request in `http_requests_total` for
 /// the endpoints API.md §1.8 counts.
 pub async fn dispatch(state: AppState, endpoint: Endpoint, req: Req) -> ApiResult<Resp> {
-    use Endpoint::*;
+    use kernelci_core::auth::Operation::*;
     if counted(endpoint) {
         state.metrics().count_request();
     }
@@ -89,7 +89,7 @@ pub async fn dispatch(state: AppState, endpoint: Endpoint, req: Req) -> ApiResul
 
 /// The endpoints that do not count in `http_requests_total` (API.md §1.8).
 fn counted(endpoint: Endpoint) -> bool {
-    use Endpoint::*;
+    use kernelci_core::auth::Operation::*;
     !matches!(
         endpoint,
         Login

@@ -228,23 +228,31 @@ fn updated_op(before: &Node) -> NodeOp {
     }
 }
 
-/// `PUT /node/{id}`: full replacement.
-pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+/// PUT and PATCH: decode, authenticate, check existence and permission (before
+/// body validation, API.md §6), parse the body with `parse`, apply it with `apply`
+/// (compare-and-swap, see [`edit_node`]), publish the `updated` event unless
+/// `noevent`, answer the stored node.
+async fn update_node<T: Clone>(
+    state: &AppState,
+    req: &Req,
+    op: Operation,
+    parse: impl FnOnce(&Value) -> kernelci_core::Result<T>,
+    apply: impl Fn(&Node, T, Timestamp) -> kernelci_core::Result<Node>,
+) -> ApiResult<Resp> {
     let body = req.json_opt()?;
-    let (principal, _) = state.require_user(req, Operation::ReplaceNode).await?;
+    let (principal, _) = state.require_user(req, op).await?;
     let noevent = noevent(req)?;
     let body = require_body(body)?;
     let id = node_id(req)?;
-    // Existence and permission come before body validation (API.md §6).
     let stored = state
         .store()
         .get_node(id)
         .await?
         .ok_or_else(|| node_not_found(id))?;
     may_edit_node(&principal, &stored.value)?;
-    let parsed = NodeBody::from_json(&body, &body_loc(), Timestamp::now())?;
+    let parsed = parse(&body)?;
     let (before, after, now) = edit_node(state, id, &principal, |stored, now| {
-        state::replace(stored, parsed.clone(), now)
+        apply(stored, parsed.clone(), now)
     })
     .await?;
     if !noevent {
@@ -253,28 +261,22 @@ pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     Ok(response::ok(&after.to_json()))
 }
 
+/// `PUT /node/{id}`: full replacement.
+pub async fn replace_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
+    let parse = |body: &Value| NodeBody::from_json(body, &body_loc(), Timestamp::now());
+    update_node(state, req, Operation::ReplaceNode, parse, state::replace).await
+}
+
 /// `PATCH /node/{id}`: partial update.
 pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = req.json_opt()?;
-    let (principal, _) = state.require_user(req, Operation::PatchNode).await?;
-    let noevent = noevent(req)?;
-    let body = require_body(body)?;
-    let id = node_id(req)?;
-    let stored = state
-        .store()
-        .get_node(id)
-        .await?
-        .ok_or_else(|| node_not_found(id))?;
-    may_edit_node(&principal, &stored.value)?;
-    let patch = NodePatch::from_json(&body)?;
-    let (before, after, now) = edit_node(state, id, &principal, |stored, now| {
-        state::patch(stored, patch.clone(), now)
-    })
-    .await?;
-    if !noevent {
-        publish(state, &after, updated_op(&before), false, now).await;
-    }
-    Ok(response::ok(&after.to_json()))
+    update_node(
+        state,
+        req,
+        Operation::PatchNode,
+        NodePatch::from_json,
+        state::patch,
+    )
+    .await
 }
 
 fn missing(field: &str) -> Value {
