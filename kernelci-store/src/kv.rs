@@ -71,6 +71,12 @@ pub trait Kv: sealed::Sealed + Send + Sync + 'static {
         Ok(None)
     }
 
+    /// How many `I` keys `[lo, hi)` holds, counting at most `cap` (`None`: the space
+    /// cannot count without scanning).
+    fn range_count(&self, _lo: &[u8], _hi: &[u8], _cap: u64) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// True when value counters are derived from the index entries (the engine then
     /// skips maintaining them).
     fn derives_counts(&self) -> bool {

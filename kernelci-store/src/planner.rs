@@ -46,6 +46,8 @@ const MEMORY_INTERSECT_RATIO: u64 = 1000;
 const MEMORY_RANGE_INTERSECT_RATIO: u64 = 100;
 /// A range source is counted for its estimate up to this many keys.
 const PROBE_CAP: u64 = 100_000;
+/// An in-memory range source is counted for its estimate up to this many entries.
+const MEMORY_PROBE_CAP: u64 = 1_000_000;
 
 type Res<T> = Result<T, Error>;
 
@@ -626,9 +628,40 @@ impl<K: Kv> Engine<K> {
             }
             estimated.push((s, est));
         }
-        // Probe ranges only when no posting source is already small.
         let best = estimated.iter().map(|(_, e)| *e).min().unwrap_or(u64::MAX);
-        if best > 2_000 {
+        // In-memory ranges are counted exactly up to the size that could still be
+        // intersected (or drive): cheap, no key is built.
+        // With one source there is nothing to decide.
+        if self.kv.derives_counts() && estimated.len() > 1 {
+            let cap = best
+                .saturating_mul(MEMORY_RANGE_INTERSECT_RATIO)
+                .min(self.count_all()?.max(1))
+                .min(MEMORY_PROBE_CAP);
+            for (s, est) in estimated.iter_mut() {
+                if let Source::Range { ranges, .. } = s {
+                    let mut n = 0;
+                    for (lo, hi) in ranges.iter() {
+                        match self.kv.range_count(lo, hi, (cap + 1).saturating_sub(n))? {
+                            Some(c) => n += c,
+                            None => {
+                                n = u64::MAX / 4;
+                                break;
+                            }
+                        }
+                        if n > cap {
+                            break;
+                        }
+                    }
+                    *est = n;
+                    if n == 0 {
+                        empty = true;
+                    }
+                }
+            }
+        }
+        // Otherwise probe ranges only when no posting source is already small.
+        let best = estimated.iter().map(|(_, e)| *e).min().unwrap_or(u64::MAX);
+        if best > 2_000 && !self.kv.derives_counts() {
             let cap = best.min(self.count_all()?.max(1)).min(PROBE_CAP);
             for (s, est) in estimated.iter_mut() {
                 if let Source::Range { ranges, .. } = s {

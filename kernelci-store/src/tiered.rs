@@ -763,6 +763,34 @@ impl<B: Kv> Tiered<B> {
     }
 }
 
+impl<B: Kv> Tiered<B> {
+    /// Calls `f` with the id of each `I` key in `[lo, hi)` (within one index, or `hi`
+    /// past its end) until it returns false; false when `lo` is not an index key.
+    fn visit_range(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        f: &mut dyn FnMut(&ObjectId) -> bool,
+    ) -> Result<bool, StoreError> {
+        let (Some(&keys::INDEX), Some(&idx)) = (lo.first(), lo.get(1)) else {
+            return Ok(false);
+        };
+        let space = self.index.read().map_err(|_| StoreError::Poisoned)?;
+        let head = [keys::INDEX, idx];
+        let hi_rest: &[u8] = if hi.len() >= 2 && hi[..2] == head {
+            &hi[2..]
+        } else {
+            &[0xFF]
+        };
+        if let Some(data) = space.indexes.get(&idx) {
+            if lo[2..] < *hi_rest {
+                data.visit_entries(&lo[2..], false, hi_rest, false, &mut |_, id| f(id));
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl<B: Kv> crate::kv::sealed::Sealed for Tiered<B> {}
 
 impl<B: Kv> Kv for Tiered<B> {
@@ -868,26 +896,21 @@ impl<B: Kv> Kv for Tiered<B> {
     }
 
     fn range_ids(&self, lo: &[u8], hi: &[u8]) -> Result<Option<Vec<ObjectId>>, StoreError> {
-        let space = self.index.read().map_err(|_| StoreError::Poisoned)?;
         let mut out = Vec::new();
-        let (Some(&keys::INDEX), Some(&idx)) = (lo.first(), lo.get(1)) else {
-            return Ok(None);
-        };
-        let head = [keys::INDEX, idx];
-        let hi_rest: &[u8] = if hi.len() >= 2 && hi[..2] == head {
-            &hi[2..]
-        } else {
-            &[0xFF]
-        };
-        if let Some(data) = space.indexes.get(&idx) {
-            if lo[2..] < *hi_rest {
-                data.visit_entries(&lo[2..], false, hi_rest, false, &mut |_, id| {
-                    out.push(*id);
-                    true
-                });
-            }
-        }
-        Ok(Some(out))
+        let visited = self.visit_range(lo, hi, &mut |id| {
+            out.push(*id);
+            true
+        })?;
+        Ok(visited.then_some(out))
+    }
+
+    fn range_count(&self, lo: &[u8], hi: &[u8], cap: u64) -> Result<Option<u64>, StoreError> {
+        let mut n = 0u64;
+        let visited = self.visit_range(lo, hi, &mut |_| {
+            n += 1;
+            n < cap
+        })?;
+        Ok(visited.then_some(n))
     }
 
     fn derives_counts(&self) -> bool {
