@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::index::{entries, entry_key, Flags, IndexDef, INDEXES};
+use crate::index::{combine, entry_key, field_values, FieldValues, Flags, IndexDef, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
 use crate::kv::{Kv, Write};
 
@@ -43,6 +43,8 @@ pub struct Engine<K: Kv> {
     pub(crate) kv: K,
     write_lock: Mutex<()>,
     pub(crate) paths: Vec<Vec<FieldPath>>,
+    /// The distinct fields of all indexes, each resolved once per node write.
+    fields: Fields,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -102,6 +104,7 @@ impl<K: Kv> Engine<K> {
             kv,
             write_lock: Mutex::new(()),
             paths: INDEXES.iter().map(IndexDef::paths).collect(),
+            fields: Fields::new(),
         }
     }
 
@@ -150,10 +153,16 @@ impl<K: Kv> Engine<K> {
         deltas: &mut Deltas,
     ) {
         let derived = self.kv.derives_counts();
-        for (index, paths) in INDEXES.iter().zip(&self.paths) {
+        let old_values = old.map(|n| self.fields.values(n));
+        let new_values = new.map(|n| self.fields.values(n));
+        for (i, index) in INDEXES.iter().enumerate() {
             let none = (BTreeSet::new(), Flags::default());
-            let (old_e, old_f) = old.map_or_else(|| none.clone(), |n| entries(index, paths, n));
-            let (new_e, new_f) = new.map_or(none, |n| entries(index, paths, n));
+            let (old_e, old_f) = old_values
+                .as_ref()
+                .map_or_else(|| none.clone(), |v| self.fields.entries(i, v));
+            let (new_e, new_f) = new_values
+                .as_ref()
+                .map_or(none, |v| self.fields.entries(i, v));
             if let Some(n) = old {
                 let id = n.id.bytes();
                 for t in old_e.difference(&new_e) {
@@ -994,4 +1003,46 @@ fn page<T>(items: Vec<T>, limit: u64, offset: u64) -> Page<T> {
 /// The store's answer for `get_node`.
 pub(crate) fn versioned((value, version): (Node, Version)) -> Versioned<Node> {
     Versioned { value, version }
+}
+
+/// The distinct fields of [`INDEXES`] and, per index, which of them it combines: a
+/// node's fields are resolved and encoded once per write, not once per index using
+/// them.
+#[derive(Debug)]
+struct Fields {
+    paths: Vec<FieldPath>,
+    of_index: Vec<Vec<usize>>,
+}
+
+impl Fields {
+    fn new() -> Self {
+        let mut paths: Vec<FieldPath> = Vec::new();
+        let mut of_index = Vec::new();
+        for index in INDEXES {
+            let mut mine = Vec::new();
+            for p in index.paths() {
+                let at = match paths.iter().position(|q| *q == p) {
+                    Some(at) => at,
+                    None => {
+                        paths.push(p);
+                        paths.len() - 1
+                    }
+                };
+                mine.push(at);
+            }
+            of_index.push(mine);
+        }
+        Fields { paths, of_index }
+    }
+
+    /// The values of every field in `node`.
+    fn values(&self, node: &Node) -> Vec<FieldValues> {
+        self.paths.iter().map(|p| field_values(p, node)).collect()
+    }
+
+    /// The entries and flags of index number `i` (in [`INDEXES`]) from `values`.
+    fn entries(&self, i: usize, values: &[FieldValues]) -> (BTreeSet<Vec<u8>>, Flags) {
+        let fields: Vec<&FieldValues> = self.of_index[i].iter().map(|f| &values[*f]).collect();
+        combine(&fields)
+    }
 }

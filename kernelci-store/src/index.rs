@@ -191,43 +191,63 @@ pub(crate) struct Flags {
     pub lossy: bool,
 }
 
-/// The encoded value tuples of `node` in `index` (without prefix and id), and its
-/// [`Flags`] there.
-pub(crate) fn entries(
-    index: &IndexDef,
-    paths: &[FieldPath],
-    node: &Node,
-) -> (BTreeSet<Vec<u8>>, Flags) {
-    let mut tuples: BTreeSet<Vec<u8>> = BTreeSet::from([Vec::new()]);
-    let mut irregular = false;
-    let mut lossy = false;
-    for path in paths {
-        let mut values: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for leaf in resolve(node, path) {
-            let elems = leaf.elements();
-            let leaf_values: Vec<Val<'_>> = if matches!(leaf, Val::Array(_) | Val::Strings(_)) {
-                elems
+/// The encoded values of one field of a node (sorted, distinct), and whether the
+/// field is irregular there (not exactly one value, or a value that cannot be encoded
+/// exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct FieldValues {
+    values: BTreeSet<Vec<u8>>,
+    irregular: bool,
+}
+
+/// The [`FieldValues`] of `path` in `node`.
+pub(crate) fn field_values(path: &FieldPath, node: &Node) -> FieldValues {
+    let mut out = FieldValues::default();
+    for leaf in resolve(node, path) {
+        let elems = leaf.elements();
+        let leaf_values: Vec<Val<'_>> = if matches!(leaf, Val::Array(_) | Val::Strings(_)) {
+            elems
+        } else {
+            vec![leaf]
+        };
+        for v in leaf_values {
+            let mut enc = Vec::new();
+            if encode_val(&mut enc, v).is_some() {
+                out.values.insert(enc);
             } else {
-                vec![leaf]
-            };
-            for v in leaf_values {
-                let mut enc = Vec::new();
-                if encode_val(&mut enc, v).is_some() {
-                    values.insert(enc);
-                } else {
-                    irregular = true;
-                }
+                out.irregular = true;
             }
         }
-        if values.len() != 1 {
-            irregular = true;
-        }
+    }
+    if out.values.len() != 1 {
+        out.irregular = true;
+    }
+    out
+}
+
+/// The value tuples of an index from the values of its fields, in field order (the
+/// cross product, at most [`MAX_ENTRIES`]), and its [`Flags`].
+pub(crate) fn combine(fields: &[&FieldValues]) -> (BTreeSet<Vec<u8>>, Flags) {
+    let mut flags = Flags {
+        irregular: fields.iter().any(|f| f.irregular),
+        lossy: false,
+    };
+    // The common case: one value per field, one tuple.
+    if fields.iter().all(|f| f.values.len() == 1) {
+        let tuple: Vec<u8> = fields
+            .iter()
+            .flat_map(|f| f.values.iter().flatten().copied())
+            .collect();
+        return (BTreeSet::from([tuple]), flags);
+    }
+    let mut tuples: BTreeSet<Vec<u8>> = BTreeSet::from([Vec::new()]);
+    for f in fields {
         let mut next = BTreeSet::new();
         'outer: for t in &tuples {
-            for v in &values {
+            for v in &f.values {
                 if next.len() >= MAX_ENTRIES {
-                    irregular = true;
-                    lossy = true;
+                    flags.irregular = true;
+                    flags.lossy = true;
                     break 'outer;
                 }
                 let mut k = t.clone();
@@ -237,8 +257,19 @@ pub(crate) fn entries(
         }
         tuples = next;
     }
+    (tuples, flags)
+}
+
+/// The encoded value tuples of `node` in `index` (without prefix and id), and its
+/// [`Flags`] there.
+pub(crate) fn entries(
+    index: &IndexDef,
+    paths: &[FieldPath],
+    node: &Node,
+) -> (BTreeSet<Vec<u8>>, Flags) {
+    let values: Vec<FieldValues> = paths.iter().map(|p| field_values(p, node)).collect();
     let _ = index;
-    (tuples, Flags { irregular, lossy })
+    combine(&values.iter().collect::<Vec<_>>())
 }
 
 /// The full index key of one entry.
