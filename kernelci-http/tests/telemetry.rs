@@ -217,13 +217,7 @@ async fn listing_pages_and_filters() {
     );
     let r = s.get("/latest/telemetry?offset=-1&limit=abc", None).await;
     assert_eq!(r.code(), 422);
-    let locs: Vec<Value> = r
-        .detail()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
+    let locs: Vec<Value> = r.detail_locs();
     assert_eq!(
         locs,
         vec![json!(["query", "limit"]), json!(["query", "offset"])]

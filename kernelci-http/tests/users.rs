@@ -217,13 +217,7 @@ async fn login_errors() {
         )
         .await;
     assert_eq!(r.code(), 422);
-    let locs: Vec<Value> = r
-        .detail()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
+    let locs: Vec<Value> = r.detail_locs();
     assert_eq!(
         locs,
         vec![json!(["body", "username"]), json!(["body", "password"])]

@@ -255,28 +255,7 @@ impl<'q> PageWalk<'q> {
         id: ObjectId,
         walk_for_total: bool,
     ) -> Result<bool, StoreError> {
-        let collecting = self.want_items && self.items.len() < self.limit;
-        if !collecting && !walk_for_total {
-            return Ok(false);
-        }
-        let in_page = collecting && self.skipped >= self.offset;
-        let node = if self.check_docs || in_page {
-            match engine.load(id)? {
-                Some(n) if !self.check_docs || matches(&n, self.query) => Some(n),
-                _ => return Ok(true),
-            }
-        } else {
-            None
-        };
-        self.total += 1;
-        if collecting {
-            if self.skipped < self.offset {
-                self.skipped += 1;
-            } else if let Some(n) = node {
-                self.items.push(n);
-            }
-        }
-        Ok(true)
+        self.offer_with(engine, id, walk_for_total, None)
     }
 
     /// Offers a batch of candidates in order, loading the documents the walk needs

@@ -66,6 +66,16 @@ impl TestResponse {
         self.json()["detail"].clone()
     }
 
+    /// The `loc` of each item of a 422 `detail` list.
+    pub fn detail_locs(&self) -> Vec<Value> {
+        self.detail()
+            .as_array()
+            .unwrap_or_else(|| panic!("detail is not a list: {}", self.text()))
+            .iter()
+            .map(|e| e["loc"].clone())
+            .collect()
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
