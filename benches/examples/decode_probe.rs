@@ -1,4 +1,4 @@
-//! Cost of decoding stored node documents (JSON) versus the whole point read.
+//! Cost of decoding stored node documents: JSON (layouts 1-2) and the binary layout 3.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::Instant;
 
@@ -28,5 +28,22 @@ fn main() {
         }
         let per = t.elapsed().as_secs_f64() * 1e6 / docs.len() as f64;
         println!("decode Value: {per:.2} us/doc {k}");
+        let bins: Vec<Vec<u8>> = nodes
+            .iter()
+            .step_by(5)
+            .map(|n| {
+                let mut b = Vec::new();
+                kernelci_store::codec::encode_node(n, &mut b).unwrap();
+                b
+            })
+            .collect();
+        let avg_bin = bins.iter().map(Vec::len).sum::<usize>() / bins.len();
+        let t = Instant::now();
+        for b in &bins {
+            let n = kernelci_store::codec::decode_node(b).unwrap();
+            k += n.path.len();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / bins.len() as f64;
+        println!("decode Node (binary layout): {per:.2} us/doc (avg {avg_bin} bytes) {k}");
     }
 }

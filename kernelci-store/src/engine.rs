@@ -23,6 +23,7 @@ use kernelci_core::Error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec;
 use crate::error::StoreError;
 use crate::index::{combine, entry_key, field_values, FieldValues, Flags, IndexDef, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
@@ -30,7 +31,14 @@ use crate::kv::{Kv, Write};
 
 /// Layout version written in the metadata. Bump it when keys or encodings change;
 /// `Engine::open_checks` is the migration hook.
-pub const SCHEMA_VERSION: u64 = 2;
+///
+/// - 1: index entries and counters in sled;
+/// - 2: index entries and counters in memory (the snapshot), dropped from sled;
+/// - 3: node documents in the binary encoding of [`codec`] instead of JSON.
+pub const SCHEMA_VERSION: u64 = 3;
+
+/// Documents rewritten per batch by the layout 2 → 3 migration.
+const MIGRATE_BATCH: usize = 1000;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_NODES: &[u8] = b"nodes";
@@ -63,17 +71,25 @@ pub(crate) fn node_key(id: ObjectId) -> Vec<u8> {
     key(keys::NODE, &[&id.bytes()])
 }
 
+/// Decodes a stored node value: its version, then the document in the binary layout
+/// ([`codec`]) or, written before layout 3, JSON.
 pub(crate) fn decode_doc(key: &[u8], b: &[u8]) -> Result<(Node, Version), StoreError> {
     let version = read_u64(b)
         .ok_or_else(|| StoreError::corrupt("node", key, "value shorter than its version"))?;
-    let node = from_json("node", key, &b[8..])?;
+    let doc = &b[8..];
+    let node = if doc.first() == Some(&b'{') {
+        from_json("node", key, doc)?
+    } else {
+        codec::decode_node(doc).map_err(|e| StoreError::corrupt("node", key, e))?
+    };
     Ok((node, Version(version)))
 }
 
-fn encode_doc(node: &Node, version: Version) -> Vec<u8> {
-    let mut v = version.0.to_be_bytes().to_vec();
-    v.extend_from_slice(&to_json(node));
-    v
+fn encode_doc(node: &Node, version: Version) -> Result<Vec<u8>, StoreError> {
+    let mut v = Vec::with_capacity(1024);
+    v.extend_from_slice(&version.0.to_be_bytes());
+    codec::encode_node(node, &mut v).map_err(|e| StoreError::Unencodable(e.to_string()))?;
+    Ok(v)
 }
 
 /// Counter changes accumulated for one batch, keyed by full counter key.
@@ -112,14 +128,17 @@ impl<K: Kv> Engine<K> {
         self.write_lock.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    /// Checks (or writes, on a new store) the schema version. The migration hook: a
-    /// future layout reads the old version here and converts before returning.
-    pub(crate) fn open_checks(&self) -> Result<(), StoreError> {
+    /// Checks (or writes, on a new store) the schema version and returns the version
+    /// found. The migration hook: an older layout is converted by
+    /// [`Engine::migrate_documents`] once the indexes are loaded.
+    pub(crate) fn open_checks(&self) -> Result<u64, StoreError> {
         let k = key(keys::META, &[META_SCHEMA]);
         match self.kv.get(&k)? {
-            None => self
-                .kv
-                .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))]),
+            None => {
+                self.kv
+                    .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])?;
+                Ok(SCHEMA_VERSION)
+            }
             Some(v) => {
                 let found = read_u64(v.as_ref())
                     .ok_or_else(|| StoreError::corrupt("schema version", &k, "short value"))?;
@@ -129,9 +148,48 @@ impl<K: Kv> Engine<K> {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Ok(())
+                Ok(found)
             }
         }
+    }
+
+    /// Layout 2 → 3: rewrites every JSON node document in the binary encoding, in
+    /// batches under the writer lock, then records layout 3. Each document keeps its
+    /// version and index entries (its content is unchanged). Idempotent and safe to
+    /// interrupt: both encodings decode, so a crash midway leaves a readable store
+    /// that the next open finishes migrating. A document that does not decode is
+    /// left for [`crate::IndexedStore::verify`] to report. Returns the number
+    /// rewritten.
+    pub(crate) fn migrate_documents(&self) -> Result<u64, StoreError> {
+        let mut rewritten = 0;
+        let mut from = vec![keys::NODE];
+        let end = prefix_end(&[keys::NODE]);
+        loop {
+            let _guard = self.lock()?;
+            let mut writes = Vec::with_capacity(MIGRATE_BATCH);
+            let mut last = None;
+            for item in self.kv.scan(&from, &end, false).take(MIGRATE_BATCH) {
+                let (k, v) = item?;
+                let (k, v) = (k.as_ref(), v.as_ref());
+                last = Some(k.to_vec());
+                // A damaged document is left as it is: `verify` reports it, and one
+                // bad value must not make the whole store unopenable.
+                if v.get(8) == Some(&b'{') {
+                    if let Ok((node, version)) = decode_doc(k, v) {
+                        writes.push((k.to_vec(), Some(encode_doc(&node, version)?)));
+                    }
+                }
+            }
+            let Some(mut last) = last else { break };
+            rewritten += writes.len() as u64;
+            self.kv.apply(writes)?;
+            last.push(0);
+            from = last;
+        }
+        let k = key(keys::META, &[META_SCHEMA]);
+        self.kv
+            .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])?;
+        Ok(rewritten)
     }
 
     pub(crate) fn read_counter(&self, k: &[u8]) -> Result<u64, StoreError> {
@@ -229,7 +287,7 @@ impl<K: Kv> Engine<K> {
         let mut writes = Vec::with_capacity(nodes.len() * 32);
         let mut deltas = Deltas::default();
         for n in nodes {
-            writes.push((node_key(n.id), Some(encode_doc(n, Version(1)))));
+            writes.push((node_key(n.id), Some(encode_doc(n, Version(1))?)));
             self.index_changes(None, Some(n), &mut writes, &mut deltas);
         }
         deltas.add(Self::node_count_key(), nodes.len() as i64);
@@ -257,7 +315,7 @@ impl<K: Kv> Engine<K> {
             )));
         }
         let next = Version(version.0 + 1);
-        let mut writes = vec![(node_key(node.id), Some(encode_doc(node, next)))];
+        let mut writes = vec![(node_key(node.id), Some(encode_doc(node, next)?))];
         let mut deltas = Deltas::default();
         self.index_changes(Some(&old), Some(node), &mut writes, &mut deltas);
         self.counter_writes(deltas, &mut writes)?;
@@ -283,7 +341,7 @@ impl<K: Kv> Engine<K> {
             }
             let mut writes = vec![(
                 node_key(node.id),
-                Some(encode_doc(&node, Version(version.0 + 1))),
+                Some(encode_doc(&node, Version(version.0 + 1))?),
             )];
             let mut deltas = Deltas::default();
             self.index_changes(Some(&old), Some(&node), &mut writes, &mut deltas);

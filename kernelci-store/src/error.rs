@@ -26,6 +26,10 @@ pub enum StoreError {
         /// Newest version this build reads.
         supported: u64,
     },
+    /// A node cannot be stored (its `data` or `debug` nests deeper than
+    /// [`crate::codec::MAX_DEPTH`] levels).
+    #[error("node cannot be stored: {0}")]
+    Unencodable(String),
     /// A lock was poisoned by a panic in another thread.
     #[error("a store lock was poisoned")]
     Poisoned,

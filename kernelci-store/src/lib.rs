@@ -36,7 +36,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `N` | node id (12 bytes) | version (u64 BE) + node JSON |
+//! | `N` | node id (12 bytes) | version (u64 BE) + node document ([`codec`]: binary since layout 3, JSON before) |
 //! | `I` | index id (1) + encoded value tuple + node id | empty |
 //! | `K` | index id (1) + encoded value tuple | number of nodes with that tuple (u64 BE) |
 //! | `K` | index id (1) + `0xFF` | number of *irregular* nodes of that index |
@@ -64,7 +64,8 @@
 //! without its index entries or an index entry without its node. The metadata holds
 //! the layout version and a write generation; opening a store written by a newer
 //! layout fails with a clear error, an older one is migrated (1 → 2: the on-disk
-//! index keys are dropped). `close` writes an index snapshot tagged with the
+//! index keys are dropped; 2 → 3: JSON documents are rewritten in the binary
+//! encoding, in batches, after the indexes are loaded). `close` writes an index snapshot tagged with the
 //! generation; `open` loads it when current and otherwise rebuilds the indexes from
 //! the documents.
 //!
@@ -85,6 +86,7 @@
 //! one answers a query, [`IndexedStore::verify`] proves that indexes and counters
 //! agree with the documents, and [`IndexedStore::rebuild_indexes`] recomputes them.
 
+pub mod codec;
 mod commit;
 mod engine;
 mod error;
@@ -213,9 +215,12 @@ impl SledStore {
         };
         migrate(&db)?;
         let engine = Engine::new(Tiered::new(SledKv { db: db.clone() })?);
-        engine.open_checks()?;
+        let layout = engine.open_checks()?;
         if !engine.kv.load_snapshot(path)? {
             engine.rebuild_indexes()?;
+        }
+        if layout < SCHEMA_VERSION {
+            engine.migrate_documents()?;
         }
         db.flush()?;
         Ok(Self {

@@ -381,7 +381,7 @@ impl IndexSpace {
         // Buffered above the checksum, so the CRC sees large chunks (its SIMD path).
         let mut h = std::io::BufWriter::with_capacity(1 << 16, &mut hashing);
         h.write_all(SNAPSHOT_MAGIC)?;
-        h.write_all(&crate::engine::SCHEMA_VERSION.to_be_bytes())?;
+        h.write_all(&SNAPSHOT_LAYOUT.to_be_bytes())?;
         h.write_all(&index_fingerprint().to_be_bytes())?;
         h.write_all(&header.store_id)?;
         h.write_all(&header.generation.to_be_bytes())?;
@@ -426,7 +426,7 @@ impl IndexSpace {
         }
         let mut r = Reader(body);
         if r.take(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC
-            || r.u64()? != crate::engine::SCHEMA_VERSION
+            || r.u64()? != SNAPSHOT_LAYOUT
             || r.u64()? != index_fingerprint()
             || r.take(12)? != header.store_id
             || r.u64()? != header.generation
@@ -573,6 +573,11 @@ impl<W: std::io::Write> std::io::Write for Hashing<'_, W> {
 
 /// Format 2: CRC-32 trailer (format 1, FNV-1a, is not loaded: its store rebuilds).
 const SNAPSHOT_MAGIC: &[u8] = b"kernelci-rs index snapshot 2\n";
+
+/// Layout of the index keys a snapshot holds (the index-key layout of store layout
+/// 2; documents changed encoding in layout 3 without touching index keys, so
+/// snapshots written before carry on loading). Bump when index keys change.
+const SNAPSHOT_LAYOUT: u64 = 2;
 /// The snapshot file inside a sled store's directory.
 pub(crate) const SNAPSHOT_FILE: &str = "indexes.snapshot";
 

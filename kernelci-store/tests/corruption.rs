@@ -81,6 +81,44 @@ async fn damaged_documents_are_reported_not_panicked_on() {
 }
 
 #[tokio::test]
+async fn damaged_binary_documents_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (0..4)
+        .map(|i| Node::new("test", &format!("t{i}"), Timestamp::now()))
+        .collect();
+    {
+        let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+        store.insert_nodes(&nodes).await.unwrap();
+        store.close().unwrap();
+    }
+    let whole = raw_open(dir.path())
+        .get(node_key(&nodes[0]))
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    // Truncated mid-document; an unknown state byte's neighbourhood flipped; a
+    // trailing byte; a huge string length.
+    let mut flipped = whole.clone();
+    flipped[9] = 0xFF;
+    let mut trailing = whole.clone();
+    trailing.push(0);
+    let mut huge = whole[..8 + 3 + 12].to_vec();
+    huge.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]);
+    let damaged = [whole[..whole.len() / 2].to_vec(), flipped, trailing, huge];
+    for (n, value) in nodes.iter().zip(&damaged) {
+        poke(dir.path(), &node_key(n), value);
+    }
+    let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+    for n in &nodes {
+        match store.get_node(n.id).await {
+            Err(Error::Storage(msg)) => assert!(msg.contains("corrupt node"), "{msg}"),
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+    }
+    assert!(!store.verify().unwrap().is_clean());
+}
+
+#[tokio::test]
 async fn damaged_counters_and_index_entries_are_found_by_verify_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let n = Node::new("job", "j", Timestamp::now());
@@ -157,6 +195,7 @@ async fn a_layout_1_store_is_migrated() {
     assert_eq!(db.scan_prefix([b'K']).count(), 0, "old counters deleted");
     assert_eq!(
         db.get(b"Mschema").unwrap().unwrap().as_ref(),
-        &2u64.to_be_bytes()
+        &kernelci_store::SCHEMA_VERSION.to_be_bytes(),
+        "migrated through every later layout"
     );
 }
