@@ -7,7 +7,7 @@
 //!
 //! The first run builds `target/workload/store-N` from the workload's nodes (bulk,
 //! relaxed durability) and closes it; every run then opens it, reports the open
-//! time, the process RSS, and get-by-id latency percentiles over 20k ids, and closes.
+//! time, the process RSS, and get-by-id latency percentiles over 20k ids, and the close time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -122,5 +122,10 @@ fn main() {
         p(0.99),
         rss_mb()
     );
+    let t = Instant::now();
     store.close().unwrap();
+    println!(
+        "close (flush + index snapshot): {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
 }

@@ -77,11 +77,15 @@ impl IndexSpace {
             h.write_all(&id.bytes())?;
         }
         h.write_all(&(self.indexes.len() as u64).to_be_bytes())?;
-        let mut section = Vec::new();
-        for (idx, data) in &self.indexes {
-            section.clear();
-            encode_section(&mut section, data, &table);
-            h.write_all(&[*idx])?;
+        let positions = Positions::new(&table);
+        let indexes: Vec<(&u8, &IndexData)> = self.indexes.iter().collect();
+        let sections = parallel(&indexes, |(_, data)| {
+            let mut section = Vec::new();
+            encode_section(&mut section, data, &positions);
+            section
+        });
+        for ((idx, data), section) in indexes.iter().zip(sections) {
+            h.write_all(&[**idx])?;
             h.write_all(&data.irregular.to_be_bytes())?;
             h.write_all(&data.lossy.to_be_bytes())?;
             h.write_all(&(data.postings.len() as u64).to_be_bytes())?;
@@ -156,37 +160,17 @@ impl IndexSpace {
         if !r.0.is_empty() {
             return None;
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let next = AtomicUsize::new(0);
-        let parsed: Vec<Option<(u8, IndexData)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&(idx, irregular, lossy, count, section)) = sections.get(i)
-                            else {
-                                break;
-                            };
-                            let data =
-                                parse_section(section, count, &table).map(|postings| IndexData {
-                                    postings,
-                                    irregular,
-                                    lossy,
-                                });
-                            mine.push(data.map(|d| (idx, d)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_else(|_| vec![None]))
-                .collect()
+        let parsed = parallel(&sections, |&(idx, irregular, lossy, count, section)| {
+            parse_section(section, count, &table).map(|postings| {
+                (
+                    idx,
+                    IndexData {
+                        postings,
+                        irregular,
+                        lossy,
+                    },
+                )
+            })
         });
         let mut space = IndexSpace::default();
         for item in parsed {
@@ -207,20 +191,102 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// The first position at or after `from` whose id is not below `id` (galloping, so
-/// a walk over a sorted list costs about its length plus its gaps' logarithms).
-fn seek(table: &[ObjectId], from: usize, id: &ObjectId) -> usize {
-    let (mut lo, mut hi, mut step) = (from, from, 1);
-    while hi < table.len() && table[hi] < *id {
-        lo = hi + 1;
-        hi += step;
-        step *= 2;
-    }
-    let hi = hi.min(table.len());
-    lo + table[lo..hi].partition_point(|x| x < id)
+/// Runs `f` over `items` on up to four threads (one per core), results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(mine) => mine,
+                // A worker cannot panic (f does not); if one did, its panic resumes.
+                Err(e) => std::panic::resume_unwind(e),
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
-fn encode_section(out: &mut Vec<u8>, data: &IndexData, table: &[ObjectId]) {
+/// Where an id sits in the sorted id table: the table is split into as many buckets
+/// as ids by the first 8 bytes of the id (time, then the random part), so a lookup
+/// is a bucket and a search among the few ids in it, not a search of the table.
+struct Positions<'a> {
+    table: &'a [ObjectId],
+    lo: u64,
+    span: u128,
+    starts: Vec<u32>,
+}
+
+fn head(id: &ObjectId) -> u64 {
+    let b = id.bytes();
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+impl<'a> Positions<'a> {
+    fn new(table: &'a [ObjectId]) -> Self {
+        let (lo, hi) = match (table.first(), table.last()) {
+            (Some(a), Some(b)) => (head(a), head(b)),
+            _ => (0, 0),
+        };
+        let mut p = Self {
+            table,
+            lo,
+            span: u128::from(hi - lo) + 1,
+            starts: Vec::with_capacity(table.len() + 2),
+        };
+        // starts[b] = the first position whose bucket is at least b.
+        for (i, id) in table.iter().enumerate() {
+            let b = p.bucket(id);
+            while p.starts.len() <= b {
+                p.starts.push(i as u32);
+            }
+        }
+        while p.starts.len() <= p.buckets() {
+            p.starts.push(table.len() as u32);
+        }
+        p
+    }
+
+    fn buckets(&self) -> usize {
+        self.table.len().max(1)
+    }
+
+    fn bucket(&self, id: &ObjectId) -> usize {
+        let k = head(id).clamp(self.lo, self.lo + (self.span - 1) as u64) - self.lo;
+        (u128::from(k) * self.buckets() as u128 / self.span) as usize
+    }
+
+    /// `Ok(position)` of `id` in the table, or `Err` when the table lacks it.
+    fn find(&self, id: &ObjectId) -> Result<usize, ()> {
+        let b = self.bucket(id);
+        let (start, end) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        let at = start + self.table[start..end].partition_point(|x| x < id);
+        if self.table.get(at) == Some(id) {
+            Ok(at)
+        } else {
+            Err(())
+        }
+    }
+}
+
+fn encode_section(out: &mut Vec<u8>, data: &IndexData, positions: &Positions<'_>) {
     let mut prev: &[u8] = &[];
     for (t, ids) in &data.postings {
         let shared = prev
@@ -232,16 +298,17 @@ fn encode_section(out: &mut Vec<u8>, data: &IndexData, table: &[ObjectId]) {
         put_varint(out, (t.len() - shared) as u64);
         out.extend_from_slice(&t[shared..]);
         put_varint(out, ids.len() as u64);
-        let (mut pos, mut next) = (0, 0);
+        let mut next = 0;
         for id in ids.as_slice() {
-            pos = seek(table, pos, id);
-            if table.get(pos) == Some(id) {
-                put_varint(out, (pos - next + 1) as u64);
-                next = pos + 1;
-                pos += 1;
-            } else {
-                out.push(0);
-                out.extend_from_slice(&id.bytes());
+            match positions.find(id) {
+                Ok(pos) => {
+                    put_varint(out, (pos - next + 1) as u64);
+                    next = pos + 1;
+                }
+                Err(()) => {
+                    out.push(0);
+                    out.extend_from_slice(&id.bytes());
+                }
             }
         }
         prev = t;
@@ -470,6 +537,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn positions_find_every_table_id_and_nothing_else(
+            raw in prop::collection::btree_set(any::<[u8; 12]>(), 0..300),
+            probes in prop::collection::vec(any::<[u8; 12]>(), 0..50),
+        ) {
+            let table: Vec<ObjectId> = raw.iter().copied().map(ObjectId::from_bytes).collect();
+            let positions = Positions::new(&table);
+            for (i, id) in table.iter().enumerate() {
+                prop_assert_eq!(positions.find(id), Ok(i));
+            }
+            for p in probes {
+                let id = ObjectId::from_bytes(p);
+                prop_assert_eq!(positions.find(&id).is_ok(), raw.contains(&p));
+            }
+        }
+
         #[test]
         fn arbitrary_spaces_round_trip(
             indexes in prop::collection::btree_map(
