@@ -21,6 +21,7 @@ use kernelci_core::node::Node;
 use kernelci_core::query::{matches, sort_nodes, Cond, FieldFilter, QValue, Query};
 use kernelci_core::Error;
 
+use crate::codec;
 use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, node_key, Engine};
 use crate::error::StoreError;
 use crate::index::{IndexDef, INDEXES};
@@ -64,6 +65,9 @@ pub struct Plan {
     pub intersect: Vec<String>,
     /// Fields checked on the documents (`None` if the indexes answer exactly).
     pub residual: Vec<String>,
+    /// The residual check reads only document heads (no filter is on `artifacts`,
+    /// `data` or `debug`; see [`crate::codec::decode_head`]).
+    pub residual_on_heads: bool,
     /// How `total`/`count` is computed.
     pub total: TotalBy,
     /// How the order is produced.
@@ -116,6 +120,9 @@ impl fmt::Display for Plan {
         }
         if !self.residual.is_empty() {
             write!(f, "; residual: {}", self.residual.join(", "))?;
+            if self.residual_on_heads {
+                write!(f, " (on document heads)")?;
+            }
         }
         write!(f, "; total: {:?}; order: {:?}", self.total, self.order)
     }
@@ -213,6 +220,13 @@ fn equality_values(f: &FieldFilter) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// Whether every filter of `q` can be checked on a document head.
+fn heads_suffice(q: &Query) -> bool {
+    q.filters
+        .iter()
+        .all(|f| codec::head_suffices(f.field.as_str()))
+}
+
 /// Collects one page (skipping `offset`, keeping `limit`) from candidate ids in
 /// order, counting every accepted candidate, and loading a document only when it is
 /// in the page or a residual check needs it.
@@ -222,6 +236,8 @@ struct PageWalk<'q> {
     offset: usize,
     limit: usize,
     check_docs: bool,
+    /// The residual check can run on a document's head ([`codec::decode_head`]).
+    head_check: bool,
     skipped: usize,
     items: Vec<Node>,
     total: u64,
@@ -241,6 +257,7 @@ impl<'q> PageWalk<'q> {
             offset,
             limit,
             check_docs,
+            head_check: check_docs && heads_suffice(query),
             skipped: 0,
             items: Vec::new(),
             total: 0,
@@ -287,7 +304,7 @@ impl<'q> PageWalk<'q> {
         } else {
             to_skip.min(needed)
         };
-        let docs = load_many(engine, &ids[first..needed])?;
+        let docs = load_many(&ids[first..needed], |id| self.fetch(engine, id))?;
         let mut docs = docs.into_iter();
         for (i, id) in ids.iter().enumerate() {
             let preloaded = if (first..needed).contains(&i) {
@@ -300,6 +317,16 @@ impl<'q> PageWalk<'q> {
             }
         }
         Ok(true)
+    }
+
+    /// The document of `id` for this walk: with a residual check, only if it
+    /// matches (`None` when vanished or rejected).
+    fn fetch<K: Kv>(&self, engine: &Engine<K>, id: ObjectId) -> Result<Option<Node>, StoreError> {
+        if self.check_docs {
+            engine.load_matching(id, self.query, self.head_check)
+        } else {
+            engine.load(id)
+        }
     }
 
     /// [`PageWalk::offer`] with the document possibly loaded already.
@@ -318,11 +345,11 @@ impl<'q> PageWalk<'q> {
         let node = if self.check_docs || in_page {
             let loaded = match preloaded {
                 Some(n) => n,
-                None => engine.load(id)?,
+                None => self.fetch(engine, id)?,
             };
             match loaded {
-                Some(n) if !self.check_docs || matches(&n, self.query) => Some(n),
-                _ => return Ok(true),
+                Some(n) => Some(n),
+                None => return Ok(true),
             }
         } else {
             None
@@ -342,13 +369,13 @@ impl<'q> PageWalk<'q> {
 /// Batches from this size are loaded on two threads.
 const PARALLEL_LOAD_MIN: usize = 64;
 
-/// The documents of `ids`, in order (`None` for a vanished node).
-fn load_many<K: Kv + Sync>(
-    engine: &Engine<K>,
+/// `fetch` of each of `ids`, in order.
+fn load_many(
     ids: &[ObjectId],
+    fetch: impl Fn(ObjectId) -> Result<Option<Node>, StoreError> + Sync,
 ) -> Result<Vec<Option<Node>>, StoreError> {
     let load_all = |part: &[ObjectId]| -> Result<Vec<Option<Node>>, StoreError> {
-        part.iter().map(|id| engine.load(*id)).collect()
+        part.iter().map(|id| fetch(*id)).collect()
     };
     if ids.len() < PARALLEL_LOAD_MIN {
         return load_all(ids);
@@ -721,6 +748,31 @@ impl<K: Kv> Engine<K> {
         })
     }
 
+    /// The document of `id` if it matches `q`. With `head` (no filter of `q` is on
+    /// `artifacts`, `data` or `debug`), a binary document is checked on its head
+    /// and decoded whole only when it matches: a rejected candidate costs a fraction
+    /// of a full decode.
+    fn load_matching(
+        &self,
+        id: ObjectId,
+        q: &Query,
+        head: bool,
+    ) -> Result<Option<Node>, StoreError> {
+        let k = node_key(id);
+        let Some(v) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        let v = v.as_ref();
+        if head && v.get(8) == Some(&codec::FORMAT_BINARY) {
+            let h = codec::decode_head(&v[8..]).map_err(|e| StoreError::corrupt("node", &k, e))?;
+            if !matches(&h, q) {
+                return Ok(None);
+            }
+        }
+        let node = decode_doc(&k, v)?.0;
+        Ok(matches(&node, q).then_some(node))
+    }
+
     /// Decides the plan and runs it. `want_items`: collect the page; `want_total`:
     /// count every match.
     fn execute(
@@ -741,6 +793,7 @@ impl<K: Kv> Engine<K> {
                 .map(|(s, e)| format!("{} (~{e})", s.label())),
             intersect: Vec::new(),
             residual: p.residual.clone(),
+            residual_on_heads: heads_suffice(q),
             total: TotalBy::IndexEntries,
             order: OrderBy::Id,
         };
@@ -910,11 +963,12 @@ impl<K: Kv> Engine<K> {
                 .into_iter()
                 .filter(|id| sets.iter().all(|s| s.binary_search(id).is_ok()))
             {
-                if let Some(n) = self.load(id)? {
-                    if !check_docs || matches(&n, q) {
-                        nodes.push(n);
-                    }
-                }
+                let loaded = if check_docs {
+                    self.load_matching(id, q, heads_suffice(q))?
+                } else {
+                    self.load(id)?
+                };
+                nodes.extend(loaded);
             }
             sort_nodes(&mut nodes, Some(sort));
             let total = nodes.len() as u64;

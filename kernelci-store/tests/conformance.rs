@@ -305,6 +305,46 @@ async fn compound_range_indexes_answer_equality_plus_range() {
     }
 }
 
+/// Residual checks on top-level fields read document heads only; checks on `data`
+/// read whole documents; both give the naive model's answer, on both backends.
+#[tokio::test]
+async fn residual_checks_on_heads_agree_with_whole_documents() {
+    use kernelci_core::testing::NaiveStore;
+    let dir = tempfile::tempdir().unwrap();
+    let naive = NaiveStore::default();
+    conformance::nodes(&naive).await;
+    let (sled, memory) = (sled_store(&dir), MemoryStore::new());
+    conformance::nodes(&sled).await;
+    conformance::nodes(&memory).await;
+    let stores: [&dyn Store; 2] = [&sled, &memory];
+    for (qs, heads) in [
+        (
+            "kind=kbuild&treeid__ne=abc&created__gt=2024-01-01T00:00:01",
+            true,
+        ),
+        ("state=done&platform_filter__ne=zz", true),
+        ("kind=kbuild&data.defconfig__ne=tinyconfig", false),
+        ("owner__ne=nobody&artifacts.log__ne=x", false),
+    ] {
+        let q = Query::parse_str(qs, Mode::Page).unwrap();
+        let plan = sled.explain(&q).unwrap();
+        assert_eq!(plan, memory.explain(&q).unwrap());
+        assert!(!plan.residual.is_empty(), "{qs}: {plan}");
+        assert_eq!(plan.residual_on_heads, heads, "{qs}: {plan}");
+        assert_eq!(
+            plan.to_string().contains("(on document heads)"),
+            heads,
+            "{qs}: {plan}"
+        );
+        let expected = naive.find_page(&q).await.unwrap();
+        for store in stores {
+            let got = store.find_page(&q).await.unwrap();
+            assert_eq!(got.total, expected.total, "{qs}");
+            assert_eq!(got.items, expected.items, "{qs}");
+        }
+    }
+}
+
 /// Concurrent pops on both backends: every pushed value is popped exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pops_never_return_an_item_twice() {
