@@ -1,4 +1,6 @@
-//! Median latency of a few query shapes on the persistent store built by
+//! Median latency of the API-equivalent call (`find_page` for `/nodes`, `find_nodes`
+//! for `/nodes/fast`, `count_nodes` for `/count`) of a few query shapes on the
+//! persistent store built by
 //! `store_probe` (run that first), in a fresh process.
 //!
 //! ```sh
@@ -33,13 +35,18 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(25);
         for _ in 0..iters {
+            // The API-equivalent call, as in the criterion benchmark.
             let t = Instant::now();
-            len = rt.block_on(store.find_nodes(&q)).unwrap().len();
+            len = match shape.endpoint.as_str() {
+                "nodes" => rt.block_on(store.find_page(&q)).unwrap().total as usize,
+                "fast" => rt.block_on(store.find_nodes(&q)).unwrap().len(),
+                _ => rt.block_on(store.count_nodes(&q)).unwrap() as usize,
+            };
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
         println!(
-            "{:<34} {:>8.3} ms  ({len} nodes)",
+            "{:<34} {:>8.3} ms  ({len}: total, items or count)",
             shape.name,
             times[times.len() / 2]
         );

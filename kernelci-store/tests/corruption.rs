@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod common;
+
+use common::raw_open;
+
 use kernelci_core::node::Node;
 use kernelci_core::query::{Mode, Query};
 use kernelci_core::store::Store;
@@ -13,21 +17,6 @@ fn node_key(n: &Node) -> Vec<u8> {
     let mut k = vec![b'N'];
     k.extend_from_slice(&n.id.bytes());
     k
-}
-
-/// Opens the sled directory directly, waiting for a closed store's lock to go.
-fn raw_open(dir: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(dir) {
-            Ok(db) => return db,
-            Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                let _ = e;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
 }
 
 /// Writes `value` under `key` directly with sled, behind the store's back.

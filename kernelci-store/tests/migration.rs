@@ -3,25 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod common;
+
+use common::raw_open;
+
 use kernelci_core::node::Node;
 use kernelci_core::query::{Mode, Query};
 use kernelci_core::store::Store;
 use kernelci_core::time::Timestamp;
 use kernelci_store::codec::FORMAT_BINARY;
 use kernelci_store::{SledConfig, SledStore, SCHEMA_VERSION};
-
-fn raw_open(dir: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(dir) {
-            Ok(db) => return db,
-            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
 
 fn nodes(n: usize) -> Vec<Node> {
     let t0 = Timestamp::now().truncate_to_millis();
