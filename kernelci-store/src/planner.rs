@@ -261,6 +261,19 @@ fn gallop(set: &[ObjectId], from: usize, id: &ObjectId) -> usize {
     lo + set[lo..hi].partition_point(|x| x < id)
 }
 
+/// The size estimate of a range that was not counted (one source: nothing to
+/// compare; or larger than anything it could be compared with).
+const UNCOUNTED: u64 = u64::MAX / 4;
+
+/// How `explain` shows a source's size: `~N`, or `not counted`.
+fn size_label(est: u64) -> String {
+    if est >= UNCOUNTED {
+        "not counted".to_owned()
+    } else {
+        format!("~{est}")
+    }
+}
+
 /// Whether every filter of `q` can be checked on a document head.
 fn heads_suffice(q: &Query) -> bool {
     q.filters
@@ -668,7 +681,7 @@ impl<K: Kv> Engine<K> {
         for s in sources {
             let est = match &s {
                 Source::Postings { index, tuples, .. } => self.postings_count(index, tuples)?,
-                Source::Range { .. } => u64::MAX / 4,
+                Source::Range { .. } => UNCOUNTED,
             };
             if est == 0 {
                 empty = true;
@@ -691,7 +704,7 @@ impl<K: Kv> Engine<K> {
                         match self.kv.range_count(lo, hi, (cap + 1).saturating_sub(n))? {
                             Some(c) => n += c,
                             None => {
-                                n = u64::MAX / 4;
+                                n = UNCOUNTED;
                                 break;
                             }
                         }
@@ -831,7 +844,7 @@ impl<K: Kv> Engine<K> {
             driver: p
                 .sources
                 .first()
-                .map(|(s, e)| format!("{} (~{e})", s.label())),
+                .map(|(s, e)| format!("{} ({})", s.label(), size_label(*e))),
             intersect: Vec::new(),
             residual: p.residual.clone(),
             residual_on_heads: heads_suffice(q),
@@ -858,7 +871,8 @@ impl<K: Kv> Engine<K> {
             let cheap = cheap_postings && *est <= driver_est.saturating_mul(ratio);
             if cheap || *est <= driver_est.saturating_mul(INTERSECT_RATIO) {
                 sets.push(self.materialize(s)?);
-                plan.intersect.push(format!("{} (~{est})", s.label()));
+                plan.intersect
+                    .push(format!("{} ({})", s.label(), size_label(*est)));
             } else {
                 check_docs = true;
                 plan.residual
