@@ -17,7 +17,7 @@
 //!   `holdoff` as zig-zag varint deltas from `created` (usually 3–5 bytes);
 //! - ids are their 12 bytes, `state` and `result` one byte each;
 //! - free-form JSON (`data`, `debug`) is a tagged tree: object keys found in
-//!   [`KEYS`] (the field names of KernelCI's data models) are one byte, others are
+//!   `KEYS` (the field names of KernelCI's data models) are one byte, others are
 //!   stored inline; strings are a varint length and their UTF-8 bytes.
 //!
 //! Decoding checks every length against the bytes left and every string for UTF-8,
