@@ -32,14 +32,23 @@ use kernelci_core::time::Timestamp;
 use serde_json::{Map, Number, Value};
 
 /// First byte of a binary document (after the version). JSON documents start with `{`.
-pub const FORMAT_BINARY: u8 = 0xB4;
+pub const FORMAT_BINARY: u8 = 0xB5;
 
 /// Deepest nesting of `data`/`debug` values that encodes. The API refuses bodies
 /// nested deeper than 100 levels; this bounds the decoder's recursion on damaged bytes.
 pub const MAX_DEPTH: usize = 512;
 
+/// A key that is not in `KEYS` is written as `INLINE_KEY + its length`, then its
+/// bytes. The base is fixed (not the dictionary's size), so appending to the
+/// dictionary never changes how existing documents read.
+const INLINE_KEY: usize = 0x80;
+
+/// The most elements a decoder reserves room for before reading them: a damaged
+/// count then costs at most this much memory per nesting level, not gigabytes.
+const MAX_RESERVE: usize = 64;
+
 /// Object keys encoded as one byte (their index here). Part of the on-disk format:
-/// append only, never reorder or remove.
+/// append only (up to [`INLINE_KEY`] entries), never reorder or remove.
 const KEYS: &[&str] = &[
     // data (MODELS.md §4) and the workload's data
     "kernel_revision",
@@ -403,13 +412,13 @@ impl Writer<'_> {
         }
     }
 
-    /// A dictionary key is its index; another key is `KEYS.len() + length`, then
+    /// A dictionary key is its index; another key is `INLINE_KEY + length`, then
     /// its bytes.
     fn key(&mut self, k: &str) {
         match KEYS.iter().position(|d| *d == k) {
             Some(i) => self.uint(i as u64),
             None => {
-                self.uint((KEYS.len() + k.len()) as u64);
+                self.uint((INLINE_KEY + k.len()) as u64);
                 self.out.extend_from_slice(k.as_bytes());
             }
         }
@@ -512,8 +521,10 @@ impl<'a> Reader<'a> {
         Ok(unzigzag(self.uint()?))
     }
 
-    /// A count of elements, each at least one byte: never more than the bytes left
-    /// (so damaged counts cannot ask for huge allocations).
+    /// A count of elements, each at least one byte: never more than the bytes left.
+    /// Callers reserve at most [`MAX_RESERVE`] slots up front: every level of a
+    /// damaged, deeply nested document could otherwise reserve its count times the
+    /// element size at once.
     fn count(&mut self) -> Result<usize, CodecError> {
         let n = self.uint()?;
         match usize::try_from(n) {
@@ -538,7 +549,7 @@ impl<'a> Reader<'a> {
 
     fn strings(&mut self) -> Result<Vec<String>, CodecError> {
         let n = self.count()?;
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(n.min(MAX_RESERVE));
         for _ in 0..n {
             v.push(self.string()?);
         }
@@ -549,8 +560,8 @@ impl<'a> Reader<'a> {
         let k = self.uint()?;
         match usize::try_from(k) {
             Ok(i) if i < KEYS.len() => Ok(KEYS[i].to_owned()),
-            Ok(i) => self.utf8(i - KEYS.len()),
-            Err(_) => Err(self.invalid("key")),
+            Ok(i) if i >= INLINE_KEY => self.utf8(i - INLINE_KEY),
+            _ => Err(self.invalid("key")),
         }
     }
 
@@ -580,7 +591,7 @@ impl<'a> Reader<'a> {
     fn object(&mut self, depth: usize) -> Result<Map<String, Value>, CodecError> {
         let n = self.count()?;
         // Keys were written in order: collecting pairs lets the map bulk-build.
-        let mut pairs = Vec::with_capacity(n);
+        let mut pairs = Vec::with_capacity(n.min(MAX_RESERVE));
         for _ in 0..n {
             let k = self.key()?;
             pairs.push((k, self.value(depth + 1)?));
@@ -605,7 +616,7 @@ impl<'a> Reader<'a> {
             T_STR => Value::String(self.string()?),
             T_ARRAY => {
                 let n = self.count()?;
-                let mut a = Vec::with_capacity(n);
+                let mut a = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     a.push(self.value(depth + 1)?);
                 }
@@ -724,7 +735,15 @@ mod tests {
     fn dictionary_keys_are_unique_and_smaller_than_inline_ones() {
         let mut seen = std::collections::HashSet::new();
         assert!(KEYS.iter().all(|k| seen.insert(*k)));
-        assert!(KEYS.len() < 0x80, "dictionary keys must stay one byte");
+        assert!(
+            KEYS.len() <= INLINE_KEY,
+            "dictionary keys stay below inline keys"
+        );
+        // An inline key reads the same whatever the dictionary's size: its marker
+        // does not depend on KEYS.len().
+        let mut b = Vec::new();
+        Writer { out: &mut b }.key("not in the dictionary");
+        assert_eq!(b[0] as usize, INLINE_KEY + "not in the dictionary".len());
     }
 
     proptest! {

@@ -805,7 +805,8 @@ impl<K: Kv> Engine<K> {
     /// The document of `id` if it matches `q`. With `head` (no filter of `q` is on
     /// `artifacts`, `data` or `debug`), a binary document is checked on its head
     /// and decoded whole only when it matches: a rejected candidate costs a fraction
-    /// of a full decode.
+    /// of a full decode. Such a candidate's tail is never read, so damage there
+    /// surfaces only if the head matches (and always in `verify`).
     fn load_matching(
         &self,
         id: ObjectId,
