@@ -97,6 +97,14 @@ mod planner;
 pub mod tiered;
 mod verify;
 
+/// An id whose last four bytes are `n` (tests that need ordered ids).
+#[cfg(test)]
+pub(crate) fn small_id(n: u32) -> ObjectId {
+    let mut b = [0u8; 12];
+    b[8..].copy_from_slice(&n.to_be_bytes());
+    ObjectId::from_bytes(b)
+}
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1113,9 +1113,7 @@ mod cursor_tests {
     use proptest::prelude::*;
 
     fn id(n: u16) -> ObjectId {
-        let mut b = [0u8; 12];
-        b[10..].copy_from_slice(&n.to_be_bytes());
-        ObjectId::from_bytes(b)
+        crate::small_id(u32::from(n))
     }
 
     proptest! {

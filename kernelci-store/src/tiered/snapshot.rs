@@ -448,11 +448,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn id(n: u32) -> ObjectId {
-        let mut b = [0u8; 12];
-        b[8..].copy_from_slice(&n.to_be_bytes());
-        ObjectId::from_bytes(b)
-    }
+    use crate::small_id as id;
 
     /// Index id, then (tuple, small id numbers) per posting.
     type Spec = Vec<(u8, Vec<(Vec<u8>, Vec<u32>)>)>;
