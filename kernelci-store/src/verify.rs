@@ -81,14 +81,7 @@ impl<K: Kv> Engine<K> {
             }
             report.entries += actual.len() as u64;
             if actual != expected {
-                let missing = expected
-                    .iter()
-                    .filter(|k| actual.binary_search(k).is_err())
-                    .count();
-                let extra = actual
-                    .iter()
-                    .filter(|k| expected.binary_search(k).is_err())
-                    .count();
+                let (missing, extra) = differences(&expected, &actual);
                 report.problems.push(format!(
                     "index {} ({}): {missing} entries missing, {extra} entries without a matching document",
                     index.id,
@@ -162,14 +155,7 @@ impl<K: Kv> Engine<K> {
             actual.push(item?.0.as_ref().to_vec());
         }
         if actual != expected {
-            let missing = expected
-                .iter()
-                .filter(|k| actual.binary_search(k).is_err())
-                .count();
-            let extra = actual
-                .iter()
-                .filter(|k| expected.binary_search(k).is_err())
-                .count();
+            let (missing, extra) = differences(&expected, &actual);
             report.problems.push(format!(
                 "telemetry time index: {missing} entries missing, {extra} entries without a matching event"
             ));
@@ -202,6 +188,15 @@ impl<K: Kv> Engine<K> {
         self.kv.indexes_rebuilt();
         Ok(())
     }
+}
+
+/// How many sorted `expected` keys are missing from sorted `actual`, and how many of
+/// `actual` are not expected.
+fn differences(expected: &[Vec<u8>], actual: &[Vec<u8>]) -> (usize, usize) {
+    let absent = |from: &[Vec<u8>], of: &[Vec<u8>]| {
+        from.iter().filter(|k| of.binary_search(k).is_err()).count()
+    };
+    (absent(expected, actual), absent(actual, expected))
 }
 
 #[cfg(test)]
