@@ -1,7 +1,7 @@
 //! # kernelci-http
 //!
 //! The KernelCI API over HTTP/1.1 with hyper: every endpoint of the contract
-//! (`shared/spec/API.md`), a drop-in for existing clients (kernelci-core's Python
+//! (`docs/spec/API.md`), a drop-in for existing clients (kernelci-core's Python
 //! client, `kci`, kernelci-pipeline).
 //!
 //! The library owns the server: build an [`AppState`] over any
