@@ -36,6 +36,19 @@ pub enum StoreError {
     /// A background task failed.
     #[error("background task failed: {0}")]
     Task(String),
+    /// PostgreSQL answered with an error, or the connection failed.
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No database connection could be had from the pool (database down, pool
+    /// exhausted past its wait timeout).
+    #[cfg(feature = "postgres")]
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database settings are unusable (bad URL, unreadable CA file...).
+    #[cfg(feature = "postgres")]
+    #[error("database configuration: {0}")]
+    Config(String),
 }
 
 impl StoreError {

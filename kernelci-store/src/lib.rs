@@ -94,6 +94,8 @@ mod index;
 mod keys;
 pub mod kv;
 mod planner;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod tiered;
 mod verify;
 

@@ -1,7 +1,9 @@
 //! Model-based test (the sled pattern): random sequences of operations — inserts,
 //! replaces, bulk field sets, purges, queries, counts, queue pushes and pops,
 //! reopens — applied to the
-//! naive reference store (the model), the memory store and the sled store. Every
+//! naive reference store (the model), the memory store, the sled store and, when a
+//! PostgreSQL server can be started, the PostgreSQL store (a fresh database per
+//! sequence; "reopen" opens a new pool on it and re-runs the migrations). Every
 //! answer must be equal, and `verify()` must be clean after each sequence.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
@@ -14,6 +16,8 @@ use kernelci_core::query::{Mode, Query};
 use kernelci_core::store::{FieldSet, Store};
 use kernelci_core::testing::NaiveStore;
 use kernelci_core::time::parse_query_datetime;
+use kernelci_store::postgres::testing::TestCluster;
+use kernelci_store::postgres::{PgConfig, PgStore};
 use kernelci_store::{Durability, MemoryStore, SledConfig, SledStore};
 use proptest::prelude::*;
 
@@ -58,25 +62,39 @@ fn open_sled(dir: &tempfile::TempDir) -> SledStore {
     SledStore::open(dir.path(), config).unwrap()
 }
 
-async fn run(ops: Vec<Op>) {
+async fn open_pg(url: &str) -> PgStore {
+    PgStore::open(&PgConfig::new(url)).await.unwrap()
+}
+
+/// Runs `ops` on the model, memory and sled stores, and on a PostgreSQL store on a
+/// fresh database of `pg` when given.
+async fn run(ops: Vec<Op>, pg: Option<&TestCluster>) {
     let dir = tempfile::tempdir().unwrap();
     let model = NaiveStore::new();
     let memory = MemoryStore::new();
     let mut sled = open_sled(&dir);
+    let pg_url = pg.map(TestCluster::create_database);
+    let mut postgres = match &pg_url {
+        Some(url) => Some(open_pg(url).await),
+        None => None,
+    };
     let mut live: Vec<kernelci_core::id::ObjectId> = Vec::new();
     let now = parse_query_datetime("2024-02-01").unwrap();
     for op in ops {
-        let stores: [&dyn Store; 3] = [&model, &memory, &sled];
+        let mut stores: Vec<&dyn Store> = vec![&model, &memory, &sled];
+        if let Some(p) = &postgres {
+            stores.push(p);
+        }
         match op {
             Op::Insert(n) => {
                 live.push(n.id);
-                for s in stores {
+                for s in &stores {
                     s.insert_node(&n).await.unwrap();
                 }
             }
             Op::InsertMany(ns) => {
                 live.extend(ns.iter().map(|n| n.id));
-                for s in stores {
+                for s in &stores {
                     s.insert_nodes(&ns).await.unwrap();
                 }
             }
@@ -85,7 +103,7 @@ async fn run(ops: Vec<Op>) {
                     continue;
                 }
                 n.id = live[i % live.len()];
-                for s in stores {
+                for s in &stores {
                     match s.get_node(n.id).await.unwrap() {
                         Some(v) => {
                             s.replace_node(&n, v.version).await.unwrap();
@@ -104,7 +122,7 @@ async fn run(ops: Vec<Op>) {
                     .map(|i| live[i % live.len()])
                     .collect();
                 let mut answers = Vec::new();
-                for s in stores {
+                for s in &stores {
                     answers.push(
                         s.set_field_many(&ids, FieldSet::ProcessedByKcidbBridge(b), now)
                             .await
@@ -121,7 +139,7 @@ async fn run(ops: Vec<Op>) {
                     .unwrap()
                     .plus_seconds(secs);
                 let mut answers = Vec::new();
-                for s in stores {
+                for s in &stores {
                     answers.push(
                         s.delete_nodes_created_before(before, &["checkout"], max)
                             .await
@@ -153,18 +171,22 @@ async fn run(ops: Vec<Op>) {
                 }
             }
             Op::Push(q, v) => {
-                for s in stores {
+                for s in &stores {
                     s.queue_push(QUEUES[q], &v.to_string()).await.unwrap();
                 }
             }
             Op::Pop(q) => {
                 let mut answers = Vec::new();
-                for s in stores {
+                for s in &stores {
                     answers.push(s.queue_pop(QUEUES[q]).await.unwrap());
                 }
                 assert!(answers.windows(2).all(|w| w[0] == w[1]), "pop: {answers:?}");
             }
             Op::Reopen => {
+                drop(stores);
+                if let Some(url) = &pg_url {
+                    postgres = Some(open_pg(url).await);
+                }
                 drop(std::mem::replace(
                     &mut sled,
                     open_sled(&tempfile::tempdir().unwrap()),
@@ -173,9 +195,12 @@ async fn run(ops: Vec<Op>) {
             }
         }
     }
-    let stores: [&dyn Store; 3] = [&model, &memory, &sled];
+    let mut stores: Vec<&dyn Store> = vec![&model, &memory, &sled];
+    if let Some(p) = &postgres {
+        stores.push(p);
+    }
     let mut all = Vec::new();
-    for s in stores {
+    for s in &stores {
         all.push(
             s.find_nodes(&Query::parse_str("", Mode::Fast).unwrap())
                 .await
@@ -183,11 +208,12 @@ async fn run(ops: Vec<Op>) {
         );
         assert_eq!(s.count_all_nodes().await.unwrap(), all[0].len() as u64);
     }
-    assert_eq!(all[0], all[1]);
-    assert_eq!(all[0], all[2]);
+    for other in &all[1..] {
+        assert_eq!(&all[0], other);
+    }
     for name in QUEUES {
         let mut drained = Vec::new();
-        for s in stores {
+        for s in &stores {
             let mut items = Vec::new();
             while let Some(v) = s.queue_pop(name).await.unwrap() {
                 items.push(v);
@@ -209,6 +235,18 @@ proptest! {
 
     #[test]
     fn sled_and_memory_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops));
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops, None));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn postgres_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let Some(cluster) = TestCluster::shared() else {
+            return Ok(());
+        };
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops, Some(cluster)));
     }
 }

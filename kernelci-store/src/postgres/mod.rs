@@ -1,0 +1,1528 @@
+//! The PostgreSQL backend: [`PgStore`] (feature `postgres`, on by default).
+//!
+//! Several kernelci-server processes may share one database: every method is one
+//! transaction (or one statement) of its own, and nothing that answers a request is
+//! kept in a process's memory.
+//!
+//! # Schema
+//!
+//! [`schema`] holds the versioned migrations (applied at open under an advisory lock;
+//! a database of a newer schema is refused) and derives the node indexes from
+//! [`crate::INDEXES`]: a btree per declared index on its typed columns or
+//! `data #>> path` expressions then `id`, GIN for the `path` and `user_groups`
+//! arrays. A node is one row: typed columns for every top-level field the queries
+//! filter and sort on, `jsonb` for `data`, `artifacts` and `debug`, and `doc`, the
+//! node in the compact binary encoding of [`crate::codec`], which is what reads decode
+//! (one column, exact round trip of every value).
+//!
+//! # Queries
+//!
+//! See the `query` module: exact SQL where the query language's semantics can be
+//! written in SQL, a superset pre-filter and a residual check with
+//! [`kernelci_core::query::matches`] where they cannot (regexes among them: patterns
+//! are never given to PostgreSQL). Exact plans page and count in the engine; residual
+//! plans stream rows through a portal in batches and stop once the page is full.
+//!
+//! # Event log
+//!
+//! Sequence ids are given in commit order by construction. `append_event` commits the
+//! event **unsequenced**, then runs the *sequencer*: a transaction holding an advisory
+//! lock until it commits that numbers every committed unsequenced event, in staging
+//! order, after the last number given. Numbers become visible only when the
+//! sequencer commits, and sequencer transactions are serialised by the lock, so a
+//! reader that has seen number `n` has seen every number below it: `events_after(n)`
+//! never skips an event (the "allocate a number, then insert" hazard cannot arise).
+//! Concurrent appenders share sequencer runs: one run numbers every event committed
+//! before it.
+//!
+//! # Counts
+//!
+//! `count_all_nodes` reads 16 sharded counter rows kept in the same transaction as
+//! every insert and delete (no `COUNT(*)`, no hot row). Filtered counts run `count(*)`
+//! on the plan's indexes.
+
+mod query;
+pub mod schema;
+#[cfg(feature = "pg-test-util")]
+pub mod testing;
+mod tls;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use kernelci_core::auth::{User, UserGroup};
+use kernelci_core::events::{Event, EventQuery, NewEvent};
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::id::ObjectId;
+use kernelci_core::node::Node;
+use kernelci_core::query::{matches, sort_nodes, Query};
+use kernelci_core::state::{set_processed, ChildrenSummary};
+use kernelci_core::store::{
+    node_not_found, FieldSet, Page, Store, SubscriberState, TokenPurpose, TokenRecord, Version,
+    Versioned,
+};
+use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
+use kernelci_core::time::Timestamp;
+use kernelci_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{IsolationLevel, Row};
+
+pub use schema::{MigrationReport, SCHEMA_VERSION};
+
+use crate::codec;
+use crate::error::StoreError;
+use query::{irregular_bits, translate, Params, Translation};
+
+/// Settings of a [`PgStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/db?sslmode=...` (see the `tls` notes in
+    /// the module docs for `sslmode` and `sslrootcert`), or a libpq key=value string.
+    pub url: String,
+    /// Most connections this process opens (default 16).
+    pub pool_size: usize,
+    /// Longest a statement may run before the server cancels it (default 30 s;
+    /// `None`: the database's own setting).
+    pub statement_timeout: Option<Duration>,
+    /// Longest to wait for a connection (default 10 s); then the call fails with a
+    /// storage error instead of hanging.
+    pub connect_timeout: Duration,
+}
+
+impl PgConfig {
+    /// Default settings for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            statement_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The PostgreSQL store (see the module docs). Cheap to share behind an `Arc`; every
+/// call takes a pooled connection.
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// Rows fetched per round trip by residual plans.
+const BATCH: i32 = 256;
+
+/// Advisory lock of the event sequencer ("kci-evsq").
+const SEQUENCER_LOCK: i64 = 0x6b63_692d_6576_7371;
+/// Advisory lock that orders user writes before group deletions ("kci-usgr").
+const MEMBERSHIP_LOCK: i64 = 0x6b63_692d_7573_6772;
+/// Number of node-count shards.
+const COUNT_SHARDS: u64 = 16;
+
+/// The columns of a node row, in the order [`NodeRow::params`] binds them.
+const NODE_COLUMNS: &str = "id, version, \"kind\", \"name\", \"path\", \"group\", \"parent\", \
+     \"state\", \"result\", \"data\", \"artifacts\", \"debug\", \"created\", \"updated\", \
+     \"timeout\", \"holdoff\", \"owner\", \"submitter\", \"treeid\", \"user_groups\", \
+     \"processed_by_kcidb_bridge\", \"retry_counter\", irregular, doc";
+
+impl PgStore {
+    /// Connects to the database of `config`, applies the missing migrations and
+    /// creates the declared indexes. Fails with a clear error when the database
+    /// cannot be reached, refuses the credentials, or has a newer schema.
+    pub async fn open(config: &PgConfig) -> std::result::Result<Self, StoreError> {
+        let parsed = tls::parse_url(&config.url);
+        let mut pg: tokio_postgres::Config = parsed
+            .for_driver
+            .parse()
+            .map_err(|e| StoreError::Config(format!("database URL: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        if let Some(t) = config.statement_timeout {
+            pg.options(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("kernelci-server");
+        }
+        let connector = tls::connector(&parsed)?;
+        let manager = Manager::from_config(
+            pg,
+            connector,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let store = Self { pool };
+        let mut client = store.client_raw().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations again (a no-op on a current database) and says what it
+    /// did; `open` already does this.
+    pub async fn migrate(&self) -> std::result::Result<MigrationReport, StoreError> {
+        let mut client = self.client_raw().await?;
+        schema::migrate(&mut client).await
+    }
+
+    /// The plan PostgreSQL chose for `q`'s page query (`EXPLAIN`), and whether rows
+    /// are re-checked in Rust.
+    pub async fn explain(&self, q: &Query) -> Result<String> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let t = plan(&tx, q).await?;
+        let (sql, _) = page_sql(&t, q);
+        let rows = tx
+            .query(&format!("EXPLAIN {sql}"), &t.params.refs())
+            .await
+            .map_err(conv)?;
+        let mut out = format!(
+            "residual: {}; sort: {}\n",
+            if t.exact { "none" } else { "matches() in Rust" },
+            if t.order.is_some() { "SQL" } else { "Rust" }
+        );
+        for r in rows {
+            out.push_str(r.get::<_, &str>(0));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    async fn client_raw(&self) -> std::result::Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn client(&self) -> Result<Object> {
+        Ok(self.client_raw().await?)
+    }
+
+    /// Numbers every committed unsequenced event (see the module docs).
+    async fn sequence_pending(&self, client: &mut Object) -> Result<()> {
+        let tx = client.transaction().await.map_err(conv)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])
+            .await
+            .map_err(conv)?;
+        tx.batch_execute(
+            "WITH pending AS (
+                 SELECT stage, row_number() OVER (ORDER BY stage) AS rn
+                 FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
+             bumped AS (
+                 UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
+                 RETURNING last - (SELECT count(*) FROM pending) AS base)
+             UPDATE kci_events e SET seq = bumped.base + pending.rn
+             FROM pending, bumped WHERE e.stage = pending.stage",
+        )
+        .await
+        .map_err(conv)?;
+        tx.commit().await.map_err(conv)
+    }
+}
+
+// ---- errors ----------------------------------------------------------------------
+
+/// A driver error as the trait reports it: text PostgreSQL cannot store is the
+/// client's fault (400), everything else a storage error.
+fn conv(e: tokio_postgres::Error) -> Error {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *c == SqlState::UNTRANSLATABLE_CHARACTER =>
+        {
+            Error::Invalid(
+                "A text value contains a NUL character (\\u0000), which the PostgreSQL \
+                 backend cannot store"
+                    .into(),
+            )
+        }
+        _ => StoreError::Postgres(e).into(),
+    }
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+fn corrupt(what: &'static str, reason: impl ToString) -> Error {
+    StoreError::Corrupt {
+        what,
+        key: String::new(),
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
+// ---- nodes -----------------------------------------------------------------------
+
+/// A node's column values.
+struct NodeRow {
+    params: Params,
+}
+
+impl NodeRow {
+    fn new(node: &Node, version: i64) -> Result<Self> {
+        let mut doc = Vec::new();
+        codec::encode_node(node, &mut doc).map_err(|e| StoreError::Unencodable(e.to_string()))?;
+        let mut p = Params::default();
+        p.bind(node.id.bytes().to_vec());
+        p.bind(version);
+        p.bind(node.kind.clone());
+        p.bind(node.name.clone());
+        p.bind(node.path.clone());
+        p.bind(node.group.clone());
+        p.bind(node.parent.map(|id| id.bytes().to_vec()));
+        p.bind(node.state.as_str().to_owned());
+        p.bind(node.result.map(|r| r.as_str().to_owned()));
+        p.bind(
+            node.data
+                .clone()
+                .map(|m| Json(serde_json::Value::Object(m))),
+        );
+        p.bind(
+            node.artifacts
+                .as_ref()
+                .map(|a| Json(serde_json::to_value(a).unwrap_or_default())),
+        );
+        p.bind(
+            node.debug
+                .clone()
+                .map(|m| Json(serde_json::Value::Object(m))),
+        );
+        p.bind(node.created.to_chrono());
+        p.bind(node.updated.to_chrono());
+        p.bind(node.timeout.to_chrono());
+        p.bind(node.holdoff.map(|t| t.to_chrono()));
+        p.bind(node.owner.clone());
+        p.bind(node.submitter.clone());
+        p.bind(node.treeid.clone());
+        p.bind(node.user_groups.clone());
+        p.bind(node.processed_by_kcidb_bridge);
+        p.bind(node.retry_counter);
+        p.bind(irregular_bits(node));
+        p.bind(doc);
+        Ok(Self { params: p })
+    }
+}
+
+fn insert_sql() -> String {
+    let placeholders: Vec<String> = (1..=24).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO kci_nodes ({NODE_COLUMNS}) VALUES ({})",
+        placeholders.join(", ")
+    )
+}
+
+fn update_sql() -> String {
+    let cols: Vec<&str> = NODE_COLUMNS.split(", ").collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .skip(2)
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    // $2 is the new version; the expected one is $25.
+    format!(
+        "UPDATE kci_nodes SET version = $2, {} WHERE id = $1 AND version = $25",
+        sets.join(", ")
+    )
+}
+
+fn decode_doc(row: &Row, col: usize) -> Result<Node> {
+    let b: &[u8] = row.try_get(col).map_err(conv)?;
+    codec::decode_node(b).map_err(|e| corrupt("node", e))
+}
+
+fn version_of(row: &Row, col: usize) -> Result<Version> {
+    let v: i64 = row.try_get(col).map_err(conv)?;
+    Ok(Version(u64::try_from(v).unwrap_or(0)))
+}
+
+fn shard() -> i16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    i16::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS).unwrap_or(0)
+}
+
+/// Adds `delta` to the node count, inside the caller's transaction.
+async fn bump_count(tx: &impl GenericClient, delta: i64) -> Result<()> {
+    if delta == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO kci_node_count (shard, n) VALUES ($1, $2)
+         ON CONFLICT (shard) DO UPDATE SET n = kci_node_count.n + EXCLUDED.n",
+        &[&shard(), &delta],
+    )
+    .await
+    .map_err(conv)?;
+    Ok(())
+}
+
+/// Plans `q` inside `tx`: data paths are trusted unless an irregular row exists.
+async fn plan(tx: &impl GenericClient, q: &Query) -> Result<Translation> {
+    let t = translate(q, true);
+    if t.irregular_mask == 0 {
+        return Ok(t);
+    }
+    let any: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM kci_nodes WHERE irregular <> 0 AND irregular & $1 <> 0)",
+            &[&t.irregular_mask],
+        )
+        .await
+        .map_err(conv)?
+        .get(0);
+    Ok(if any { translate(q, false) } else { t })
+}
+
+/// The page statement of an exact plan with an engine order (`LIMIT`/`OFFSET`
+/// applied), else the statement whose rows are filtered in Rust.
+fn page_sql(t: &Translation, q: &Query) -> (String, bool) {
+    let order = t.order.as_deref().unwrap_or("id ASC");
+    let mut sql = format!(
+        "SELECT doc FROM kci_nodes WHERE {} ORDER BY {order}",
+        t.where_sql
+    );
+    let windowed = t.exact && t.order.is_some();
+    if windowed {
+        if let Some(l) = q.limit {
+            sql.push_str(&format!(" LIMIT {}", i64::try_from(l).unwrap_or(i64::MAX)));
+        }
+        if q.offset > 0 {
+            sql.push_str(&format!(
+                " OFFSET {}",
+                i64::try_from(q.offset).unwrap_or(i64::MAX)
+            ));
+        }
+    }
+    (sql, windowed)
+}
+
+async fn find_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<Vec<Node>> {
+    let t = plan(tx, q).await?;
+    let (sql, windowed) = page_sql(&t, q);
+    if windowed {
+        let rows = tx.query(&sql, &t.params.refs()).await.map_err(conv)?;
+        return rows.iter().map(|r| decode_doc(r, 0)).collect();
+    }
+    let offset = usize::try_from(q.offset).unwrap_or(usize::MAX);
+    let limit = q
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let sorted_by_engine = t.order.is_some();
+    let portal = tx.bind(&sql, &t.params.refs()).await.map_err(conv)?;
+    let mut out = Vec::new();
+    let mut skipped = 0usize;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH).await.map_err(conv)?;
+        let done = rows.len() < usize::try_from(BATCH).unwrap_or(0);
+        for r in &rows {
+            let node = decode_doc(r, 0)?;
+            if !(t.exact || matches(&node, q)) {
+                continue;
+            }
+            if sorted_by_engine {
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            out.push(node);
+        }
+        if sorted_by_engine && out.len() >= limit {
+            return Ok(out);
+        }
+        if done {
+            break;
+        }
+    }
+    if !sorted_by_engine {
+        sort_nodes(&mut out, q.sort.as_ref());
+        out = out.into_iter().skip(offset).take(limit).collect();
+    }
+    Ok(out)
+}
+
+async fn count_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<u64> {
+    let t = plan(tx, q).await?;
+    if t.exact {
+        if t.where_sql == "TRUE" {
+            return count_all(tx).await;
+        }
+        let n: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM kci_nodes WHERE {}", t.where_sql),
+                &t.params.refs(),
+            )
+            .await
+            .map_err(conv)?
+            .get(0);
+        return Ok(u64::try_from(n).unwrap_or(0));
+    }
+    let sql = format!("SELECT doc FROM kci_nodes WHERE {}", t.where_sql);
+    let portal = tx.bind(&sql, &t.params.refs()).await.map_err(conv)?;
+    let mut n = 0u64;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH * 4).await.map_err(conv)?;
+        for r in &rows {
+            if matches(&decode_doc(r, 0)?, q) {
+                n += 1;
+            }
+        }
+        if rows.len() < usize::try_from(BATCH * 4).unwrap_or(0) {
+            return Ok(n);
+        }
+    }
+}
+
+async fn count_all(client: &impl GenericClient) -> Result<u64> {
+    let n: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(n), 0)::bigint FROM kci_node_count",
+            &[],
+        )
+        .await
+        .map_err(conv)?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+// ---- other records ---------------------------------------------------------------
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Storage(e.to_string()))
+}
+
+fn from_json_text<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+fn utf8(what: &'static str, b: Vec<u8>) -> Result<String> {
+    String::from_utf8(b).map_err(|e| corrupt(what, e))
+}
+
+fn ts(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    t.to_chrono()
+}
+
+fn from_ts(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp::from_chrono(t)
+}
+
+fn object_id(b: &[u8]) -> Result<ObjectId> {
+    let arr: [u8; 12] = b.try_into().map_err(|_| corrupt("id", "not 12 bytes"))?;
+    Ok(ObjectId::from_bytes(arr))
+}
+
+fn event_from_row(r: &Row) -> Result<Event> {
+    let seq: i64 = r.get("seq");
+    let data: &str = r.get("data");
+    Ok(Event {
+        id: object_id(r.get("id"))?,
+        timestamp: from_ts(r.get("ts")),
+        sequence_id: u64::try_from(seq).unwrap_or(0),
+        channel: r.get("channel"),
+        owner: r.get("owner"),
+        data: from_json_text("event", data)?,
+    })
+}
+
+fn subscriber_from_row(r: &Row) -> SubscriberState {
+    let last: i64 = r.get("last_event_id");
+    SubscriberState {
+        subscriber_id: r.get("subscriber_id"),
+        channel: r.get("channel"),
+        user: r.get("username"),
+        promiscuous: r.get("promiscuous"),
+        last_event_id: u64::try_from(last).unwrap_or(0),
+        created_at: from_ts(r.get("created_at")),
+        last_poll: r
+            .get::<_, Option<chrono::DateTime<chrono::Utc>>>("last_poll")
+            .map(from_ts),
+    }
+}
+
+fn token_from_row(r: &Row) -> Result<TokenRecord> {
+    let purpose: &str = r.get("purpose");
+    Ok(TokenRecord {
+        id: r.get("id"),
+        purpose: match purpose {
+            "invite" => TokenPurpose::Invite,
+            "reset" => TokenPurpose::Reset,
+            other => return Err(corrupt("token", format!("purpose {other}"))),
+        },
+        user_id: object_id(r.get("user_id"))?,
+        expires: from_ts(r.get("expires")),
+        used: r.get("used"),
+    })
+}
+
+fn purpose_str(p: TokenPurpose) -> &'static str {
+    match p {
+        TokenPurpose::Invite => "invite",
+        TokenPurpose::Reset => "reset",
+    }
+}
+
+fn page_of<T>(items: Vec<T>, limit: u64, offset: u64) -> Vec<T> {
+    items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+}
+
+fn user_params(user: &User) -> Result<(Vec<u8>, Vec<Vec<u8>>, String)> {
+    Ok((
+        user.id.bytes().to_vec(),
+        user.groups.iter().map(|g| g.id.bytes().to_vec()).collect(),
+        json_text(user)?,
+    ))
+}
+
+/// Streams the telemetry rows of `sql` (ordered by id), keeping those `keep` accepts.
+async fn scan_telemetry_rows(
+    client: &mut Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    mut keep: impl FnMut(TelemetryEvent),
+) -> Result<()> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(conv)?;
+    let portal = tx.bind(sql, params).await.map_err(conv)?;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH * 4).await.map_err(conv)?;
+        for r in &rows {
+            keep(from_json_text("telemetry", r.get::<_, &str>(0))?);
+        }
+        if rows.len() < usize::try_from(BATCH * 4).unwrap_or(0) {
+            break;
+        }
+    }
+    tx.commit().await.map_err(conv)
+}
+
+fn telemetry_range_sql(since: Option<Timestamp>, until: Option<Timestamp>) -> (String, Params) {
+    let mut p = Params::default();
+    let mut conds = vec!["TRUE".to_owned()];
+    if let Some(s) = since {
+        conds.push(format!("ts >= {}", p.bind(ts(s))));
+    }
+    if let Some(u) = until {
+        conds.push(format!("ts <= {}", p.bind(ts(u))));
+    }
+    (
+        format!(
+            "SELECT doc FROM kci_telemetry WHERE {} ORDER BY id",
+            conds.join(" AND ")
+        ),
+        p,
+    )
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert_node(&self, node: &Node) -> Result<()> {
+        self.insert_nodes(std::slice::from_ref(node)).await
+    }
+
+    async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let rows = nodes
+            .iter()
+            .map(|n| NodeRow::new(n, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let mut client = self.client().await?;
+        let stmt = client.prepare_cached(&insert_sql()).await.map_err(conv)?;
+        let tx = client.transaction().await.map_err(conv)?;
+        for (node, row) in nodes.iter().zip(&rows) {
+            if let Err(e) = tx.execute(&stmt, &row.params.refs()).await {
+                if is_unique_violation(&e) {
+                    return Err(Error::Conflict(format!(
+                        "Node already exists with id: {}",
+                        node.id
+                    )));
+                }
+                return Err(conv(e));
+            }
+        }
+        bump_count(&tx, i64::try_from(nodes.len()).unwrap_or(i64::MAX)).await?;
+        tx.commit().await.map_err(conv)
+    }
+
+    async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT doc, version FROM kci_nodes WHERE id = $1")
+            .await
+            .map_err(conv)?;
+        let row = client
+            .query_opt(&stmt, &[&id.bytes().as_slice()])
+            .await
+            .map_err(conv)?;
+        row.map(|r| {
+            Ok(Versioned {
+                value: decode_doc(&r, 0)?,
+                version: version_of(&r, 1)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
+        let expected = i64::try_from(expected.0).unwrap_or(i64::MAX);
+        let new = expected.saturating_add(1);
+        let mut row = NodeRow::new(node, new)?;
+        row.params.bind(expected);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&update_sql()).await.map_err(conv)?;
+        let changed = client
+            .execute(&stmt, &row.params.refs())
+            .await
+            .map_err(conv)?;
+        if changed == 1 {
+            return Ok(Version(u64::try_from(new).unwrap_or(0)));
+        }
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM kci_nodes WHERE id = $1",
+                &[&node.id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?
+            .is_some();
+        if exists {
+            Err(Error::Conflict(format!(
+                "Node {} was modified concurrently",
+                node.id
+            )))
+        } else {
+            Err(node_not_found(node.id))
+        }
+    }
+
+    async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let nodes = find_in(&tx, query).await?;
+        tx.commit().await.map_err(conv)?;
+        Ok(nodes)
+    }
+
+    async fn count_nodes(&self, query: &Query) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let n = count_in(&tx, query).await?;
+        tx.commit().await.map_err(conv)?;
+        Ok(n)
+    }
+
+    async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let items = find_in(&tx, query).await?;
+        let total = count_in(&tx, query).await?;
+        tx.commit().await.map_err(conv)?;
+        Ok(Page { items, total })
+    }
+
+    async fn count_all_nodes(&self) -> Result<u64> {
+        let client = self.client().await?;
+        count_all(&client).await
+    }
+
+    async fn set_field_many(&self, ids: &[ObjectId], set: FieldSet, now: Timestamp) -> Result<u64> {
+        let mut changed = 0;
+        let mut client = self.client().await?;
+        let update = client.prepare_cached(&update_sql()).await.map_err(conv)?;
+        // Batches of one transaction each: every node's update is atomic.
+        for chunk in ids.chunks(500) {
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|id| id.bytes().to_vec()).collect();
+            let tx = client.transaction().await.map_err(conv)?;
+            let rows = tx
+                .query(
+                    "SELECT doc, version FROM kci_nodes WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&keys],
+                )
+                .await
+                .map_err(conv)?;
+            let mut found = std::collections::HashMap::new();
+            for r in &rows {
+                let node = decode_doc(r, 0)?;
+                let version = i64::try_from(version_of(r, 1)?.0).unwrap_or(i64::MAX);
+                found.insert(node.id, (node, version));
+            }
+            // In the order given; an id listed twice is updated twice (as the other
+            // backends do).
+            for id in chunk {
+                let Some((node, version)) = found.get_mut(id) else {
+                    continue;
+                };
+                match set {
+                    FieldSet::ProcessedByKcidbBridge(b) => set_processed(node, b, now),
+                }
+                let mut row = NodeRow::new(node, version.saturating_add(1))?;
+                row.params.bind(*version);
+                tx.execute(&update, &row.params.refs())
+                    .await
+                    .map_err(conv)?;
+                *version = version.saturating_add(1);
+                changed += 1;
+            }
+            tx.commit().await.map_err(conv)?;
+        }
+        Ok(changed)
+    }
+
+    async fn children(&self, parent: ObjectId) -> Result<Vec<Node>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT doc FROM kci_nodes WHERE \"parent\" = $1 ORDER BY id",
+                &[&parent.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?;
+        rows.iter().map(|r| decode_doc(r, 0)).collect()
+    }
+
+    async fn descendants_summary(&self, id: ObjectId) -> Result<ChildrenSummary> {
+        let client = self.client().await?;
+        // UNION (not UNION ALL) drops rows already found, so a cycle of parent links
+        // ends the recursion; the start node is never its own descendant.
+        let row = client
+            .query_one(
+                "WITH RECURSIVE d(id, state) AS (
+                     SELECT id, \"state\" FROM kci_nodes WHERE \"parent\" = $1 AND id <> $1
+                     UNION
+                     SELECT n.id, n.\"state\" FROM kci_nodes n JOIN d ON n.\"parent\" = d.id
+                     WHERE n.id <> $1)
+                 SELECT count(DISTINCT id), count(DISTINCT id) FILTER (WHERE state = 'done') FROM d",
+                &[&id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?;
+        let total: i64 = row.get(0);
+        let done: i64 = row.get(1);
+        Ok(ChildrenSummary {
+            total: u64::try_from(total).unwrap_or(0),
+            done: u64::try_from(done).unwrap_or(0),
+        })
+    }
+
+    async fn delete_nodes_created_before(
+        &self,
+        before: Timestamp,
+        keep_kinds: &[&str],
+        max: usize,
+    ) -> Result<u64> {
+        let keep: Vec<String> = keep_kinds.iter().map(|k| (*k).to_owned()).collect();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(conv)?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM kci_nodes WHERE id IN (
+                     SELECT id FROM kci_nodes
+                     WHERE \"created\" < $1 AND NOT (\"kind\" = ANY($2))
+                     ORDER BY \"created\", id LIMIT $3)",
+                &[&ts(before), &keep, &max],
+            )
+            .await
+            .map_err(conv)?;
+        bump_count(&tx, -i64::try_from(deleted).unwrap_or(0)).await?;
+        tx.commit().await.map_err(conv)?;
+        Ok(deleted)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> Result<Event> {
+        let mut client = self.client().await?;
+        let data = json_text(&event.data)?;
+        let stage: i64 = client
+            .query_one(
+                "INSERT INTO kci_events (id, ts, channel, owner, data) VALUES ($1, $2, $3, $4, $5)
+                 RETURNING stage",
+                &[
+                    &event.id.bytes().as_slice(),
+                    &ts(event.timestamp),
+                    &event.channel,
+                    &event.owner,
+                    &data,
+                ],
+            )
+            .await
+            .map_err(conv)?
+            .get(0);
+        self.sequence_pending(&mut client).await?;
+        let seq: Option<i64> = client
+            .query_one("SELECT seq FROM kci_events WHERE stage = $1", &[&stage])
+            .await
+            .map_err(conv)?
+            .get(0);
+        let seq = seq.ok_or_else(|| Error::Storage("event left unsequenced".into()))?;
+        Ok(event.with_sequence(u64::try_from(seq).unwrap_or(0)))
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let client = self.client().await?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match channel {
+            Some(c) => {
+                client
+                    .query(
+                        "SELECT seq, id, ts, channel, owner, data FROM kci_events
+                         WHERE channel = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                        &[&c, &after, &limit],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .query(
+                        "SELECT seq, id, ts, channel, owner, data FROM kci_events
+                         WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        &[&after, &limit],
+                    )
+                    .await
+            }
+        }
+        .map_err(conv)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn find_events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        let mut client = self.client().await?;
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let limit = query
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let mut p = Params::default();
+        let mut conds = vec!["seq IS NOT NULL".to_owned()];
+        if let Some(c) = &query.channel {
+            conds.push(format!("channel = {}", p.bind(c.clone())));
+        }
+        if let Some(from) = query.from {
+            conds.push(format!("ts > {}", p.bind(ts(from))));
+        }
+        if !query.ids.is_empty() {
+            let ids: Vec<Vec<u8>> = query.ids.iter().map(|i| i.bytes().to_vec()).collect();
+            conds.push(format!("id = ANY({})", p.bind(ids)));
+        }
+        let sql = format!(
+            "SELECT seq, id, ts, channel, owner, data FROM kci_events WHERE {} ORDER BY seq",
+            conds.join(" AND ")
+        );
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let portal = tx.bind(&sql, &p.refs()).await.map_err(conv)?;
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        'outer: loop {
+            let rows = tx.query_portal(&portal, BATCH).await.map_err(conv)?;
+            for r in &rows {
+                let e = event_from_row(r)?;
+                if !query.matches(&e) {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                if out.len() >= limit {
+                    break 'outer;
+                }
+                out.push(e);
+            }
+            if rows.len() < usize::try_from(BATCH).unwrap_or(0) || out.len() >= limit {
+                break;
+            }
+        }
+        tx.commit().await.map_err(conv)?;
+        Ok(out)
+    }
+
+    async fn last_event_sequence(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT last FROM kci_event_seq", &[])
+            .await
+            .map_err(conv)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn trim_events(&self, before: Timestamp) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM kci_events WHERE ts < $1 AND seq IS NOT NULL",
+                &[&ts(before)],
+            )
+            .await
+            .map_err(conv)
+    }
+
+    async fn get_subscriber(&self, subscriber_id: &str) -> Result<Option<SubscriberState>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM kci_subscribers WHERE subscriber_id = $1",
+                &[&subscriber_id],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(row.as_ref().map(subscriber_from_row))
+    }
+
+    async fn put_subscriber(&self, state: &SubscriberState) -> Result<()> {
+        let client = self.client().await?;
+        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "INSERT INTO kci_subscribers
+                     (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (subscriber_id) DO UPDATE SET
+                     channel = EXCLUDED.channel, username = EXCLUDED.username,
+                     promiscuous = EXCLUDED.promiscuous, last_event_id = EXCLUDED.last_event_id,
+                     created_at = EXCLUDED.created_at, last_poll = EXCLUDED.last_poll",
+                &[
+                    &state.subscriber_id,
+                    &state.channel,
+                    &state.user,
+                    &state.promiscuous,
+                    &last,
+                    &ts(state.created_at),
+                    &state.last_poll.map(ts),
+                ],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(())
+    }
+
+    async fn advance_subscriber(
+        &self,
+        subscriber_id: &str,
+        sequence_id: u64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let seq = i64::try_from(sequence_id).unwrap_or(i64::MAX);
+        let n = client
+            .execute(
+                "UPDATE kci_subscribers SET last_event_id = greatest(last_event_id, $2), last_poll = $3
+                 WHERE subscriber_id = $1",
+                &[&subscriber_id, &seq, &ts(now)],
+            )
+            .await
+            .map_err(conv)?;
+        if n == 0 {
+            return Err(Error::NotFound(format!(
+                "Subscriber not found: {subscriber_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn delete_subscriber(&self, subscriber_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM kci_subscribers WHERE subscriber_id = $1",
+                &[&subscriber_id],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(n > 0)
+    }
+
+    async fn list_subscribers(&self) -> Result<Vec<SubscriberState>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM kci_subscribers ORDER BY subscriber_id COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(rows.iter().map(subscriber_from_row).collect())
+    }
+
+    async fn next_counter(&self, name: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(
+                "INSERT INTO kci_counters (name, value) VALUES ($1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = kci_counters.value + 1
+                 RETURNING value",
+                &[&name],
+            )
+            .await
+            .map_err(conv)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<()> {
+        let (id, groups, doc) = user_params(user)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(conv)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&MEMBERSHIP_LOCK],
+        )
+        .await
+        .map_err(conv)?;
+        match tx
+            .execute(
+                "INSERT INTO kci_users (id, username, email, group_ids, doc) VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &user.username, &user.email, &groups, &doc],
+            )
+            .await
+        {
+            Ok(_) => tx.commit().await.map_err(conv),
+            Err(e) if is_unique_violation(&e) => Err(Error::Conflict(
+                "User with this id, username or e-mail already exists".into(),
+            )),
+            Err(e) => Err(conv(e)),
+        }
+    }
+
+    async fn get_user(&self, id: ObjectId) -> Result<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT doc FROM kci_users WHERE id = $1",
+                &[&id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?;
+        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT doc FROM kci_users WHERE username = $1",
+                &[&username],
+            )
+            .await
+            .map_err(conv)?;
+        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT doc FROM kci_users WHERE email = $1", &[&email])
+            .await
+            .map_err(conv)?;
+        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn update_user(&self, user: &User) -> Result<()> {
+        let (id, groups, doc) = user_params(user)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(conv)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&MEMBERSHIP_LOCK],
+        )
+        .await
+        .map_err(conv)?;
+        match tx
+            .execute(
+                "UPDATE kci_users SET username = $2, email = $3, group_ids = $4, doc = $5 WHERE id = $1",
+                &[&id, &user.username, &user.email, &groups, &doc],
+            )
+            .await
+        {
+            Ok(0) => Err(Error::NotFound(format!(
+                "User not found with id: {}",
+                user.id
+            ))),
+            Ok(_) => tx.commit().await.map_err(conv),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::Conflict("Username or e-mail already taken".into()))
+            }
+            Err(e) => Err(conv(e)),
+        }
+    }
+
+    async fn delete_user(&self, id: ObjectId) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM kci_users WHERE id = $1",
+                &[&id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(n > 0)
+    }
+
+    async fn find_users(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<User>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT doc FROM kci_users ORDER BY id", &[])
+            .await
+            .map_err(conv)?;
+        let mut found = Vec::new();
+        for r in &rows {
+            let u: User = from_json_text("user", r.get::<_, &str>(0))?;
+            if filter.matches(&u.to_public_json()) {
+                found.push(u);
+            }
+        }
+        let total = found.len() as u64;
+        Ok(Page {
+            items: page_of(found, limit, offset),
+            total,
+        })
+    }
+
+    async fn insert_group(&self, group: &UserGroup) -> Result<()> {
+        let client = self.client().await?;
+        match client
+            .execute(
+                "INSERT INTO kci_groups (id, name, doc) VALUES ($1, $2, $3)",
+                &[
+                    &group.id.bytes().as_slice(),
+                    &group.name,
+                    &json_text(group)?,
+                ],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::Conflict(format!(
+                "Group already exists: {}",
+                group.name
+            ))),
+            Err(e) => Err(conv(e)),
+        }
+    }
+
+    async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT doc FROM kci_groups WHERE id = $1",
+                &[&id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?;
+        row.map(|r| from_json_text("group", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT doc FROM kci_groups WHERE name = $1", &[&name])
+            .await
+            .map_err(conv)?;
+        row.map(|r| from_json_text("group", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn delete_group(&self, id: ObjectId) -> Result<bool> {
+        let key = id.bytes().to_vec();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(conv)?;
+        // Exclusive against user writes (which hold it shared): no membership can be
+        // added between the check and the delete.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MEMBERSHIP_LOCK])
+            .await
+            .map_err(conv)?;
+        let in_use: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM kci_users WHERE $1 = ANY(group_ids))",
+                &[&key],
+            )
+            .await
+            .map_err(conv)?
+            .get(0);
+        if in_use {
+            return Err(Error::Conflict(
+                "Group is in use by at least one user".into(),
+            ));
+        }
+        let n = tx
+            .execute("DELETE FROM kci_groups WHERE id = $1", &[&key])
+            .await
+            .map_err(conv)?;
+        tx.commit().await.map_err(conv)?;
+        Ok(n > 0)
+    }
+
+    async fn find_groups(
+        &self,
+        filter: &ExactFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<UserGroup>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT doc FROM kci_groups ORDER BY id", &[])
+            .await
+            .map_err(conv)?;
+        let mut found = Vec::new();
+        for r in &rows {
+            let g: UserGroup = from_json_text("group", r.get::<_, &str>(0))?;
+            if filter.matches(&serde_json::to_value(&g).unwrap_or_default()) {
+                found.push(g);
+            }
+        }
+        let total = found.len() as u64;
+        Ok(Page {
+            items: page_of(found, limit, offset),
+            total,
+        })
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO kci_tokens (id, purpose, user_id, expires, used) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET purpose = EXCLUDED.purpose,
+                     user_id = EXCLUDED.user_id, expires = EXCLUDED.expires, used = EXCLUDED.used",
+                &[
+                    &token.id,
+                    &purpose_str(token.purpose),
+                    &token.user_id.bytes().as_slice(),
+                    &ts(token.expires),
+                    &token.used,
+                ],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM kci_tokens WHERE id = $1", &[&id])
+            .await
+            .map_err(conv)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE kci_tokens SET used = true WHERE id = $1 AND NOT used AND expires > $2
+                 RETURNING *",
+                &[&id, &ts(now)],
+            )
+            .await
+            .map_err(conv)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let stmt = client
+            .prepare_cached("INSERT INTO kci_telemetry (id, ts, doc) VALUES ($1, $2, $3)")
+            .await
+            .map_err(conv)?;
+        let tx = client.transaction().await.map_err(conv)?;
+        for e in events {
+            let doc = json_text(e)?;
+            if let Err(err) = tx
+                .execute(&stmt, &[&e.id.bytes().as_slice(), &ts(e.ts), &doc])
+                .await
+            {
+                if is_unique_violation(&err) {
+                    return Err(Error::Conflict(format!(
+                        "Telemetry event already exists with id: {}",
+                        e.id
+                    )));
+                }
+                return Err(conv(err));
+            }
+        }
+        tx.commit().await.map_err(conv)
+    }
+
+    async fn find_telemetry(&self, query: &TelemetryQuery) -> Result<Page<TelemetryEvent>> {
+        let mut client = self.client().await?;
+        let (sql, p) = telemetry_range_sql(query.since, query.until);
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let mut total = 0u64;
+        let mut items = Vec::new();
+        scan_telemetry_rows(&mut client, &sql, &p.refs(), |e| {
+            if query.matches(&e) {
+                let at = usize::try_from(total).unwrap_or(usize::MAX);
+                if at >= offset && items.len() < limit {
+                    items.push(e);
+                }
+                total += 1;
+            }
+        })
+        .await?;
+        Ok(Page { items, total })
+    }
+
+    async fn scan_telemetry(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        filter: &ExactFilter,
+    ) -> Result<Vec<TelemetryEvent>> {
+        let mut client = self.client().await?;
+        let (sql, p) = telemetry_range_sql(since, until);
+        let mut out = Vec::new();
+        scan_telemetry_rows(&mut client, &sql, &p.refs(), |e| {
+            if filter.matches(&e.document()) {
+                out.push(e);
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn trim_telemetry(&self, before: Timestamp) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM kci_telemetry WHERE ts < $1", &[&ts(before)])
+            .await
+            .map_err(conv)
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM kci_kv WHERE namespace = $1 AND key = $2",
+                &[&namespace.as_bytes(), &key.as_bytes()],
+            )
+            .await
+            .map_err(conv)?;
+        row.map(|r| utf8("KV value", r.get(0))).transpose()
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO kci_kv (namespace, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&namespace.as_bytes(), &key.as_bytes(), &value.as_bytes()],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM kci_kv WHERE namespace = $1 AND key = $2",
+                &[&namespace.as_bytes(), &key.as_bytes()],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(n > 0)
+    }
+
+    async fn queue_push(&self, name: &str, value: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO kci_queue (name, value) VALUES ($1, $2)",
+                &[&name.as_bytes(), &value.as_bytes()],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(())
+    }
+
+    async fn queue_pop(&self, name: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        // SKIP LOCKED: concurrent pops (from any server) each take a different item.
+        let row = client
+            .query_opt(
+                "DELETE FROM kci_queue WHERE pos = (
+                     SELECT pos FROM kci_queue WHERE name = $1 ORDER BY pos
+                     LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING value",
+                &[&name.as_bytes()],
+            )
+            .await
+            .map_err(conv)?;
+        row.map(|r| utf8("queue item", r.get(0))).transpose()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write committed with synchronous_commit (the default) is on disk.
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The PostgreSQL store on a throwaway cluster: core's conformance suite, the
+//! migrations, the event-order checker with concurrent writers, concurrent queue
+//! pops, rows the `data` indexes cannot answer, and text PostgreSQL cannot store.
+//!
+//! Without PostgreSQL on the machine every test prints a SKIPPED line and passes,
+//! unless `KCI_REQUIRE_POSTGRES=1` (CI sets it), which makes a missing server fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kernelci_core::events::NewEvent;
+use kernelci_core::id::ObjectId;
+use kernelci_core::node::Node;
+use kernelci_core::query::{Mode, Query};
+use kernelci_core::store::Store;
+use kernelci_core::testing::{conformance, NaiveStore};
+use kernelci_core::time::Timestamp;
+use kernelci_store::postgres::testing::TestCluster;
+use kernelci_store::postgres::{PgConfig, PgStore, SCHEMA_VERSION};
+
+/// A store on a fresh database of the shared cluster, or `None` (skipped).
+async fn fresh() -> Option<(PgStore, String)> {
+    let cluster = TestCluster::shared()?;
+    let url = cluster.create_database();
+    let store = PgStore::open(&PgConfig::new(&url)).await.unwrap();
+    Some((store, url))
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_conformance_suite() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn each_conformance_check_on_a_fresh_database() {
+    for check in 0..7 {
+        let Some((store, _)) = fresh().await else {
+            return;
+        };
+        match check {
+            0 => conformance::nodes(&store).await,
+            1 => conformance::events(&store).await,
+            2 => conformance::subscribers_and_counters(&store).await,
+            3 => conformance::users_and_groups(&store).await,
+            4 => conformance::telemetry(&store).await,
+            5 => conformance::tokens_and_kv(&store).await,
+            _ => conformance::queues(&store).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some((store, url)) = fresh().await else {
+        return;
+    };
+    // Opening again finds everything applied.
+    let again = PgStore::open(&PgConfig::new(&url)).await.unwrap();
+    let report = again.migrate().await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert!(report.indexes_created.is_empty(), "{report:?}");
+    // Data written before survives a re-open.
+    let n = Node::new("checkout", "c", Timestamp::now());
+    store.insert_node(&n).await.unwrap();
+    assert_eq!(again.get_node(n.id).await.unwrap().unwrap().value, n);
+
+    // A database written by a newer build is refused with a clear message.
+    let client = tokio_postgres_client(&url).await;
+    client
+        .execute(
+            "INSERT INTO kci_schema (version, name) VALUES ($1, 'from the future')",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    let err = PgStore::open(&PgConfig::new(&url))
+        .await
+        .err()
+        .expect("a newer schema must be refused");
+    let text = err.to_string();
+    assert!(text.contains("unsupported schema version"), "{text}");
+}
+
+#[tokio::test]
+async fn servers_starting_together_migrate_once() {
+    let Some(cluster) = TestCluster::shared() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::open(&PgConfig::new(&url)).await })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let client = tokio_postgres_client(&url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM kci_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, i64::from(SCHEMA_VERSION));
+}
+
+/// The hazard of "allocate a number, then insert": with eight concurrent writers, a
+/// reader that polls `events_after(last seen)` must see every sequence id exactly
+/// once, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_readers_never_skip_a_sequence_under_concurrent_writers() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    const WRITERS: usize = 8;
+    const EACH: usize = 60;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let e = NewEvent {
+                        id: ObjectId::new(),
+                        timestamp: Timestamp::now(),
+                        channel: "node".into(),
+                        owner: Some(format!("w{w}")),
+                        data: serde_json::json!({"i": i}),
+                    };
+                    store.append_event(e).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = 0;
+            while seen.len() < WRITERS * EACH {
+                let batch = store.events_after(last, None, 1000).await.unwrap();
+                for e in batch {
+                    seen.push(e.sequence_id);
+                    last = e.sequence_id;
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the reader saw every event")
+        .unwrap();
+    let want: Vec<u64> = (1..=(WRITERS * EACH) as u64).collect();
+    assert_eq!(seen, want, "every sequence id once, in order, no gap");
+    assert_eq!(
+        store.last_event_sequence().await.unwrap(),
+        (WRITERS * EACH) as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pops_hand_each_item_to_exactly_one_caller() {
+    let Some((store, url)) = fresh().await else {
+        return;
+    };
+    for i in 0..400 {
+        store.queue_push("jobs", &i.to_string()).await.unwrap();
+    }
+    // Two pools, as two servers would have.
+    let other = Arc::new(PgStore::open(&PgConfig::new(&url)).await.unwrap());
+    let store = Arc::new(store);
+    let poppers: Vec<_> = (0..8)
+        .map(|k| {
+            let s: Arc<PgStore> = if k % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(v) = s.queue_pop("jobs").await.unwrap() {
+                    got.push(v.parse::<u32>().unwrap());
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for p in poppers {
+        all.extend(p.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<u32>>());
+    assert_eq!(store.queue_pop("jobs").await.unwrap(), None);
+}
+
+/// Nodes whose indexed `data` paths are not one string reached through objects
+/// (an array on the way, a number) are answered exactly all the same.
+#[tokio::test]
+async fn irregular_data_values_are_still_matched_exactly() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let model = NaiveStore::new();
+    let t = Timestamp::now();
+    let mut nodes = Vec::new();
+    for (i, data) in [
+        serde_json::json!({"kernel_revision": {"tree": "mainline", "branch": "master"}}),
+        serde_json::json!({"kernel_revision": [{"tree": "mainline"}, {"tree": "next"}]}),
+        serde_json::json!({"kernel_revision": {"tree": 5}}),
+        serde_json::json!({"kernel_revision": {"tree": ["mainline", "stable"]}}),
+        serde_json::json!({"kernel_revision": "mainline"}),
+        serde_json::json!({"arch": "x86_64"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut n = Node::new("kbuild", &format!("n{i}"), t);
+        n.data = data.as_object().cloned();
+        nodes.push(n);
+    }
+    for s in [&store as &dyn Store, &model] {
+        s.insert_nodes(&nodes).await.unwrap();
+    }
+    for q in [
+        "data.kernel_revision.tree=mainline",
+        "data.kernel_revision.tree=null",
+        "data.kernel_revision.tree__ne=mainline",
+        "data.kernel_revision.tree__in=next,stable",
+        "data.kernel_revision.tree__gt=m",
+        "data.kernel_revision.tree__int=5",
+        "data.kernel_revision.tree__re=^main",
+        "kind=kbuild&sort=data.kernel_revision.tree",
+        "kind=kbuild&sort=-data.kernel_revision.tree&limit=2&offset=1",
+        "data.arch=x86_64&data.kernel_revision.tree=null",
+    ] {
+        let q = Query::parse_str(q, Mode::Page).unwrap();
+        let want = model.find_page(&q).await.unwrap();
+        let got = store.find_page(&q).await.unwrap();
+        let ids = |v: &[Node]| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&got.items), ids(&want.items), "{q}");
+        assert_eq!(got.total, want.total, "{q}");
+    }
+    // With only regular rows, the same queries are answered by the engine alone.
+    let plan = store
+        .explain(&Query::parse_str("data.kernel_revision.tree=mainline", Mode::Page).unwrap())
+        .await
+        .unwrap();
+    assert!(plan.contains("residual: matches() in Rust"), "{plan}");
+}
+
+#[tokio::test]
+async fn regular_data_paths_are_answered_by_the_expression_indexes() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let mut n = Node::new("kbuild", "k", Timestamp::now());
+    n.data = serde_json::json!({"kernel_revision": {"tree": "mainline"}})
+        .as_object()
+        .cloned();
+    store.insert_node(&n).await.unwrap();
+    let q = Query::parse_str(
+        "kind=kbuild&data.kernel_revision.tree=mainline&sort=-created",
+        Mode::Page,
+    )
+    .unwrap();
+    let plan = store.explain(&q).await.unwrap();
+    assert!(plan.starts_with("residual: none; sort: SQL"), "{plan}");
+    assert_eq!(store.find_page(&q).await.unwrap().total, 1);
+}
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_a_client_error() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let n = Node::new("checkout", "bad\u{0}name", Timestamp::now());
+    let err = store.insert_node(&n).await.unwrap_err();
+    assert!(matches!(err, kernelci_core::Error::Invalid(_)), "{err:?}");
+    let mut n = Node::new("checkout", "ok", Timestamp::now());
+    n.data = serde_json::json!({"x": "nul\u{0}inside"})
+        .as_object()
+        .cloned();
+    let err = store.insert_node(&n).await.unwrap_err();
+    assert!(matches!(err, kernelci_core::Error::Invalid(_)), "{err:?}");
+    assert_eq!(store.count_all_nodes().await.unwrap(), 0);
+    // KV and queue text is kept byte for byte, NUL included.
+    store.kv_set("ns\u{0}", "k\u{0}", "a\u{0}b").await.unwrap();
+    assert_eq!(
+        store.kv_get("ns\u{0}", "k\u{0}").await.unwrap().as_deref(),
+        Some("a\u{0}b")
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_not_a_hang() {
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = PgConfig::new(format!("postgres://kci@127.0.0.1:{port}/nothing"));
+    config.connect_timeout = std::time::Duration::from_secs(2);
+    let err = PgStore::open(&config).await.err().expect("no server there");
+    let text = err.to_string();
+    assert!(text.contains("database unavailable"), "{text}");
+}
+
+async fn tokio_postgres_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn every_table_is_created_and_every_declared_index_exists() {
+    let Some((_store, url)) = fresh().await else {
+        return;
+    };
+    let client = tokio_postgres_client(&url).await;
+    let names: BTreeSet<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'kci_nodes'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for def in kernelci_store::INDEXES {
+        let name = format!("kci_nodes_ix_{}", def.id);
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+}
