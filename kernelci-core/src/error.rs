@@ -46,6 +46,10 @@ pub enum Error {
     /// The storage backend failed (I/O, corrupt data). Not the client's fault.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The storage backend cannot be reached right now (a database server that is
+    /// down or restarting); the same call may succeed later. Nothing was written.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why an operation was refused (see [`crate::auth`]).

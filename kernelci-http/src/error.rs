@@ -83,6 +83,7 @@ impl ApiError {
     /// | `Forbidden(NotVerified)`, `Forbidden(NotSuperuser)` | 403 |
     /// | `Conflict` | 409 |
     /// | `Storage` | 500 (logged, not shown) |
+    /// | `Unavailable` | 503 with `Retry-After: 1` (logged; the detail says to retry) |
     pub fn from_core(e: CoreError) -> Self {
         match e {
             CoreError::NotFound(m) => Self::not_found(m),
@@ -105,6 +106,14 @@ impl ApiError {
             }
             CoreError::Conflict(m) => Self::detail(StatusCode::CONFLICT, m),
             e @ CoreError::Storage(_) => Self::internal(e),
+            CoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "storage unavailable");
+                Self::detail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database is unavailable, retry later",
+                )
+                .with_header("retry-after", "1")
+            }
         }
     }
 }

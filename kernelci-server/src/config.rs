@@ -9,7 +9,9 @@
 //! `SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`,
 //! `KCI_INITIAL_PASSWORD`, `KCI_INITIAL_ADMIN_USERNAME`, `KCI_INITIAL_ADMIN_EMAIL`;
 //! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`,
-//! `KCI_MAX_CONNECTIONS`, `KCI_SHUTDOWN_GRACE_SECONDS`.
+//! `KCI_MAX_CONNECTIONS`, `KCI_SHUTDOWN_GRACE_SECONDS`; for the PostgreSQL backend
+//! `DATABASE_URL` (or `KCI_DATABASE_URL`), `KCI_DATABASE_POOL_SIZE` (default 16) and
+//! `KCI_DATABASE_STATEMENT_TIMEOUT_SECONDS` (default 30; 0 keeps the database's own).
 //! The TOML file uses the same names in lower case (`secret_key = "..."`,
 //! `listen = "0.0.0.0:8001"`).
 
@@ -29,6 +31,30 @@ pub enum Backend {
     Sled,
     /// In memory: everything is lost when the server stops.
     Memory,
+    /// PostgreSQL (`database_url`): several servers may share one database.
+    Postgres,
+}
+
+impl Backend {
+    /// The setting's value for this backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+            Backend::Memory => "memory",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The PostgreSQL settings of `serve --backend postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `postgres://...` URL (required with the postgres backend).
+    pub url: Option<String>,
+    /// Most connections per server.
+    pub pool_size: usize,
+    /// Statement timeout in seconds (0: the database's own setting).
+    pub statement_timeout_seconds: u64,
 }
 
 /// A configuration error, with the setting it concerns.
@@ -81,6 +107,9 @@ pub const NAMES: &[&str] = &[
     "max_body_bytes",
     "max_connections",
     "shutdown_grace_seconds",
+    "database_url",
+    "database_pool_size",
+    "database_statement_timeout_seconds",
 ];
 
 /// The environment as a layer: each known name, matched case-insensitively; our own
@@ -141,6 +170,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The store.
     pub backend: Backend,
+    /// The PostgreSQL settings (used by the postgres backend).
+    pub database: DatabaseConfig,
     /// The HTTP layer's settings.
     pub http: HttpConfig,
     /// `KCI_INITIAL_PASSWORD` & co.: the superuser to create at start if missing.
@@ -173,12 +204,27 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
         backend: match get("backend").unwrap_or("sled") {
             "sled" => Backend::Sled,
             "memory" => Backend::Memory,
+            "postgres" => Backend::Postgres,
             other => {
                 return Err(ConfigError::Bad {
                     name: "backend".into(),
-                    reason: format!("{other:?}: use sled or memory"),
+                    reason: format!("{other:?}: use sled, memory or postgres"),
                 })
             }
+        },
+        database: DatabaseConfig {
+            url: get("database_url")
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+            pool_size: get("database_pool_size")
+                .map(|v| parse("database_pool_size", v))
+                .transpose()?
+                .unwrap_or(16),
+            statement_timeout_seconds: get("database_statement_timeout_seconds")
+                .map(|v| parse("database_statement_timeout_seconds", v))
+                .transpose()?
+                .unwrap_or(30),
         },
         http: HttpConfig::default(),
         initial_admin: None,
@@ -247,6 +293,18 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{username}@kernelci.org"));
         cfg.initial_admin = Some((username, email, password.to_owned()));
+    }
+    if cfg.backend == Backend::Postgres && cfg.database.url.is_none() {
+        return Err(ConfigError::Bad {
+            name: "database_url".into(),
+            reason: "the postgres backend needs a database URL (--database-url, DATABASE_URL or KCI_DATABASE_URL)".into(),
+        });
+    }
+    if cfg.database.pool_size == 0 {
+        return Err(ConfigError::Bad {
+            name: "database_pool_size".into(),
+            reason: "must be at least 1".into(),
+        });
     }
     cfg.http = http;
     Ok(cfg)

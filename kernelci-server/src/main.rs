@@ -1,8 +1,8 @@
 //! `kernelci-server`: configuration, tracing, bind, serve.
 //!
 //! ```text
-//! kernelci-server serve [--listen ADDR] [--data-dir DIR] [--backend sled|memory]
-//!                       [--config FILE] [--dev]
+//! kernelci-server serve [--listen ADDR] [--data-dir DIR] [--config FILE] [--dev]
+//!                       [--backend sled|memory|postgres] [--database-url URL]
 //! kernelci-server admin create --username U --email E [--data-dir DIR] [--config FILE]
 //! ```
 //!
@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use config::{Backend, Layer, ServerConfig};
 use kernelci_core::store::Store;
 use kernelci_http::{serve, AppState};
+use kernelci_store::postgres::{PgConfig, PgStore};
 use kernelci_store::{MemoryStore, SledConfig, SledStore};
 
 #[derive(Parser, Debug)]
@@ -46,6 +47,10 @@ struct Common {
     /// TOML configuration file (settings in lower case, e.g. `secret_key = "..."`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// PostgreSQL URL of the postgres backend (`postgres://user:pass@host/db`;
+    /// `?sslmode=require`, `verify-full&sslrootcert=FILE` for TLS).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +102,9 @@ fn layers(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
     if let Some(d) = &common.data_dir {
         cli.insert("data_dir".into(), d.display().to_string());
     }
+    if let Some(u) = &common.database_url {
+        cli.insert("database_url".into(), u.clone());
+    }
     config::resolve(&[&file, &env, &cli]).map_err(|e| e.to_string())
 }
 
@@ -136,14 +144,7 @@ fn main() -> ExitCode {
                     l.insert("listen".into(), a);
                 }
                 if let Some(b) = backend {
-                    l.insert(
-                        "backend".into(),
-                        match b {
-                            Backend::Sled => "sled",
-                            Backend::Memory => "memory",
-                        }
-                        .into(),
-                    );
+                    l.insert("backend".into(), b.as_str().into());
                 }
                 let cfg = layers(&common, l)?;
                 run_serve(cfg, dev).await
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
             } => {
                 let cfg = layers(&common, Layer::new())?;
                 let password = dev::read_password()?;
-                let (store, sled) = open_store(&cfg)?;
+                let (store, sled) = open_store(&cfg).await?;
                 let result = dev::admin_create(store.as_ref(), &username, &email, &password).await;
                 drop(store);
                 if let Some(s) = sled.and_then(|s| Arc::try_unwrap(s).ok()) {
@@ -181,9 +182,24 @@ fn main() -> ExitCode {
 type Opened = (Arc<dyn Store>, Option<Arc<SledStore>>);
 
 /// The store of `cfg`.
-fn open_store(cfg: &ServerConfig) -> Result<Opened, String> {
+async fn open_store(cfg: &ServerConfig) -> Result<Opened, String> {
     match cfg.backend {
         Backend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        Backend::Postgres => {
+            let url = cfg
+                .database
+                .url
+                .clone()
+                .ok_or("the postgres backend needs --database-url or DATABASE_URL")?;
+            let mut pg = PgConfig::new(url);
+            pg.pool_size = cfg.database.pool_size;
+            pg.statement_timeout = (cfg.database.statement_timeout_seconds > 0)
+                .then(|| std::time::Duration::from_secs(cfg.database.statement_timeout_seconds));
+            let store = PgStore::open(&pg)
+                .await
+                .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+            Ok((Arc::new(store), None))
+        }
         Backend::Sled => {
             std::fs::create_dir_all(&cfg.data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
@@ -221,7 +237,7 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), String> 
         });
     }
     cfg.http.validate()?;
-    let (store, sled) = open_store(&cfg)?;
+    let (store, sled) = open_store(&cfg).await?;
     // The initial administrator (if configured) is created by `serve` before it
     // accepts connections.
     let state = AppState::new(store, cfg.http.clone()).map_err(|e| e.to_string())?;
@@ -233,6 +249,7 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), String> 
     match cfg.backend {
         Backend::Sled => println!("data directory: {}", cfg.data_dir.display()),
         Backend::Memory => println!("backend: memory (nothing is kept after exit)"),
+        Backend::Postgres => println!("backend: postgres"),
     }
     if let Some(password) = hint {
         println!(

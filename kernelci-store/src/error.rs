@@ -64,6 +64,10 @@ impl StoreError {
 
 impl From<StoreError> for kernelci_core::Error {
     fn from(e: StoreError) -> Self {
-        kernelci_core::Error::Storage(e.to_string())
+        match e {
+            #[cfg(feature = "postgres")]
+            StoreError::Unavailable(m) => kernelci_core::Error::Unavailable(m),
+            other => kernelci_core::Error::Storage(other.to_string()),
+        }
     }
 }
