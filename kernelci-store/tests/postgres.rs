@@ -34,6 +34,8 @@ async fn postgres_store_passes_the_conformance_suite() {
         return;
     };
     conformance::run_all(&store).await;
+    let problems = store.verify_counts().await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 #[tokio::test]
@@ -345,4 +347,111 @@ async fn every_table_is_created_and_every_declared_index_exists() {
         let name = format!("kci_nodes_ix_{}", def.id);
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+}
+
+/// TLS as managed PostgreSQL services require it: `sslmode=require` (encrypted, the
+/// certificate not checked, as libpq), `verify-full` with the CA file, and a wrong CA
+/// refused. The cluster accepts TLS connections only.
+#[tokio::test]
+async fn tls_connections_with_require_and_a_ca_file() {
+    let Some(cluster) = TestCluster::start_with_tls() else {
+        return;
+    };
+    let ca = cluster.ca_file().unwrap().to_str().unwrap().to_owned();
+    let base = cluster.create_database();
+    let name = base.rsplit('/').next().unwrap().to_owned();
+    let at = |host: &str, query: &str| {
+        format!("postgres://kci@{host}:{}/{name}?{query}", cluster.port())
+    };
+    let ssl_in_use = |url: String| async move {
+        let store = PgStore::open(&PgConfig::new(&url)).await?;
+        let n = Node::new("checkout", "tls", Timestamp::now());
+        store.insert_node(&n).await.unwrap();
+        Ok::<_, kernelci_store::StoreError>(store.get_node(n.id).await.unwrap().is_some())
+    };
+    assert!(ssl_in_use(at("127.0.0.1", "sslmode=require"))
+        .await
+        .unwrap());
+    assert!(ssl_in_use(at(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}")
+    ))
+    .await
+    .unwrap());
+    // The server refuses plain connections, so the above really were TLS.
+    let err = PgStore::open(&PgConfig::new(at("127.0.0.1", "sslmode=disable")))
+        .await
+        .err()
+        .expect("plain TCP is refused by this cluster");
+    assert!(err.to_string().contains("database"), "{err}");
+    // A CA that did not sign the server's certificate is refused.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let self_signed = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other-ca",
+            "-keyout",
+            "/dev/null",
+        ])
+        .arg("-out")
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(self_signed.status.success());
+    let wrong = at(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", other.path().display()),
+    );
+    assert!(PgStore::open(&PgConfig::new(wrong)).await.is_err());
+}
+
+/// Large batches go through `COPY`: still all-or-nothing, and a duplicate (stored or
+/// within the batch) is a `Conflict` naming it.
+#[tokio::test]
+async fn bulk_inserts_are_all_or_nothing_and_name_the_duplicate() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let t = Timestamp::now();
+    let batch: Vec<Node> = (0..500)
+        .map(|i| Node::new("test", &format!("t{i}"), t))
+        .collect();
+    store.insert_nodes(&batch[..400]).await.unwrap();
+    assert_eq!(store.count_all_nodes().await.unwrap(), 400);
+    // One already stored among new ones.
+    let mut again = batch[400..].to_vec();
+    again.push(batch[7].clone());
+    let err = store.insert_nodes(&again).await.unwrap_err();
+    assert_eq!(
+        err,
+        kernelci_core::Error::Conflict(format!("Node already exists with id: {}", batch[7].id))
+    );
+    // One repeated within the batch.
+    let mut twice = batch[400..].to_vec();
+    twice.push(batch[450].clone());
+    let err = store.insert_nodes(&twice).await.unwrap_err();
+    assert_eq!(
+        err,
+        kernelci_core::Error::Conflict(format!("Node already exists with id: {}", batch[450].id))
+    );
+    assert_eq!(store.count_all_nodes().await.unwrap(), 400);
+    store.insert_nodes(&batch[400..]).await.unwrap();
+    let q = Query::parse_str("kind=test", Mode::Count).unwrap();
+    assert_eq!(store.count_nodes(&q).await.unwrap(), 500);
+    assert_eq!(store.count_all_nodes().await.unwrap(), 500);
+    assert_eq!(
+        store.get_node(batch[499].id).await.unwrap().unwrap().value,
+        batch[499]
+    );
 }

@@ -37,10 +37,13 @@
 //!
 //! # Counts
 //!
-//! `count_all_nodes` reads 16 sharded counter rows kept in the same transaction as
-//! every insert and delete (no `COUNT(*)`, no hot row). Filtered counts run `count(*)`
-//! on the plan's indexes.
+//! `count_all_nodes`, and counts and page totals whose filters are one equality on
+//! each field of a counted index (`kind=test`, `kind=kbuild&state=done`,
+//! `parent=...`), read sharded counter rows kept in the same transaction as every node
+//! write (see the `counts` module): no `COUNT(*)`, no hot row. Other exact counts run
+//! `count(*)` on the plan's indexes; residual plans count in Rust.
 
+mod counts;
 mod query;
 pub mod schema;
 #[cfg(feature = "pg-test-util")]
@@ -75,6 +78,7 @@ pub use schema::{MigrationReport, SCHEMA_VERSION};
 
 use crate::codec;
 use crate::error::StoreError;
+use counts::{node_keys, query_key, Deltas};
 use query::{irregular_bits, translate, Params, Translation};
 
 /// Settings of a [`PgStore`].
@@ -118,8 +122,6 @@ const BATCH: i32 = 256;
 const SEQUENCER_LOCK: i64 = 0x6b63_692d_6576_7371;
 /// Advisory lock that orders user writes before group deletions ("kci-usgr").
 const MEMBERSHIP_LOCK: i64 = 0x6b63_692d_7573_6772;
-/// Number of node-count shards.
-const COUNT_SHARDS: u64 = 16;
 
 /// The columns of a node row, in the order [`NodeRow::params`] binds them.
 const NODE_COLUMNS: &str = "id, version, \"kind\", \"name\", \"path\", \"group\", \"parent\", \
@@ -199,6 +201,67 @@ impl PgStore {
             out.push('\n');
         }
         Ok(out)
+    }
+
+    /// Recomputes every counter from the stored nodes and lists the counters that
+    /// disagree with their rows (empty: the counters are right). Reads every node: for
+    /// tests and for an operator's check, not for a request path.
+    pub async fn verify_counts(&self) -> Result<Vec<String>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(conv)?;
+        let mut want: std::collections::BTreeMap<(i16, String), i64> = Default::default();
+        let portal = tx
+            .bind("SELECT doc FROM kci_nodes", &[])
+            .await
+            .map_err(conv)?;
+        loop {
+            let rows = tx.query_portal(&portal, BATCH * 4).await.map_err(conv)?;
+            for r in &rows {
+                let node = decode_doc(r, 0)?;
+                for k in node_keys(&node, irregular_bits(&node)) {
+                    *want.entry(k).or_insert(0) += 1;
+                }
+            }
+            if rows.len() < usize::try_from(BATCH * 4).unwrap_or(0) {
+                break;
+            }
+        }
+        let mut have: std::collections::BTreeMap<(i16, String), i64> = Default::default();
+        for r in tx
+            .query(
+                "SELECT ix, key, sum(n)::bigint FROM kci_counts GROUP BY ix, key",
+                &[],
+            )
+            .await
+            .map_err(conv)?
+        {
+            let n: i64 = r.get(2);
+            if n != 0 {
+                have.insert((r.get(0), r.get(1)), n);
+            }
+        }
+        tx.commit().await.map_err(conv)?;
+        let mut problems = Vec::new();
+        for (k, n) in &want {
+            if have.get(k) != Some(n) {
+                problems.push(format!(
+                    "counter {k:?}: stored {:?}, nodes {n}",
+                    have.get(k)
+                ));
+            }
+        }
+        for (k, n) in &have {
+            if !want.contains_key(k) {
+                problems.push(format!("counter {k:?}: stored {n}, nodes 0"));
+            }
+        }
+        Ok(problems)
     }
 
     async fn client_raw(&self) -> std::result::Result<Object, StoreError> {
@@ -295,9 +358,10 @@ fn corrupt(what: &'static str, reason: impl ToString) -> Error {
 
 // ---- nodes -----------------------------------------------------------------------
 
-/// A node's column values.
+/// A node's column values and counter keys.
 struct NodeRow {
     params: Params,
+    keys: Vec<(i16, String)>,
 }
 
 impl NodeRow {
@@ -339,10 +403,98 @@ impl NodeRow {
         p.bind(node.user_groups.clone());
         p.bind(node.processed_by_kcidb_bridge);
         p.bind(node.retry_counter);
-        p.bind(irregular_bits(node));
+        let irregular = irregular_bits(node);
+        p.bind(irregular);
         p.bind(doc);
-        Ok(Self { params: p })
+        Ok(Self {
+            params: p,
+            keys: node_keys(node, irregular),
+        })
     }
+}
+
+/// Batches from this size are written with `COPY ... FROM STDIN BINARY`.
+const COPY_FROM: usize = 32;
+
+/// Inserts `rows` one statement each, in one transaction with the count update.
+async fn insert_rows(
+    client: &mut Object,
+    rows: &[NodeRow],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let stmt = client.prepare_cached(&insert_sql()).await?;
+    let tx = client.transaction().await?;
+    for row in rows {
+        tx.execute(&stmt, &row.params.refs()).await?;
+    }
+    apply_raw(&tx, added(rows)).await?;
+    tx.commit().await
+}
+
+/// Writes `rows` with one binary `COPY`, in one transaction with the count update
+/// (all or nothing: a duplicate id aborts the whole copy).
+async fn copy_nodes(
+    client: &mut Object,
+    rows: &[NodeRow],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    const TYPES: [Type; 24] = [
+        Type::BYTEA,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::JSONB,
+        Type::JSONB,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::BOOL,
+        Type::INT8,
+        Type::INT4,
+        Type::BYTEA,
+    ];
+    let tx = client.transaction().await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY kci_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"
+        ))
+        .await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &TYPES));
+    for row in rows {
+        writer.as_mut().write(&row.params.refs()).await?;
+    }
+    writer.as_mut().finish().await?;
+    apply_raw(&tx, added(rows)).await?;
+    tx.commit().await
+}
+
+/// The first id of `nodes` that is stored already or repeats within `nodes` (for the
+/// message of a refused bulk insert).
+async fn first_taken_id(client: &Object, nodes: &[Node]) -> Result<ObjectId> {
+    let keys: Vec<Vec<u8>> = nodes.iter().map(|n| n.id.bytes().to_vec()).collect();
+    let stored: std::collections::HashSet<Vec<u8>> = client
+        .query("SELECT id FROM kci_nodes WHERE id = ANY($1)", &[&keys])
+        .await
+        .map_err(conv)?
+        .iter()
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    Ok(nodes
+        .iter()
+        .find(|n| stored.contains(n.id.bytes().as_slice()) || !seen.insert(n.id))
+        .map_or(nodes[0].id, |n| n.id))
 }
 
 fn insert_sql() -> String {
@@ -361,11 +513,22 @@ fn update_sql() -> String {
         .skip(2)
         .map(|(i, c)| format!("{c} = ${}", i + 1))
         .collect();
-    // $2 is the new version; the expected one is $25.
+    // $2 is the new version; the expected one is $25. The row as it was is returned
+    // for the counters.
     format!(
-        "UPDATE kci_nodes SET version = $2, {} WHERE id = $1 AND version = $25",
+        "WITH old AS (SELECT doc FROM kci_nodes WHERE id = $1 AND version = $25 FOR UPDATE)
+         UPDATE kci_nodes SET version = $2, {} FROM old WHERE id = $1 AND version = $25
+         RETURNING old.doc",
         sets.join(", ")
     )
+}
+
+/// The counter changes of replacing `old` by the row `new`.
+fn replaced(old: &Node, new: &NodeRow) -> Deltas {
+    let mut d = Deltas::default();
+    d.add(node_keys(old, irregular_bits(old)), -1);
+    d.add(new.keys.clone(), 1);
+    d
 }
 
 fn decode_doc(row: &Row, col: usize) -> Result<Node> {
@@ -380,22 +543,52 @@ fn version_of(row: &Row, col: usize) -> Result<Version> {
 
 fn shard() -> i16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    i16::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS).unwrap_or(0)
+    i16::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % counts::SHARDS).unwrap_or(0)
 }
 
-/// Adds `delta` to the node count, inside the caller's transaction.
-async fn bump_count(tx: &impl GenericClient, delta: i64) -> Result<()> {
-    if delta == 0 {
-        return Ok(());
+/// The counter changes of inserting `rows`.
+fn added(rows: &[NodeRow]) -> Deltas {
+    let mut d = Deltas::default();
+    for r in rows {
+        d.add(r.keys.clone(), 1);
     }
-    tx.execute(
-        "INSERT INTO kci_node_count (shard, n) VALUES ($1, $2)
-         ON CONFLICT (shard) DO UPDATE SET n = kci_node_count.n + EXCLUDED.n",
-        &[&shard(), &delta],
-    )
-    .await
-    .map_err(conv)?;
+    d
+}
+
+/// Applies counter changes inside the caller's transaction (one statement, rows in
+/// key order, one shard per call).
+async fn apply(tx: &impl GenericClient, deltas: Deltas) -> Result<()> {
+    apply_raw(tx, deltas).await.map_err(conv)
+}
+
+async fn apply_raw(
+    tx: &impl GenericClient,
+    deltas: Deltas,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let (ix, key, shard, n) = deltas.columns(shard());
+    if !ix.is_empty() {
+        tx.execute(
+            "INSERT INTO kci_counts (ix, key, shard, n)
+             SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
+             ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n",
+            &[&ix, &key, &shard, &n],
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// The sum of the counter rows of (`ix`, `key`).
+async fn read_count(client: &impl GenericClient, ix: i16, key: &str) -> Result<u64> {
+    let n: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = $1 AND key = $2",
+            &[&ix, &key],
+        )
+        .await
+        .map_err(conv)?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Plans `q` inside `tx`: data paths are trusted unless an irregular row exists.
@@ -489,8 +682,9 @@ async fn find_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<V
 async fn count_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<u64> {
     let t = plan(tx, q).await?;
     if t.exact {
-        if t.where_sql == "TRUE" {
-            return count_all(tx).await;
+        if let Some((ix, key, _)) = query_key(q) {
+            // `plan` trusted every data path the key relies on (no irregular row).
+            return read_count(tx, ix, &key).await;
         }
         let n: i64 = tx
             .query_one(
@@ -519,15 +713,7 @@ async fn count_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<
 }
 
 async fn count_all(client: &impl GenericClient) -> Result<u64> {
-    let n: i64 = client
-        .query_one(
-            "SELECT coalesce(sum(n), 0)::bigint FROM kci_node_count",
-            &[],
-        )
-        .await
-        .map_err(conv)?
-        .get(0);
-    Ok(u64::try_from(n).unwrap_or(0))
+    read_count(client, counts::TOTAL, "").await
 }
 
 // ---- other records ---------------------------------------------------------------
@@ -682,21 +868,20 @@ impl Store for PgStore {
             .map(|n| NodeRow::new(n, 1))
             .collect::<Result<Vec<_>>>()?;
         let mut client = self.client().await?;
-        let stmt = client.prepare_cached(&insert_sql()).await.map_err(conv)?;
-        let tx = client.transaction().await.map_err(conv)?;
-        for (node, row) in nodes.iter().zip(&rows) {
-            if let Err(e) = tx.execute(&stmt, &row.params.refs()).await {
-                if is_unique_violation(&e) {
-                    return Err(Error::Conflict(format!(
-                        "Node already exists with id: {}",
-                        node.id
-                    )));
-                }
-                return Err(conv(e));
+        let written = if nodes.len() >= COPY_FROM {
+            copy_nodes(&mut client, &rows).await
+        } else {
+            insert_rows(&mut client, &rows).await
+        };
+        match written {
+            Err(e) if is_unique_violation(&e) => {
+                let id = first_taken_id(&client, nodes).await?;
+                Err(Error::Conflict(format!(
+                    "Node already exists with id: {id}"
+                )))
             }
+            other => other.map_err(conv),
         }
-        bump_count(&tx, i64::try_from(nodes.len()).unwrap_or(i64::MAX)).await?;
-        tx.commit().await.map_err(conv)
     }
 
     async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
@@ -723,15 +908,19 @@ impl Store for PgStore {
         let new = expected.saturating_add(1);
         let mut row = NodeRow::new(node, new)?;
         row.params.bind(expected);
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let stmt = client.prepare_cached(&update_sql()).await.map_err(conv)?;
-        let changed = client
-            .execute(&stmt, &row.params.refs())
+        let tx = client.transaction().await.map_err(conv)?;
+        let old = tx
+            .query_opt(&stmt, &row.params.refs())
             .await
             .map_err(conv)?;
-        if changed == 1 {
+        if let Some(old) = old {
+            apply(&tx, replaced(&decode_doc(&old, 0)?, &row)).await?;
+            tx.commit().await.map_err(conv)?;
             return Ok(Version(u64::try_from(new).unwrap_or(0)));
         }
+        drop(tx);
         let exists = client
             .query_opt(
                 "SELECT 1 FROM kci_nodes WHERE id = $1",
@@ -823,14 +1012,16 @@ impl Store for PgStore {
                 let Some((node, version)) = found.get_mut(id) else {
                     continue;
                 };
+                let old = node.clone();
                 match set {
                     FieldSet::ProcessedByKcidbBridge(b) => set_processed(node, b, now),
                 }
                 let mut row = NodeRow::new(node, version.saturating_add(1))?;
                 row.params.bind(*version);
-                tx.execute(&update, &row.params.refs())
+                tx.query_one(&update, &row.params.refs())
                     .await
                     .map_err(conv)?;
+                apply(&tx, replaced(&old, &row)).await?;
                 *version = version.saturating_add(1);
                 changed += 1;
             }
@@ -885,19 +1076,25 @@ impl Store for PgStore {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(conv)?;
-        let deleted = tx
-            .execute(
+        let rows = tx
+            .query(
                 "DELETE FROM kci_nodes WHERE id IN (
                      SELECT id FROM kci_nodes
                      WHERE \"created\" < $1 AND NOT (\"kind\" = ANY($2))
-                     ORDER BY \"created\", id LIMIT $3)",
+                     ORDER BY \"created\", id LIMIT $3)
+                 RETURNING doc",
                 &[&ts(before), &keep, &max],
             )
             .await
             .map_err(conv)?;
-        bump_count(&tx, -i64::try_from(deleted).unwrap_or(0)).await?;
+        let mut deltas = Deltas::default();
+        for r in &rows {
+            let node = decode_doc(r, 0)?;
+            deltas.add(node_keys(&node, irregular_bits(&node)), -1);
+        }
+        apply(&tx, deltas).await?;
         tx.commit().await.map_err(conv)?;
-        Ok(deleted)
+        Ok(rows.len() as u64)
     }
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {

@@ -63,9 +63,12 @@ CREATE TABLE kci_nodes (
 );
 CREATE INDEX kci_nodes_irregular ON kci_nodes (id) WHERE irregular <> 0;
 
-CREATE TABLE kci_node_count (
-    shard smallint PRIMARY KEY,
-    n bigint NOT NULL
+CREATE TABLE kci_counts (
+    ix smallint NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    shard smallint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (ix, key, shard)
 );
 
 CREATE TABLE kci_events (
