@@ -336,6 +336,24 @@ pub trait Store: Send + Sync + 'static {
     /// value, and each pushed value is returned by exactly one pop. Durable.
     async fn queue_pop(&self, name: &str) -> Result<Option<String>>;
 
+    // ---- coordination ------------------------------------------------------------
+
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now, and says
+    /// whether `holder` has it: true when nobody held it, `holder` already did, or the
+    /// previous holder's lease expired. At most one holder at a time among every
+    /// process sharing the store (time-driven jobs run on the holder of `jobs`).
+    /// A store used by one process only (the embedded backends) grants every call,
+    /// which is this default.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let _ = (name, holder, ttl);
+        Ok(true)
+    }
+
     // ---- lifecycle ---------------------------------------------------------------
 
     /// Waits until every write acknowledged so far is on disk (a no-op for volatile

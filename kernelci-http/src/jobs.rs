@@ -18,6 +18,15 @@
 //!   nodes (but checkouts) created more than `NODE_PURGE_AGE_DAYS` ago (default 180,
 //!   as the reference) are deleted in batches of 10 000 (counter `nodes_purged`).
 //!
+//! **Several servers, one store**: the state machine, the trims and the purge run on
+//! one server at a time, the holder of the store's `jobs` lease
+//! ([`kernelci_core::store::Store::acquire_lease`]), renewed every
+//! [`LEASE_RENEW`] for [`LEASE_TTL`]: when the leader dies another server takes the
+//! lease within `LEASE_TTL + LEASE_RENEW`. A transition is a compare-and-swap, so even
+//! two servers running a round at once (a lease lost mid-round) write it once and
+//! publish one event. Dropping idle subscriptions runs on every server (each holds
+//! its own). An embedded store always grants the lease.
+//!
 //! Every job is also callable once ([`run_state_machine`], [`run_housekeeping`],
 //! [`run_purge`]) so
 //! tests drive them without waiting.
@@ -40,6 +49,12 @@ use crate::state::AppState;
 /// Purge batch size (as the reference).
 const PURGE_BATCH: usize = 10_000;
 
+/// How long the `jobs` lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// How often the lease is renewed (and tried by the other servers).
+pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+
 /// The running background tasks.
 #[derive(Debug, Default)]
 pub struct Jobs {
@@ -61,9 +76,16 @@ pub fn spawn(state: &AppState) -> Jobs {
     if !state.config().background_jobs {
         return jobs;
     }
+    jobs.tasks
+        .push(every(state.clone(), LEASE_RENEW, |st| async move {
+            renew_lease(&st).await;
+        }));
     let period = Duration::from_secs(state.config().state_period_seconds.max(1));
     jobs.tasks
         .push(every(state.clone(), period, |st| async move {
+            if !st.is_leader() {
+                return;
+            }
             if let Err(e) = run_state_machine(&st, Timestamp::now()).await {
                 tracing::warn!(error = %e, "state machine round failed");
             }
@@ -108,6 +130,22 @@ pub struct StateRound {
     pub held_off: u64,
     /// Closing nodes whose descendants are all done.
     pub closed: u64,
+}
+
+/// Takes or renews the `jobs` lease; a store error loses it (another server may
+/// have taken it meanwhile).
+async fn renew_lease(state: &AppState) {
+    let held = state
+        .store()
+        .acquire_lease("jobs", state.server_id(), LEASE_TTL)
+        .await;
+    match held {
+        Ok(held) => state.set_leader(held),
+        Err(e) => {
+            tracing::warn!(error = %e, "jobs lease not renewed");
+            state.set_leader(false);
+        }
+    }
 }
 
 /// Whether the server is stopping (a round in progress ends early).
@@ -201,6 +239,10 @@ pub async fn run_housekeeping(
             .metrics()
             .add("subscriptions_cleaned", round.subscriptions_cleaned);
     }
+    if !state.is_leader() && state.config().background_jobs {
+        // The trims are the leader's (the subscriptions above are this server's).
+        return Ok(round);
+    }
     let ttl = i64::try_from(cfg.event_history_ttl_seconds).unwrap_or(i64::MAX);
     round.events_trimmed = state.store().trim_events(now.plus_seconds(-ttl)).await?;
     let ttl = i64::try_from(cfg.telemetry_ttl_seconds).unwrap_or(i64::MAX);
@@ -245,6 +287,11 @@ async fn purge_loop(state: AppState) {
         tokio::select! {
             _ = crate::state::stopped(&mut stopping) => return,
             _ = tokio::time::sleep(wait) => {}
+        }
+        if !state.is_leader() {
+            // Not this server's turn: look again in a minute.
+            wait = Duration::from_secs(60);
+            continue;
         }
         wait = match run_purge(&state, Timestamp::now()).await {
             Ok(_) => Duration::from_secs(86_400),

@@ -29,6 +29,30 @@ struct Inner {
     metrics: Metrics,
     mailer: Mailer,
     stopping: watch::Sender<bool>,
+    /// This server among those sharing the store (`host:pid:random`).
+    server_id: String,
+    /// Whether this server holds the `jobs` lease (runs the time-driven jobs).
+    leader: std::sync::atomic::AtomicBool,
+}
+
+/// `host:pid:random`: readable in logs and metrics, unique even for two servers with
+/// the same host name and pid (containers).
+fn new_server_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "server".to_owned());
+    let mut r = [0u8; 3];
+    let _ = getrandom::getrandom(&mut r);
+    format!(
+        "{host}:{}:{:02x}{:02x}{:02x}",
+        std::process::id(),
+        r[0],
+        r[1],
+        r[2]
+    )
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,8 +79,31 @@ impl AppState {
                 metrics: Metrics::default(),
                 mailer,
                 stopping,
+                server_id: new_server_id(),
+                leader: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// This server's id (`host:pid:random`), unique among the servers sharing a
+    /// store; `/metrics` reports it.
+    pub fn server_id(&self) -> &str {
+        &self.inner.server_id
+    }
+
+    /// Whether this server runs the time-driven jobs (holds the `jobs` lease).
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_leader(&self, leader: bool) {
+        let was = self
+            .inner
+            .leader
+            .swap(leader, std::sync::atomic::Ordering::Relaxed);
+        if was != leader {
+            tracing::info!(server = %self.server_id(), leader, "jobs leadership changed");
+        }
     }
 
     /// The store.

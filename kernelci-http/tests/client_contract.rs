@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDateTime, TimeZone, Utc};
-use common::TestServer;
+use common::{every_backend, TestServer};
 use hyper::Method;
 use serde_json::{json, Map, Value};
 
@@ -1270,9 +1270,9 @@ fn scheduler_matches(pattern: &Value, payload: &Value) -> bool {
 // CLIENT.md §7
 // =====================================================================================
 
+every_backend!(p01_every_path_with_and_without_prefix);
 /// Point 1: every path under `/latest/` and without prefix; `hello()` on `/latest/`
 /// (trailing slash) with `Accept: */*` gets JSON.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p01_every_path_with_and_without_prefix() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -1335,9 +1335,9 @@ async fn p01_every_path_with_and_without_prefix() {
     s.stop().await;
 }
 
+every_backend!(p02_missing_node_is_200_null);
 /// Point 2: `node.get` of a missing node is `None` (200 `null`), so `if not node`
 /// works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p02_missing_node_is_200_null() {
     let s = TestServer::start().await;
     let api = Api::new(&s, None);
@@ -1355,10 +1355,10 @@ async fn p02_missing_node_is_200_null() {
     s.stop().await;
 }
 
+every_backend!(p03_paginated_find_over_230_nodes);
 /// Point 3: `_get_paginated`'s loop (limit 100, offsets 0, 100, 200, stop at a short
 /// page) over 230 children, created partly over HTTP and partly by bulk load; the
 /// envelope; insertion order across pages; `kci node find`'s single page.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p03_paginated_find_over_230_nodes() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -1450,11 +1450,11 @@ async fn p03_paginated_find_over_230_nodes() {
     s.stop().await;
 }
 
+every_backend!(p04_p16_kcidb_bridge_findfast_and_bulkset);
 /// Points 4 and 16: the KCIDB bridge's loop — `findfast` with
 /// `state=done&processed_by_kcidb_bridge=False&created__gt=..&updated__lt=..&limit=N`
 /// (a bare array), `bulkset(ids, "processed_by_kcidb_bridge", "True")` (a bare
 /// integer), until nothing is left; `count` answers a bare integer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p04_p16_kcidb_bridge_findfast_and_bulkset() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -1569,10 +1569,10 @@ async fn p04_p16_kcidb_bridge_findfast_and_bulkset() {
     s.stop().await;
 }
 
+every_backend!(p05_p06_create_job_node_and_versions);
 /// Points 5 and 6: `node.add` returns the node with its `id` and the 23 keys;
 /// `create_job_node`'s body (CLIENT.md §6) is accepted; version numbers come back as
 /// integers, so the client's `"<version>.<patchlevel>"` works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p05_p06_create_job_node_and_versions() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -1645,10 +1645,10 @@ async fn p05_p06_create_job_node_and_versions() {
     s.stop().await;
 }
 
+every_backend!(p07_tarball_puts_the_whole_node_back);
 /// Point 7: the tarball service reads a checkout, changes it, and PUTs the whole
 /// dict back (with `id`, `owner`, `created`, `updated`, …; read-only fields are
 /// ignored); `holdoff` as `str(aware datetime)`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p07_tarball_puts_the_whole_node_back() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -1719,8 +1719,8 @@ async fn p07_tarball_puts_the_whole_node_back() {
     s.stop().await;
 }
 
+every_backend!(p08_query_strings_as_python_requests_encodes_them);
 /// Point 8: the filter syntax clients use, encoded as python-requests does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p08_query_strings_as_python_requests_encodes_them() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -1858,11 +1858,11 @@ async fn p08_query_strings_as_python_requests_encodes_them() {
     s.stop().await;
 }
 
+every_backend!(p09_p10_p12_subscribe_listen_and_owner_rule);
 /// Points 9, 10 and 12: `subscribe` answers `{"id": <int>, ...}` with and without
 /// `promisc=True`; a listen with nothing to deliver returns a keep-alive (an object
 /// whose `data` string holds a `BEEP` CloudEvent); a non-promiscuous subscription
 /// sees its user's and ownerless messages only, a promiscuous one everything.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p09_p10_p12_subscribe_listen_and_owner_rule() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -1956,9 +1956,9 @@ async fn p09_p10_p12_subscribe_listen_and_owner_rule() {
     s.stop().await;
 }
 
+every_backend!(p11_node_events_and_edge_triggered_scheduling);
 /// Point 11: node events on channel `node` with API.md §9.1's payload; the
 /// scheduler's edge triggering works on `previous_state`/`previous_result`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p11_node_events_and_edge_triggered_scheduling() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -2089,8 +2089,8 @@ async fn p11_node_events_and_edge_triggered_scheduling() {
     s.stop().await;
 }
 
+every_backend!(p13_push_and_pop_cloudevents);
 /// Point 13: `pop_event` gets the parsed CloudEvent object with `data`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p13_push_and_pop_cloudevents() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -2108,10 +2108,10 @@ async fn p13_push_and_pop_cloudevents() {
     s.stop().await;
 }
 
+every_backend!(p14_p17_login_token_and_whoami);
 /// Points 14 and 17: `create_token` posts a form and gets `access_token` and
 /// `token_type`; the token is a JWT with `sub` (user id), `aud`, `exp` as
 /// `kci user token-info` shows them; `whoami` names the user.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p14_p17_login_token_and_whoami() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -2185,9 +2185,9 @@ async fn p14_p17_login_token_and_whoami() {
     s.stop().await;
 }
 
+every_backend!(p15_every_client_error_is_json_with_detail);
 /// Point 15: every 4xx the client can meet is a JSON object with `detail`, which is
 /// what kernelci-core shows to users.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p15_every_client_error_is_json_with_detail() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -2311,10 +2311,10 @@ async fn p15_every_client_error_is_json_with_detail() {
     s.stop().await;
 }
 
+every_backend!(p18_durable_resubscription_replays_unacknowledged_events);
 /// Point 18 and the pipeline's durable subscriptions: the tarball service subscribes
 /// with `subscriber_id="tarball:node"`; after a receive error it re-subscribes with
 /// the same id (twice), which works and replays what it had not acknowledged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p18_durable_resubscription_replays_unacknowledged_events() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -2377,9 +2377,9 @@ async fn p18_durable_resubscription_replays_unacknowledged_events() {
 // Pipeline flows
 // =====================================================================================
 
+every_backend!(telemetry_batches_pages_and_stats);
 /// The telemetry helper: `telemetry.add` of a batch, `telemetry.find` paginated
 /// (more than 100 events), `telemetry.stats`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_batches_pages_and_stats() {
     let s = TestServer::start().await;
     let (_, lab) = s.user("lava-collabora", false, true, &[]).await;
@@ -2427,12 +2427,12 @@ async fn telemetry_batches_pages_and_stats() {
     s.stop().await;
 }
 
+every_backend!(pipeline_trigger_timeout_holdoff_and_closing_services);
 /// The trigger's `count` (`created__gte` naive ISO with microseconds), the timeout
 /// service (`find({"state": "running"})`, PUT done/incomplete/node_timeout), the
 /// holdoff service (`find({"state": "available", "holdoff__lt": <aware ISO>})`, PUT
 /// closing) and the closing service (`find({"state": "closing"})`,
 /// `find({"parent": id})`, PUT done).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_trigger_timeout_holdoff_and_closing_services() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -2578,10 +2578,10 @@ async fn pipeline_trigger_timeout_holdoff_and_closing_services() {
     s.stop().await;
 }
 
+every_backend!(lava_callback_submit_results_hierarchy);
 /// `submit_results` (CLIENT.md §5) as the LAVA callback uses it: GET the root and its
 /// parent, PUT `nodes/<root id>` with the prepared tree; the answer lists the written
 /// nodes, and the KCIDB bridge's `receive_event_node` sees `is_hierarchy`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lava_callback_submit_results_hierarchy() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;
@@ -2691,10 +2691,10 @@ async fn lava_callback_submit_results_hierarchy() {
     s.stop().await;
 }
 
+every_backend!(lava_callback_retry_event_is_relayed_as_is);
 /// The LAVA callback publishes `{"data": <kbuild node dict with op="updated">}` on
 /// `node` to have a job retried; job_retry, subscribed durably with filters, gets the
 /// payload exactly as sent and the node through `receive_event_node`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lava_callback_retry_event_is_relayed_as_is() {
     let s = TestServer::start().await;
     let (_, pipeline) = s.user("pipeline", false, true, &[]).await;

@@ -7,8 +7,7 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::{TestServer, SECRET};
-use kernelci_core::store::Store;
+use common::{every_backend, TestServer, SECRET};
 use kernelci_http::HttpConfig;
 
 const BAD_ID: &str =
@@ -25,7 +24,7 @@ fn names(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+every_backend!(create_get_list_delete);
 async fn create_get_list_delete() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -128,7 +127,7 @@ async fn create_get_list_delete() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(group_errors);
 async fn group_errors() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -198,9 +197,9 @@ async fn group_errors() {
     s.stop().await;
 }
 
+every_backend!(deleting_a_group_in_use_is_a_conflict);
 /// A group that a user has cannot be deleted (409); once the user's groups are
 /// replaced, it can.
-#[tokio::test]
 async fn deleting_a_group_in_use_is_a_conflict() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;
@@ -236,9 +235,9 @@ async fn deleting_a_group_in_use_is_a_conflict() {
     s.stop().await;
 }
 
+every_backend!(groups_are_for_administrators);
 /// All group endpoints are for administrators: 401 without a token (or inactive),
 /// 403 for other users; unverified administrators are allowed.
-#[tokio::test]
 async fn groups_are_for_administrators() {
     let s = TestServer::start().await;
     let (_, user) = s.user("user", false, true, &[]).await;
@@ -281,9 +280,9 @@ async fn groups_are_for_administrators() {
     s.stop().await;
 }
 
+every_backend!(startup_grants_node_edit_any_to_legacy_users);
 /// API.md §5's start-up side effect: `node:edit:any` is created and given to the
 /// users `staging.kernelci.org` and `production` (and nobody else), once.
-#[tokio::test]
 async fn startup_grants_node_edit_any_to_legacy_users() {
     let s = TestServer::start().await;
     assert_eq!(s.get("/latest/", None).await.code(), 200); // bootstrapped
@@ -297,9 +296,8 @@ async fn startup_grants_node_edit_any_to_legacy_users() {
     let (production, _) = s.user("production", false, true, &["kernelci"]).await;
     let (other, _) = s.user("other", false, true, &[]).await;
     // Restart on the same data: the start-up step runs again.
-    let dir = s.dir.clone();
-    let tmp = s.stop().await;
-    let s = TestServer::start_in(&dir, HttpConfig::for_tests(SECRET)).await;
+    let data = s.stop().await;
+    let s = TestServer::start_at(data, HttpConfig::for_tests(SECRET)).await;
     assert_eq!(s.get("/latest/", None).await.code(), 200);
     let group_names =
         |u: kernelci_core::auth::User| u.groups.into_iter().map(|g| g.name).collect::<Vec<_>>();
@@ -315,8 +313,8 @@ async fn startup_grants_node_edit_any_to_legacy_users() {
     assert!(group_names(get(other.id).await).is_empty());
     // The same group (not a new one), and no duplicates on another restart.
     assert_eq!(get(staging.id).await.groups[0].id, edit_any.id);
-    let tmp2 = s.stop().await;
-    let s = TestServer::start_in(&dir, HttpConfig::for_tests(SECRET)).await;
+    let data = s.stop().await;
+    let s = TestServer::start_at(data, HttpConfig::for_tests(SECRET)).await;
     assert_eq!(s.get("/latest/", None).await.code(), 200);
     assert_eq!(
         group_names(get_again(&s, production.id).await),
@@ -335,7 +333,6 @@ async fn startup_grants_node_edit_any_to_legacy_users() {
         1
     );
     s.stop().await;
-    drop((tmp, tmp2));
 }
 
 async fn get_again(s: &TestServer, id: kernelci_core::id::ObjectId) -> kernelci_core::auth::User {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestServer, SECRET};
+use common::{every_backend, TestServer, SECRET};
 use hyper::Method;
 use kernelci_http::HttpConfig;
 use serde_json::json;
@@ -30,7 +30,7 @@ async fn set(
 
 const JSON: Option<&str> = Some("application/json");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(users_only);
 async fn users_only() {
     let s = TestServer::start().await;
     let unauthorized = (401, json!({"detail": "Unauthorized"}));
@@ -52,7 +52,7 @@ async fn users_only() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(set_get_delete);
 async fn set_get_delete() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
@@ -179,7 +179,7 @@ async fn set_get_delete() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(namespaces_and_keys);
 async fn namespaces_and_keys() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -214,7 +214,7 @@ async fn namespaces_and_keys() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(values_survive_a_restart);
 async fn values_survive_a_restart() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
@@ -222,10 +222,9 @@ async fn values_survive_a_restart() {
     set(&s, "/latest/kv/ns/kept", tok, JSON, "\"durable\"").await;
     set(&s, "/latest/kv/ns/gone", tok, Some("text/plain"), "x").await;
     s.delete("/latest/kv/ns/gone", tok).await;
-    let dir = s.dir.clone();
-    let _tmp = s.stop().await;
+    let data = s.stop().await;
 
-    let s = TestServer::start_in(&dir, HttpConfig::for_tests(SECRET)).await;
+    let s = TestServer::start_at(data, HttpConfig::for_tests(SECRET)).await;
     assert_eq!(
         s.get("/latest/kv/ns/kept", tok).await.json(),
         json!("durable")

@@ -1,9 +1,10 @@
 //! Node endpoints end to end (API.md §6, AUTH.md §5), events (§7), and the
 //! time-driven state machine job.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
 
-use common::TestServer;
+use common::{every_backend, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -60,7 +61,7 @@ const KEYS: [&str; 23] = [
     "retry_counter",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(create_and_read);
 async fn create_and_read() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -188,7 +189,7 @@ async fn create_and_read() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(queries_pages_and_counts);
 async fn queries_pages_and_counts() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -277,7 +278,7 @@ async fn queries_pages_and_counts() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(put_patch_and_permissions);
 async fn put_patch_and_permissions() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -444,7 +445,7 @@ async fn put_patch_and_permissions() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(batch_nodeset);
 async fn batch_nodeset() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -491,7 +492,7 @@ async fn batch_nodeset() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(hierarchy_submission);
 async fn hierarchy_submission() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -556,7 +557,7 @@ fn kbuild_root() -> Value {
     json!({"kind": "kbuild", "name": "kbuild", "path": ["checkout", "kbuild"], "data": {"arch": "x86_64"}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(time_driven_transitions_and_purge);
 async fn time_driven_transitions_and_purge() {
     let mut config = kernelci_http::HttpConfig::for_tests(common::SECRET);
     config.node_purge_age_days = Some(1);

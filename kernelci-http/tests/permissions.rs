@@ -3,10 +3,11 @@
 //! non-public endpoint; unverified users get 403 where verification is required;
 //! non-superusers get 403 on admin endpoints; inactive users get 401 everywhere.
 //! Public endpoints never answer 401/403.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
 
-use common::TestServer;
+use common::{every_backend, TestServer};
 use hyper::Method;
 
 const ID: &str = "65a1355ee98651d0fe81e412";
@@ -83,7 +84,7 @@ fn body_for(method: &Method, path: &str) -> Option<serde_json::Value> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(access_matrix);
 async fn access_matrix() {
     let s = TestServer::start().await;
     let (_, unverified) = s.user("unverified", false, false, &[]).await;

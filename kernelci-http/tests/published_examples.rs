@@ -23,7 +23,7 @@
 mod common;
 mod fake_smtp;
 
-use common::{TestResponse, TestServer, SECRET};
+use common::{every_backend, TestResponse, TestServer, SECRET};
 use fake_smtp::{Behaviour, FakeSmtp};
 use hyper::Method;
 use kernelci_http::HttpConfig;
@@ -498,7 +498,7 @@ fn the_fixture_parses_as_the_page_shows_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(published_examples_in_document_order);
 async fn published_examples_in_document_order() {
     let examples: Vec<Curl> = split_commands(FIXTURE)
         .iter()

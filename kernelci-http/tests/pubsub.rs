@@ -7,9 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, SECRET};
+use common::{every_backend, TestServer, SECRET};
 use hyper::Method;
-use kernelci_core::store::Store;
 use kernelci_core::time::Timestamp;
 use kernelci_http::HttpConfig;
 use serde_json::{json, Value};
@@ -64,7 +63,7 @@ async fn publish(s: &TestServer, channel: &str, token: &str, body: Value) {
     assert_eq!((r.code(), r.json()), (200, Value::Null), "{}", r.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(subscribe_listen_unsubscribe);
 async fn subscribe_listen_unsubscribe() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -125,7 +124,7 @@ async fn subscribe_listen_unsubscribe() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(subscription_errors);
 async fn subscription_errors() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -209,7 +208,7 @@ async fn subscription_errors() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(two_listeners_on_one_channel_both_receive_a_publish);
 async fn two_listeners_on_one_channel_both_receive_a_publish() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -261,7 +260,7 @@ async fn two_listeners_on_one_channel_both_receive_a_publish() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(owner_filtering_of_plain_and_promiscuous_subscriptions);
 async fn owner_filtering_of_plain_and_promiscuous_subscriptions() {
     let s = TestServer::start().await;
     let (_, alice) = s.user("alice", false, true, &[]).await;
@@ -296,7 +295,7 @@ async fn owner_filtering_of_plain_and_promiscuous_subscriptions() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(an_idle_listen_returns_a_keep_alive);
 async fn an_idle_listen_returns_a_keep_alive() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -326,7 +325,7 @@ async fn an_idle_listen_returns_a_keep_alive() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(envelope_text_and_publish_rules);
 async fn envelope_text_and_publish_rules() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -448,7 +447,7 @@ async fn envelope_text_and_publish_rules() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(durable_subscribers_resume_after_a_restart);
 async fn durable_subscribers_resume_after_a_restart() {
     let config = HttpConfig::for_tests(SECRET);
     let s = TestServer::start_with(config.clone()).await;
@@ -511,9 +510,8 @@ async fn durable_subscribers_resume_after_a_restart() {
         )
     );
 
-    let dir = s.dir.clone();
-    let _tmp = s.stop().await;
-    let s = TestServer::start_in(&dir, config).await;
+    let data = s.stop().await;
+    let s = TestServer::start_at(data, config).await;
     // Live subscription ids do not survive; the counter does.
     let r = s.get(&format!("/listen/{first}"), Some(&alice)).await;
     assert_eq!(r.code(), 404);
@@ -548,7 +546,7 @@ async fn durable_subscribers_resume_after_a_restart() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(push_and_pop_are_fifo_per_list);
 async fn push_and_pop_are_fifo_per_list() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -649,7 +647,7 @@ async fn push_and_pop_are_fifo_per_list() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(queued_items_survive_a_restart);
 async fn queued_items_survive_a_restart() {
     let config = HttpConfig::for_tests(SECRET);
     let s = TestServer::start_with(config.clone()).await;
@@ -659,16 +657,15 @@ async fn queued_items_survive_a_restart() {
         assert_eq!(r.code(), 200);
     }
     assert_eq!(s.get("/pop/jobs", Some(&bob)).await.json()["data"], 1);
-    let dir = s.dir.clone();
-    let _tmp = s.stop().await;
-    let s = TestServer::start_in(&dir, config).await;
+    let data = s.stop().await;
+    let s = TestServer::start_at(data, config).await;
     assert_eq!(s.get("/pop/jobs", Some(&bob)).await.json()["data"], 2);
     assert_eq!(s.get("/pop/jobs", Some(&bob)).await.json()["data"], 3);
     assert_eq!(s.store.queue_pop("jobs").await.unwrap(), None);
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(subscription_stats_and_idle_clean_up);
 async fn subscription_stats_and_idle_clean_up() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, true, &[]).await;

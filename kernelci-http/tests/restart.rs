@@ -1,14 +1,47 @@
-//! A server stopped and started again on the same data directory keeps nodes,
-//! users, tokens and the event history (and keeps numbering events after the last
-//! one).
+//! A server stopped and started again on the same data (sled directory or
+//! PostgreSQL database) keeps nodes, users, tokens and the event history (and keeps
+//! numbering events after the last one).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
 
-use common::TestServer;
+use common::{every_backend, Backend, Location, TestServer};
+use kernelci_core::id::ObjectId;
+use kernelci_core::store::Store;
 use kernelci_http::HttpConfig;
+use kernelci_store::postgres::{PgConfig, PgStore};
+use kernelci_store::{SledConfig, SledStore};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(the_data_is_in_the_backend_under_test);
+/// The harness really runs each variant on its backend: a node posted over HTTP is
+/// found afterwards by a store of that backend's own type, opened directly on the
+/// server's data (a `PgStore` on the database URL for the PostgreSQL variant).
+async fn the_data_is_in_the_backend_under_test() {
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let body = json!({"kind": "kbuild", "name": "k", "path": ["k"]});
+    let r = s.post("/node", Some(&token), &body).await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let id: ObjectId = r.json()["id"].as_str().unwrap().parse().unwrap();
+    let data = s.stop().await;
+    let node = match (Backend::current(), &data) {
+        (Backend::Sled, Location::Sled(_)) => {
+            let store = SledStore::open(&data.sled_dir().unwrap(), SledConfig::default()).unwrap();
+            let node = store.get_node(id).await.unwrap();
+            store.close().unwrap();
+            node
+        }
+        (Backend::Postgres, Location::Postgres(url)) => {
+            let store = PgStore::open(&PgConfig::new(url.as_str())).await.unwrap();
+            store.get_node(id).await.unwrap()
+        }
+        (backend, data) => panic!("a {backend:?} test ran on {data:?}"),
+    };
+    assert_eq!(node.map(|n| n.value.name), Some("k".to_owned()));
+}
+
+every_backend!(data_survives_a_restart);
 async fn data_survives_a_restart() {
     let s = TestServer::start().await;
     let (alice, token) = s.user("alice", false, true, &["team"]).await;
@@ -25,10 +58,9 @@ async fn data_survives_a_restart() {
     assert_eq!(r.code(), 200);
     let events_before = s.get("/events", None).await.json();
     assert_eq!(events_before.as_array().unwrap().len(), 2);
-    let dir = s.dir.clone();
-    let tmp = s.stop().await;
+    let data = s.stop().await;
 
-    let s = TestServer::start_in(&dir, HttpConfig::for_tests(common::SECRET)).await;
+    let s = TestServer::start_at(data, HttpConfig::for_tests(common::SECRET)).await;
     // The node, readable and queryable through its indexes.
     let n = s.get(&format!("/node/{id}"), None).await.json();
     assert_eq!(
@@ -65,10 +97,9 @@ async fn data_survives_a_restart() {
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(events[0], events_before[0]);
     s.stop().await;
-    drop(tmp);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(concurrent_updates_of_one_node_are_all_applied);
 async fn concurrent_updates_of_one_node_are_all_applied() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, SECRET};
+use common::{every_backend, TestServer, SECRET};
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,11 +94,11 @@ async fn next_message(s: &TestServer, id: u64, token: &str, beeps: usize) -> Opt
 
 // ---- client-controlled input -------------------------------------------------------
 
+every_backend!(deep_json_bodies_are_refused_before_they_poison_the_event_log);
 /// A node whose `data` was nested ~125 levels deep was accepted, but its node event
 /// (which holds `data` two levels further down) could not be read back from the
 /// store (serde_json's depth limit): every `GET /events` and every durable
 /// subscriber's `listen` on `node` answered 500 until the event expired.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_json_bodies_are_refused_before_they_poison_the_event_log() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
@@ -151,10 +151,10 @@ async fn deep_json_bodies_are_refused_before_they_poison_the_event_log() {
     s.stop().await;
 }
 
+every_backend!(bodies_are_validated_after_authentication);
 /// `PUT /batch/nodeset` decoded its body as an object before authenticating, and
 /// every endpoint needing a user answered an empty body with 422 before looking at
 /// the token; FastAPI decodes, then authenticates (401), then validates (422).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_validated_after_authentication() {
     let s = TestServer::start().await;
     let (alice, token) = s.user("alice", false, true, &[]).await;
@@ -217,10 +217,10 @@ async fn bodies_are_validated_after_authentication() {
     s.stop().await;
 }
 
+every_backend!(nodes_pagination_is_validated_like_fastapi);
 /// `/nodes` reported only the first bad pagination parameter (FastAPI lists both)
 /// and refused integers beyond 63 bits with a misleading `int_parsing`, while
 /// `/users` and `/user-groups` accept them (Python integers are unbounded).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_pagination_is_validated_like_fastapi() {
     let s = TestServer::start().await;
     let r = s.get("/latest/nodes?limit=0&offset=-1", None).await;
@@ -277,11 +277,11 @@ async fn nodes_pagination_is_validated_like_fastapi() {
     s.stop().await;
 }
 
+every_backend!(noevent_is_a_pydantic_boolean);
 /// `noevent` is a declared boolean query parameter of `PUT`/`PATCH /node/{id}`:
 /// pydantic refuses a value it cannot read as a boolean (422, before the node is
 /// looked up) and reads `t`/`y` as true; the handler took any other value as false
 /// and published the event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noevent_is_a_pydantic_boolean() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
@@ -345,10 +345,10 @@ async fn noevent_is_a_pydantic_boolean() {
 
 // ---- long polls ----------------------------------------------------------------------
 
+every_backend!(an_abandoned_pop_does_not_take_the_next_item);
 /// A client that gave up on a waiting `GET /pop` (clients time out after 60 s and
 /// retry) left its pop running in the server: the next item pushed was popped by
 /// it and thrown away.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_pop_does_not_take_the_next_item() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
@@ -375,9 +375,9 @@ async fn an_abandoned_pop_does_not_take_the_next_item() {
     s.stop().await;
 }
 
+every_backend!(an_abandoned_listen_does_not_take_the_next_message);
 /// The same for `listen`: an abandoned listen (live or durable subscription) kept
 /// waiting and swallowed the next message; a durable one also acknowledged it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_listen_does_not_take_the_next_message() {
     // A long keep-alive, so that the abandoned listens are still waiting when the
     // messages are published.
@@ -431,10 +431,10 @@ async fn an_abandoned_listen_does_not_take_the_next_message() {
 
 // ---- resource limits -----------------------------------------------------------------
 
+every_backend!(a_declared_body_over_the_limit_is_refused_at_once);
 /// A `Content-Length` over the body limit was only refused once that many bytes had
 /// arrived: a client declaring a huge body and sending nothing held the request (and
 /// a graceful shutdown) for the whole body timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_body_over_the_limit_is_refused_at_once() {
     let config = HttpConfig {
         max_body_bytes: 1000,
@@ -471,9 +471,9 @@ async fn a_declared_body_over_the_limit_is_refused_at_once() {
     s.stop().await;
 }
 
+every_backend!(shutdown_does_not_wait_for_a_stalled_upload);
 /// Shutdown waited for every connection, including an upload that had stalled: the
 /// server could take the whole body timeout (5 min by default) to stop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_stalled_upload() {
     let config = HttpConfig {
         shutdown_grace_seconds: 1,
@@ -493,9 +493,9 @@ async fn shutdown_does_not_wait_for_a_stalled_upload() {
 
 // ---- security ------------------------------------------------------------------------
 
+every_backend!(a_hierarchy_cannot_overwrite_another_users_node);
 /// `PUT /nodes/{id}` checked the edit permission on the root only: naming another
 /// user's node by id as a child of one's own root replaced it wholesale.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hierarchy_cannot_overwrite_another_users_node() {
     let s = TestServer::start().await;
     let (_, bob) = s.user("bob", false, true, &[]).await;
@@ -546,9 +546,9 @@ async fn a_hierarchy_cannot_overwrite_another_users_node() {
     s.stop().await;
 }
 
+every_backend!(users_cannot_take_a_legacy_pipeline_account_name);
 /// Any user could rename themselves `production` (or `staging.kernelci.org`): the
 /// next start-up gives those names the group `node:edit:any`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_cannot_take_a_legacy_pipeline_account_name() {
     let s = TestServer::start().await;
     let (alice, token) = s.user("alice", false, true, &[]).await;
@@ -625,10 +625,10 @@ fn jwt(header: &Value, payload: &Value, key: &[u8]) -> String {
     format!("{msg}.{sig}")
 }
 
+every_backend!(forged_access_tokens_are_anonymous);
 /// Access tokens that must not verify: unsigned, another algorithm, no or another
 /// audience, expired, not yet valid, another key, a username as `sub`. Checked so
 /// that a change of the JWT library or its settings cannot open any of them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_access_tokens_are_anonymous() {
     let config = HttpConfig {
         unified_secret: "unified".into(),
@@ -709,9 +709,9 @@ async fn forged_access_tokens_are_anonymous() {
     s.stop().await;
 }
 
+every_backend!(password_hashes_never_leave_the_server);
 /// No answer that carries a user ever carries its password hash (every endpoint
 /// that returns users, and the invitation flow).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_hashes_never_leave_the_server() {
     let s = TestServer::start().await;
     let (admin_user, admin) = s.user("root", true, true, &["team"]).await;
@@ -808,9 +808,9 @@ async fn password_hashes_never_leave_the_server() {
 
 // ---- background jobs -----------------------------------------------------------------
 
+every_backend!(background_rounds_end_once_the_server_is_stopping);
 /// The background rounds did not look at shutdown: a long purge or state-machine
 /// round kept the server from stopping until it was over.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_rounds_end_once_the_server_is_stopping() {
     let config = HttpConfig {
         node_purge_age_days: Some(1),
@@ -847,15 +847,14 @@ async fn background_rounds_end_once_the_server_is_stopping() {
 
     // The same rounds on a server that is not stopping do the work (the test can
     // fail).
-    let dir = s.stop().await.unwrap();
+    let data = s.stop().await;
     let config = HttpConfig {
         node_purge_age_days: Some(1),
         ..HttpConfig::for_tests(SECRET)
     };
-    let s = TestServer::start_in(&dir.path().join("data"), config).await;
+    let s = TestServer::start_at(data, config).await;
     let round = jobs::run_state_machine(&s.state, now).await.unwrap();
     assert_eq!(round.timed_out, 2);
     assert_eq!(jobs::run_purge(&s.state, now).await.unwrap(), 1);
     s.stop().await;
-    drop(dir);
 }

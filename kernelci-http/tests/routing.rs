@@ -1,13 +1,14 @@
 //! Prefixes, redirects, 404/405, body limits, pages (API.md §1.1, §3).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
 
-use common::TestServer;
+use common::{every_backend, TestServer};
 use hyper::Method;
 use kernelci_http::HttpConfig;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(prefixes_versions_and_errors);
 async fn prefixes_versions_and_errors() {
     let s = TestServer::start().await;
     // Root answers JSON to API clients, HTML to browsers, under every prefix.
@@ -57,7 +58,7 @@ async fn prefixes_versions_and_errors() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(pages_assets_and_metrics);
 async fn pages_assets_and_metrics() {
     let s = TestServer::start().await;
     let r = s.get("/viewer", None).await;
@@ -95,7 +96,7 @@ async fn pages_assets_and_metrics() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(oversized_bodies_get_413);
 async fn oversized_bodies_get_413() {
     let s = TestServer::start_with(HttpConfig {
         max_body_bytes: 1024,
@@ -109,7 +110,7 @@ async fn oversized_bodies_get_413() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(connections_beyond_the_limit_wait_for_a_free_slot);
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let s = TestServer::start_with(HttpConfig {
         max_connections: 1,
@@ -133,7 +134,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(subscriptions_per_user_are_bounded);
 async fn subscriptions_per_user_are_bounded() {
     let s = TestServer::start_with(HttpConfig {
         max_subscriptions_per_user: 2,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestServer, SECRET};
+use common::{every_backend, TestServer, SECRET};
 use hyper::Method;
 use kernelci_core::time::Timestamp;
 use kernelci_http::HttpConfig;
@@ -20,7 +20,7 @@ fn ids(r: &common::TestResponse) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(posting_events);
 async fn posting_events() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -180,7 +180,7 @@ async fn seed(s: &TestServer, token: &str) {
     assert_eq!(r.json(), json!({"inserted": 7}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(listing_pages_and_filters);
 async fn listing_pages_and_filters() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -274,7 +274,7 @@ async fn listing_pages_and_filters() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(stats_group_and_count);
 async fn stats_group_and_count() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -365,7 +365,7 @@ async fn stats_group_and_count() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(anomalies_report);
 async fn anomalies_report() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -550,7 +550,7 @@ async fn anomalies_report() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(housekeeping_trims_old_telemetry);
 async fn housekeeping_trims_old_telemetry() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -585,7 +585,7 @@ async fn housekeeping_trims_old_telemetry() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+every_backend!(telemetry_survives_a_restart);
 async fn telemetry_survives_a_restart() {
     let s = TestServer::start().await;
     let (_, token) = s.user("lab-bot", false, true, &[]).await;
@@ -598,10 +598,9 @@ async fn telemetry_survives_a_restart() {
         )
         .await
         .json();
-    let dir = s.dir.clone();
-    let _tmp = s.stop().await;
+    let data = s.stop().await;
 
-    let s = TestServer::start_in(&dir, HttpConfig::for_tests(SECRET)).await;
+    let s = TestServer::start_at(data, HttpConfig::for_tests(SECRET)).await;
     assert_eq!(s.get("/latest/telemetry", None).await.json(), before);
     assert_eq!(
         s.get(

@@ -14,10 +14,9 @@ mod fake_smtp;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use common::{TestServer, SECRET};
+use common::{every_backend, TestServer, SECRET};
 use fake_smtp::{Behaviour, FakeSmtp};
 use kernelci_core::auth::User;
-use kernelci_core::store::Store;
 use kernelci_core::time::Timestamp;
 use kernelci_http::{account_tokens, passwords, HttpConfig, PasswordCost};
 
@@ -136,7 +135,7 @@ fn smtp_config(smtp: &FakeSmtp) -> HttpConfig {
 
 // ---- login, logout, register ---------------------------------------------------------
 
-#[tokio::test]
+every_backend!(login_returns_a_bearer_token_for_the_user_id);
 async fn login_returns_a_bearer_token_for_the_user_id() {
     let s = TestServer::start().await;
     let (alice, _) = account(&s, "alice", false, true, "pw").await;
@@ -171,7 +170,7 @@ async fn login_returns_a_bearer_token_for_the_user_id() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(login_errors);
 async fn login_errors() {
     let s = TestServer::start().await;
     let (_, _) = account(&s, "alice", false, true, "pw").await;
@@ -231,9 +230,9 @@ async fn login_errors() {
     s.stop().await;
 }
 
+every_backend!(login_upgrades_bcrypt_hashes_to_argon2id);
 /// AUTH.md §3: a bcrypt hash (from the reference's admin tool or an old database)
 /// verifies and is replaced by Argon2id with the current cost at login.
-#[tokio::test]
 async fn login_upgrades_bcrypt_hashes_to_argon2id() {
     let s = TestServer::start().await;
     let (u, _) = s.user("legacy", false, true, &[]).await;
@@ -266,9 +265,9 @@ async fn login_upgrades_bcrypt_hashes_to_argon2id() {
     s.stop().await;
 }
 
+every_backend!(update_password_accepts_bcrypt_credentials);
 /// The credential check of update-password upgrades a bcrypt hash as login does
 /// (and the new password is then stored as Argon2id).
-#[tokio::test]
 async fn update_password_accepts_bcrypt_credentials() {
     let s = TestServer::start().await;
     let (u, _) = s.user("legacy", false, false, &[]).await;
@@ -283,7 +282,7 @@ async fn update_password_accepts_bcrypt_credentials() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(logout_and_whoami);
 async fn logout_and_whoami() {
     let s = TestServer::start().await;
     let (alice, token) = s.user("alice", false, true, &["team"]).await;
@@ -318,7 +317,7 @@ async fn logout_and_whoami() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(register_is_disabled);
 async fn register_is_disabled() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -347,9 +346,9 @@ async fn register_is_disabled() {
 
 // ---- tokens and access classes -------------------------------------------------------
 
+every_backend!(token_verification_with_the_unified_secret);
 /// AUTH.md §1.2: `SECRET_KEY`, then `UNIFIED_SECRET`; `aud` must be present; other
 /// keys, expired tokens, username subjects and other schemes are anonymous.
-#[tokio::test]
 async fn token_verification_with_the_unified_secret() {
     let s = TestServer::start_with(HttpConfig {
         unified_secret: "shared-with-pipeline".into(),
@@ -445,10 +444,10 @@ async fn token_verification_with_the_unified_secret() {
     s.stop().await;
 }
 
+every_backend!(access_classes_of_every_user_endpoint);
 /// AUTH.md §1.2's requirement table for every endpoint of this area: anonymous, a
 /// bad token and an inactive user are 401; an unverified user is 403 on the
 /// "verified" endpoints; a non-superuser is 403 on the "admin" ones.
-#[tokio::test]
 async fn access_classes_of_every_user_endpoint() {
     let s = TestServer::start().await;
     let (_, admin) = s.user("admin", true, false, &[]).await; // admins need not be verified
@@ -528,7 +527,7 @@ async fn access_classes_of_every_user_endpoint() {
 
 // ---- AUTH.md §4: the user-state table ------------------------------------------------
 
-#[tokio::test]
+every_backend!(user_state_table_of_auth_md);
 async fn user_state_table_of_auth_md() {
     let mut smtp = FakeSmtp::start(Behaviour::default()).await;
     let s = TestServer::start_with(smtp_config(&smtp)).await;
@@ -644,9 +643,9 @@ async fn user_state_table_of_auth_md() {
 
 // ---- invitations ---------------------------------------------------------------------
 
+every_backend!(invite_accept_login_whoami);
 /// The whole flow: invite → accept-invite → login → whoami, with the accept page
 /// served at the invite link's path.
-#[tokio::test]
 async fn invite_accept_login_whoami() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -751,7 +750,7 @@ async fn invite_accept_login_whoami() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(invite_validation_errors);
 async fn invite_validation_errors() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -844,7 +843,7 @@ async fn invite_validation_errors() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(invite_existing_users);
 async fn invite_existing_users() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -912,8 +911,8 @@ async fn invite_existing_users() {
     s.stop().await;
 }
 
+every_backend!(accept_invite_errors);
 /// Every error of `POST /user/accept-invite`, in API.md §4's order.
-#[tokio::test]
 async fn accept_invite_errors() {
     let s = TestServer::start_with(HttpConfig {
         unified_secret: "unified".into(),
@@ -1012,8 +1011,8 @@ fn payload_or(token: &str) -> String {
     }
 }
 
+every_backend!(public_base_url_resolution);
 /// AUTH.md §6 step 3 over real HTTP (the peer is loopback, a "proxy").
-#[tokio::test]
 async fn public_base_url_resolution() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -1114,9 +1113,9 @@ async fn public_base_url_resolution() {
 
 // ---- e-mail --------------------------------------------------------------------------
 
+every_backend!(invite_email_through_smtp);
 /// An invite with `send_email: true` goes through SMTP (AUTH PLAIN with the
 /// configured credentials) and carries the invite link; `email_sent: true`.
-#[tokio::test]
 async fn invite_email_through_smtp() {
     let mut smtp = FakeSmtp::start(Behaviour::default()).await;
     let s = TestServer::start_with(HttpConfig {
@@ -1161,9 +1160,9 @@ async fn invite_email_through_smtp() {
     s.stop().await;
 }
 
+every_backend!(invite_email_failures_are_swallowed);
 /// Failures to send only turn `email_sent` false: no SMTP settings, a refused
 /// recipient, a server that wants STARTTLS, port 465 (implicit TLS).
-#[tokio::test]
 async fn invite_email_failures_are_swallowed() {
     let refusing = FakeSmtp::start(Behaviour {
         reject_rcpt: Some("550 5.1.1 No such user".into()),
@@ -1202,8 +1201,8 @@ async fn invite_email_failures_are_swallowed() {
     }
 }
 
+every_backend!(mailer_protocol);
 /// The SMTP client on its own: AUTH LOGIN, dot-stuffing, and the TLS errors.
-#[tokio::test]
 async fn mailer_protocol() {
     use kernelci_http::mail::{Email, MailError, Mailer};
     let email = Email {
@@ -1320,7 +1319,7 @@ fn token_from_mail(m: &fake_smtp::Received) -> String {
     after.split_whitespace().next().unwrap().to_owned()
 }
 
-#[tokio::test]
+every_backend!(forgot_and_reset_password_by_email);
 async fn forgot_and_reset_password_by_email() {
     let mut smtp = FakeSmtp::start(Behaviour::default()).await;
     let s = TestServer::start_with(smtp_config(&smtp)).await;
@@ -1398,10 +1397,10 @@ async fn forgot_and_reset_password_by_email() {
     s.stop().await;
 }
 
+every_backend!(reset_tokens_without_smtp);
 /// Without SMTP, forgot-password answers 202 and sends nothing; the token can be
 /// minted server-side. Every RESET_PASSWORD_BAD_TOKEN case, including a password
 /// change that invalidates an unused token.
-#[tokio::test]
 async fn reset_tokens_without_smtp() {
     let s = TestServer::start().await;
     let (ivy, ivy_token) = account(&s, "ivy", false, false, "pw").await;
@@ -1488,7 +1487,7 @@ async fn reset_tokens_without_smtp() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(update_password_errors);
 async fn update_password_errors() {
     let s = TestServer::start().await;
     account(&s, "jo", false, true, "pw").await;
@@ -1530,7 +1529,7 @@ async fn update_password_errors() {
 
 // ---- reading and deleting ------------------------------------------------------------
 
-#[tokio::test]
+every_backend!(get_and_delete_user);
 async fn get_and_delete_user() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -1562,8 +1561,8 @@ async fn get_and_delete_user() {
 
 // ---- updates -------------------------------------------------------------------------
 
+every_backend!(patch_me_does_not_escalate);
 /// PATCH /user/me cannot escalate: the flags are ignored, groups refused.
-#[tokio::test]
 async fn patch_me_does_not_escalate() {
     let s = TestServer::start().await;
     let (lee, token) = s.user("lee", false, false, &["team"]).await;
@@ -1597,7 +1596,7 @@ async fn patch_me_does_not_escalate() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(patch_me_profile_changes);
 async fn patch_me_profile_changes() {
     let s = TestServer::start().await;
     let (mia, token) = account(&s, "mia", false, true, "pw").await;
@@ -1661,7 +1660,7 @@ async fn patch_me_profile_changes() {
     s.stop().await;
 }
 
-#[tokio::test]
+every_backend!(patch_user_as_admin);
 async fn patch_user_as_admin() {
     let s = TestServer::start().await;
     let admin = admin(&s).await;
@@ -1759,7 +1758,7 @@ async fn patch_user_as_admin() {
 
 // ---- listing -------------------------------------------------------------------------
 
-#[tokio::test]
+every_backend!(list_users_pages_and_filters);
 async fn list_users_pages_and_filters() {
     let s = TestServer::start().await;
     let (_, token) = s.user("u0", true, true, &["team-a"]).await;
@@ -1846,7 +1845,7 @@ async fn list_users_pages_and_filters() {
 
 // ---- pages ---------------------------------------------------------------------------
 
-#[tokio::test]
+every_backend!(invite_and_accept_pages);
 async fn invite_and_accept_pages() {
     let s = TestServer::start().await;
     for (path, id, target) in [
@@ -1882,7 +1881,7 @@ async fn invite_and_accept_pages() {
 
 // ---- start-up ------------------------------------------------------------------------
 
-#[tokio::test]
+every_backend!(initial_admin_is_created_once);
 async fn initial_admin_is_created_once() {
     let config = HttpConfig {
         initial_admin: Some(kernelci_http::InitialAdmin {
@@ -1908,13 +1907,11 @@ async fn initial_admin_is_created_once() {
     );
     assert_eq!(s.get("/latest/user-groups", Some(&token)).await.code(), 200);
     // A restart with the same setting leaves the existing user alone.
-    let dir = s.dir.clone();
-    let tmp = s.stop().await;
-    let s = TestServer::start_in(&dir, config).await;
+    let data = s.stop().await;
+    let s = TestServer::start_at(data, config).await;
     assert_eq!(login(&s, "root", "second").await.code(), 200);
     assert_eq!(login(&s, "root", "first").await.code(), 400);
     s.stop().await;
-    drop(tmp);
 
     // A bad setting stops the server from starting.
     let bad = HttpConfig {
@@ -1925,16 +1922,9 @@ async fn initial_admin_is_created_once() {
         }),
         ..HttpConfig::for_tests(SECRET)
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(
-        kernelci_store::SledStore::open(
-            &tmp.path().join("d"),
-            kernelci_store::SledConfig::default(),
-        )
-        .unwrap(),
-    );
-    let state =
-        kernelci_http::AppState::new(store.clone() as std::sync::Arc<dyn Store>, bad).unwrap();
+    let location = common::Location::fresh();
+    let (store, _) = location.open().await;
+    let state = kernelci_http::AppState::new(store, bad).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let e = kernelci_http::serve(listener, state, std::future::pending())
         .await
@@ -1942,8 +1932,8 @@ async fn initial_admin_is_created_once() {
     assert!(e.to_string().contains("KCI_INITIAL_PASSWORD"), "{e}");
 }
 
+every_backend!(invite_tokens_follow_the_configured_algorithm);
 /// Invite tokens use the configured `ALGORITHM`; reset tokens are always HS256.
-#[tokio::test]
 async fn invite_tokens_follow_the_configured_algorithm() {
     let s = TestServer::start_with(HttpConfig {
         algorithm: "HS384".into(),

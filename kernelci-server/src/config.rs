@@ -11,7 +11,9 @@
 //! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`,
 //! `KCI_MAX_CONNECTIONS`, `KCI_SHUTDOWN_GRACE_SECONDS`; for the PostgreSQL backend
 //! `DATABASE_URL` (or `KCI_DATABASE_URL`), `KCI_DATABASE_POOL_SIZE` (default 16) and
-//! `KCI_DATABASE_STATEMENT_TIMEOUT_SECONDS` (default 30; 0 keeps the database's own).
+//! `KCI_DATABASE_STATEMENT_TIMEOUT_SECONDS` (default 30; 0 keeps the database's own);
+//! `KCI_STATE_PERIOD_SECONDS`, how often the leader runs the time-driven state
+//! machine (default 60).
 //! The TOML file uses the same names in lower case (`secret_key = "..."`,
 //! `listen = "0.0.0.0:8001"`).
 
@@ -110,6 +112,7 @@ pub const NAMES: &[&str] = &[
     "database_url",
     "database_pool_size",
     "database_statement_timeout_seconds",
+    "state_period_seconds",
 ];
 
 /// The environment as a layer: each known name, matched case-insensitively; our own
@@ -268,6 +271,9 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_connections") {
         http.max_connections = parse("max_connections", v)?;
+    }
+    if let Some(v) = get("state_period_seconds") {
+        http.state_period_seconds = parse("state_period_seconds", v)?;
     }
     if let Some(v) = get("shutdown_grace_seconds") {
         http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;

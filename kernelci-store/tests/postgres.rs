@@ -455,3 +455,27 @@ async fn bulk_inserts_are_all_or_nothing_and_name_the_duplicate() {
         batch[499]
     );
 }
+
+/// The `jobs` lease: one holder at a time, renewed by its holder, taken over once it
+/// expires (the database's clock decides).
+#[tokio::test]
+async fn a_lease_has_one_holder_and_passes_on_when_it_expires() {
+    let Some((a, url)) = fresh().await else {
+        return;
+    };
+    let b = PgStore::open(&PgConfig::new(&url)).await.unwrap();
+    let ttl = std::time::Duration::from_millis(600);
+    assert!(a.acquire_lease("jobs", "server-a", ttl).await.unwrap());
+    assert!(!b.acquire_lease("jobs", "server-b", ttl).await.unwrap());
+    // Another lease is independent.
+    assert!(b.acquire_lease("other", "server-b", ttl).await.unwrap());
+    // Renewed by its holder: still not B's after the first ttl.
+    tokio::time::sleep(ttl / 2).await;
+    assert!(a.acquire_lease("jobs", "server-a", ttl).await.unwrap());
+    tokio::time::sleep(ttl / 2).await;
+    assert!(!b.acquire_lease("jobs", "server-b", ttl).await.unwrap());
+    // A stops renewing: B gets it, and then A no longer has it.
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+    assert!(b.acquire_lease("jobs", "server-b", ttl).await.unwrap());
+    assert!(!a.acquire_lease("jobs", "server-a", ttl).await.unwrap());
+}

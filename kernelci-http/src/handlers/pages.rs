@@ -135,7 +135,12 @@ pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
     Ok(response::with_body(
         StatusCode::OK,
         "text/plain; charset=utf-8",
-        state.metrics().render(),
+        format!(
+            "{}kernelci_server_info{{instance=\"api\",server=\"{}\"}} 1\njobs_leader{{instance=\"api\"}} {}\n",
+            state.metrics().render(),
+            state.server_id(),
+            u8::from(state.is_leader())
+        ),
     ))
 }
 

@@ -27,6 +27,11 @@ const LOG_BATCH: usize = 256;
 /// log before the broadcast happened (to reuse the broadcast's envelope).
 const BROADCAST_GRACE: Duration = Duration::from_secs(1);
 
+/// How often a waiting durable listen reads the log again without a wake-up: an
+/// event appended by another server sharing the store (which wakes only its own
+/// listeners) is delivered within this time.
+pub const LOG_RECHECK: Duration = Duration::from_secs(1);
+
 /// What a `listen` returns: the channel and the envelope text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -317,7 +322,13 @@ impl Broker {
                                 cursor.pending_ack = Some(event.sequence_id);
                                 break Some(text);
                             }
-                            if sub.is_closed() || !wait(&sub, deadline, &mut stopping).await {
+                            if sub.is_closed() {
+                                break None;
+                            }
+                            let until = deadline.min(Instant::now() + LOG_RECHECK);
+                            if !wait(&sub, until, &mut stopping).await
+                                && (Instant::now() >= deadline || *stopping.borrow())
+                            {
                                 break None;
                             }
                         }

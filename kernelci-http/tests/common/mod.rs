@@ -1,9 +1,36 @@
-//! Test support: a real server on a loopback port (sled in a temp dir) and a small
-//! HTTP/1.1 client over real sockets.
+//! Test support: a real server on a loopback port over a fresh store of the backend
+//! under test, and a small HTTP/1.1 client over real sockets.
+//!
+//! # One test body, every backend
+//!
+//! A test is a plain `async fn` without arguments, registered with
+//! [`every_backend!`]:
+//!
+//! ```ignore
+//! every_backend!(create_and_read);
+//! async fn create_and_read() {
+//!     let s = TestServer::start().await; // on the backend of the running variant
+//!     ...
+//! }
+//! ```
+//!
+//! which generates the tests `create_and_read::sled` and `create_and_read::postgres`.
+//! Each runs the body with [`Backend::run`], which sets the backend that
+//! [`TestServer::start`] (and [`Location::fresh`]) use for the whole body. The
+//! PostgreSQL variant runs on a database of its own in the test process' shared
+//! throwaway cluster ([`TestCluster::shared`]); without PostgreSQL it passes at once
+//! after the cluster's `SKIPPED:` line (with `KCI_REQUIRE_POSTGRES=1` it fails
+//! instead). A test function that is not registered is never run, and the compiler
+//! says so (`dead_code`).
+//!
+//! A restart is backend-neutral: [`TestServer::stop`] hands back the data's
+//! [`Location`] (a sled directory, or a PostgreSQL database URL) and
+//! [`TestServer::start_at`] starts a new server and store on it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,20 +47,132 @@ use kernelci_core::id::ObjectId;
 use kernelci_core::store::Store;
 use kernelci_core::time::Timestamp;
 use kernelci_http::{serve, AppState, HttpConfig};
+use kernelci_store::postgres::testing::TestCluster;
+use kernelci_store::postgres::{PgConfig, PgStore};
 use kernelci_store::{SledConfig, SledStore};
 
 /// The secret of test servers.
 pub const SECRET: &str = "test-secret-key";
 
+/// Registers each async test function (no arguments) once per backend: `name::sled`
+/// and `name::postgres`, both on a multi-threaded runtime with two workers (see the
+/// module docs).
+macro_rules! every_backend {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sled() {
+                $crate::common::Backend::Sled.run(super::$name()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::common::Backend::Postgres.run(super::$name()).await;
+            }
+        }
+    )+};
+}
+pub(crate) use every_backend;
+
+/// A storage backend the tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `SledStore` in a temporary directory.
+    Sled,
+    /// `PgStore` on a fresh database of the shared test cluster.
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the running test variant (set by [`Backend::run`]).
+    static BACKEND: Backend;
+}
+
+impl Backend {
+    /// The backend of the running test, set by [`Backend::run`].
+    ///
+    /// # Panics
+    ///
+    /// Outside [`Backend::run`] (a plain `#[tokio::test]`, or a task the test
+    /// spawned): rather than silently falling back to one backend. A sled-only test
+    /// is `Backend::Sled.run(async { ... }).await` in a plain `#[tokio::test]`.
+    pub fn current() -> Backend {
+        BACKEND.try_with(|b| *b).unwrap_or_else(|_| {
+            panic!("no backend: run the test with every_backend! or Backend::run")
+        })
+    }
+
+    /// Runs `test` with `self` as the current backend; on PostgreSQL, returns at once
+    /// when PostgreSQL is missing and not required (the cluster printed `SKIPPED:`).
+    pub async fn run(self, test: impl Future<Output = ()>) {
+        if self == Backend::Postgres && TestCluster::shared().is_none() {
+            return;
+        }
+        BACKEND.scope(self, test).await;
+    }
+}
+
+/// Where a server's data lives: what [`TestServer::stop`] hands back and
+/// [`TestServer::start_at`] opens again.
+#[derive(Debug)]
+pub enum Location {
+    /// A sled store in `data/` under this temporary directory (removed on drop).
+    Sled(tempfile::TempDir),
+    /// A PostgreSQL database (it stays until the test process ends).
+    Postgres(String),
+}
+
+impl Location {
+    /// A new empty location of the current backend.
+    pub fn fresh() -> Location {
+        match Backend::current() {
+            Backend::Sled => Location::Sled(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Location::Postgres(
+                TestCluster::shared()
+                    .expect("Backend::run checked that PostgreSQL is there")
+                    .create_database(),
+            ),
+        }
+    }
+
+    /// The sled directory, for a sled location.
+    pub fn sled_dir(&self) -> Option<PathBuf> {
+        match self {
+            Location::Sled(tmp) => Some(tmp.path().join("data")),
+            Location::Postgres(_) => None,
+        }
+    }
+
+    /// Opens a store on this location (created or reopened); the typed sled handle
+    /// too, for a sled location (to close it).
+    pub async fn open(&self) -> (Arc<dyn Store>, Option<Arc<SledStore>>) {
+        match self {
+            Location::Sled(_) => {
+                let dir = self.sled_dir().unwrap();
+                let sled = Arc::new(SledStore::open(&dir, SledConfig::default()).unwrap());
+                (sled.clone(), Some(sled))
+            }
+            Location::Postgres(url) => {
+                let pg = PgStore::open(&PgConfig::new(url.as_str()))
+                    .await
+                    .unwrap_or_else(|e| panic!("PgStore::open({url}): {e}"));
+                (Arc::new(pg), None)
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
-    pub store: Arc<SledStore>,
-    pub dir: PathBuf,
+    /// The server's store.
+    pub store: Arc<dyn Store>,
+    /// The same store, typed, on sled (closed by [`TestServer::stop`]).
+    sled: Option<Arc<SledStore>>,
+    location: Location,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), kernelci_http::HttpError>>>,
-    _tmp: Option<tempfile::TempDir>,
 }
 
 /// An answer.
@@ -86,24 +225,24 @@ impl TestResponse {
 }
 
 impl TestServer {
-    /// A server with the test configuration on a fresh sled store.
+    /// A server with the test configuration on a fresh store of the current backend.
     pub async fn start() -> Self {
         Self::start_with(HttpConfig::for_tests(SECRET)).await
     }
 
-    /// A server with `config` on a fresh sled store.
+    /// A server with `config` on a fresh store of the current backend.
     pub async fn start_with(config: HttpConfig) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        let mut s = Self::start_in(&dir, config).await;
-        s._tmp = Some(tmp);
-        s
+        Self::start_at(Location::fresh(), config).await
     }
 
-    /// A server on the sled store in `dir` (created or reopened).
-    pub async fn start_in(dir: &Path, config: HttpConfig) -> Self {
-        let store = Arc::new(SledStore::open(dir, SledConfig::default()).unwrap());
-        let state = AppState::new(store.clone() as Arc<dyn Store>, config).unwrap();
+    /// A server with `config` on the data at `location` (created or reopened).
+    ///
+    /// It returns once the server listens; the server's start-up work (built-in
+    /// groups, initial administrator) may still be running: a test that depends on
+    /// it asks the server something first (the server answers only once it is done).
+    pub async fn start_at(location: Location, config: HttpConfig) -> Self {
+        let (store, sled) = location.open().await;
+        let state = AppState::new(store.clone(), config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();
@@ -118,29 +257,35 @@ impl TestServer {
             addr,
             state,
             store,
-            dir: dir.to_path_buf(),
+            sled,
+            location,
             stop: Some(stop),
             task: Some(task),
-            _tmp: None,
         }
     }
 
-    /// Stops the server (graceful) and closes the store; returns the temp dir
-    /// holding the data (so a new server can reopen it).
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+    /// Stops the server (graceful) and closes the store; returns where the data is
+    /// (so that [`TestServer::start_at`] can reopen it).
+    pub async fn stop(mut self) -> Location {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
-        let TestServer { state, store, .. } = self;
-        drop(state);
+        let TestServer {
+            state,
+            store,
+            sled,
+            location,
+            ..
+        } = self;
+        drop((state, store));
         // The server's tasks are gone: this is the last handle.
-        if let Ok(store) = Arc::try_unwrap(store) {
-            store.close().unwrap();
+        if let Some(Ok(sled)) = sled.map(Arc::try_unwrap) {
+            sled.close().unwrap();
         }
-        self._tmp.take()
+        location
     }
 
     /// Sends a request; `headers` are added as given.
@@ -267,8 +412,15 @@ impl TestServer {
                         id: ObjectId::new(),
                         name: (*name).to_owned(),
                     };
-                    store.insert_group(&g).await.unwrap();
-                    g
+                    match store.insert_group(&g).await {
+                        Ok(()) => g,
+                        // The server's start-up step may still be running and have
+                        // created it meanwhile (`node:edit:any`).
+                        Err(kernelci_core::Error::Conflict(_)) => {
+                            store.get_group_by_name(name).await.unwrap().unwrap()
+                        }
+                        Err(e) => panic!("insert_group({name}): {e}"),
+                    }
                 }
             };
             gs.push(g);

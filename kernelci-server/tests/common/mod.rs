@@ -88,6 +88,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that fails leaves no server behind (a no-op after `stop`).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body).
 pub fn http(
     addr: &str,

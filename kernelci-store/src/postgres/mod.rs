@@ -1744,6 +1744,23 @@ impl Store for PgStore {
         row.map(|r| utf8("queue item", r.get(0))).transpose()
     }
 
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        // The database's clock decides expiry: servers' clocks may disagree.
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO kci_leases (name, holder, expires)
+                 VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
+                 WHERE kci_leases.holder = EXCLUDED.holder OR kci_leases.expires < clock_timestamp()
+                 RETURNING holder",
+                &[&name, &holder, &ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(conv)?;
+        Ok(row.is_some())
+    }
+
     async fn flush(&self) -> Result<()> {
         // Every write committed with synchronous_commit (the default) is on disk.
         Ok(())

@@ -18,7 +18,7 @@ use crate::index::IndexDef;
 use crate::INDEXES;
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock key of the migration step (an arbitrary constant: "kci-migr").
 const MIGRATION_LOCK: i64 = 0x6b63_692d_6d69_6772;
@@ -31,10 +31,11 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tables",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tables",
+        sql: r#"
 CREATE TABLE kci_nodes (
     id bytea PRIMARY KEY,
     version bigint NOT NULL,
@@ -147,7 +148,19 @@ CREATE TABLE kci_queue (
 );
 CREATE INDEX kci_queue_name ON kci_queue (name, pos);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "leases",
+        sql: r#"
+CREATE TABLE kci_leases (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    expires timestamptz NOT NULL
+);
+"#,
+    },
+];
 
 /// What a migration run did (see [`crate::postgres::PgStore::migrate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
