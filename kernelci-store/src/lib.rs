@@ -1,9 +1,12 @@
 //! # kernelci-store
 //!
-//! The two implementations of [`kernelci_core::store::Store`]:
+//! The implementations of [`kernelci_core::store::Store`]:
 //!
 //! - [`MemoryStore`]: volatile, for tests and embedding;
-//! - [`SledStore`]: the embedded, durable default (sled 0.34): no server to run.
+//! - [`SledStore`]: the embedded, durable default (sled 0.34): no server to run;
+//! - [`postgres::PgStore`] (feature `postgres`, on by default): PostgreSQL, for data
+//!   beyond one machine's RAM and several server processes on one database (see the
+//!   [`postgres`] module; the rest of this page is about the first two).
 //!
 //! Both are one engine ([`IndexedStore`]) over an ordered key space — an in-memory
 //! B-tree or one sled tree — so index maintenance, counters and the query planner are
