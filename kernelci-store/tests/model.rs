@@ -277,3 +277,49 @@ proptest! {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops, Some(cluster)));
     }
 }
+
+/// Anchored regexes get an index range as pre-filter on PostgreSQL (`^dmesg` →
+/// `name >= 'dmesg' AND name < 'dmesh'`); the answers stay the model's at the edges
+/// of the range.
+#[tokio::test]
+async fn anchored_regex_ranges_agree_with_the_model() {
+    let Some(cluster) = TestCluster::shared() else {
+        return;
+    };
+    let pg = open_pg(&cluster.create_database()).await;
+    let model = NaiveStore::new();
+    let t = parse_query_datetime("2024-01-01").unwrap();
+    let names = [
+        "dmesg",
+        "dmesh",
+        "dmesf",
+        "dmesg.x",
+        "Dmesg",
+        "abc",
+        "ac",
+        "a",
+        "b",
+        "é",
+        "a\u{10FFFF}b",
+    ];
+    let nodes: Vec<Node> = names.iter().map(|n| Node::new("test", n, t)).collect();
+    for s in [&model as &dyn Store, &pg] {
+        s.insert_nodes(&nodes).await.unwrap();
+    }
+    for q in [
+        "name__re=^dmesg",
+        "name__re=^dmesg$",
+        "name__re=^ab?c",
+        "name__re=^a",
+        "name__re=^é",
+        "name__re=^a\u{10FFFF}",
+        "kind=test&name__re=^dmes[gh]",
+        "owner__re=^a",
+    ] {
+        let q = Query::parse_str(q, Mode::Page).unwrap();
+        let want = model.find_page(&q).await.unwrap();
+        let got = pg.find_page(&q).await.unwrap();
+        assert_eq!(got.items, want.items, "{q}");
+        assert_eq!(got.total, want.total, "{q}");
+    }
+}

@@ -276,18 +276,76 @@ impl Scalar<'_> {
             Cond::Lte(v) => self.cmp("<=", true, v, p),
             Cond::Gt(v) => self.cmp(">", false, v, p),
             Cond::Gte(v) => self.cmp(">=", true, v, p),
-            Cond::Regex(_) => {
-                // Only a string can match a regex.
-                return Err(if self.ty != Ty::Text {
-                    Pred::constant(false)
-                } else if self.nullable {
-                    Pred::new(format!("{} IS NOT NULL", self.expr), false)
-                } else {
-                    Pred::constant(true)
-                });
+            Cond::Regex(pattern) => {
+                // Only a string can match a regex; an anchored literal prefix also
+                // bounds it to an index range.
+                if self.ty != Ty::Text {
+                    return Err(Pred::constant(false));
+                }
+                let mut parts = Vec::new();
+                if self.nullable {
+                    parts.push(Pred::new(format!("{} IS NOT NULL", self.expr), false));
+                }
+                if let Some(prefix) = literal_prefix(pattern.as_str()) {
+                    parts.push(Pred::new(
+                        format!("{} >= {}", self.expr, p.bind(prefix.clone())),
+                        self.nullable,
+                    ));
+                    if let Some(upper) = prefix_upper_bound(&prefix) {
+                        parts.push(Pred::new(
+                            format!("{} < {}", self.expr, p.bind(upper)),
+                            self.nullable,
+                        ));
+                    }
+                }
+                return Err(and(parts));
             }
         })
     }
+}
+
+/// The text every match of `pattern` starts with, when the pattern is anchored (`^`)
+/// and begins with plain characters: `^dmesg` → `dmesg`, `^baseline.login` →
+/// `baseline`, `^ab?c` → `a`. `None` for anything else (flags, alternation anywhere,
+/// no anchor), which only costs the pre-filter its range.
+fn literal_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let mut prefix = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !(c.is_alphanumeric() || matches!(c, '-' | '_' | '/' | ':' | ' ' | ',' | '=' | '@')) {
+            // A quantifier makes the character before it optional.
+            if matches!(c, '?' | '*' | '{') {
+                prefix.pop();
+            }
+            break;
+        }
+        if matches!(chars.peek(), Some('?' | '*' | '{')) {
+            break;
+        }
+        prefix.push(c);
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
+/// The smallest string greater than every string that starts with `prefix`, in
+/// byte (code point) order; `None` when there is none.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Conditions on a non-null array of strings (`path`, `user_groups`).
@@ -590,10 +648,34 @@ mod tests {
     fn regexes_and_undeclared_paths_are_checked_in_rust() {
         let t = plan("name__re=^a&kind=test");
         assert!(!t.exact);
-        assert!(t.where_sql.contains("\"kind\" = $1"), "{}", t.where_sql);
+        assert!(t.where_sql.contains("\"kind\" = $"), "{}", t.where_sql);
         let t = plan("data.misc.foo=bar");
         assert!(!t.exact);
         assert_eq!(t.where_sql, "TRUE");
+    }
+
+    #[test]
+    fn anchored_regexes_get_an_index_range() {
+        for (pattern, want) in [
+            ("^dmesg", Some("dmesg")),
+            ("^baseline.login", Some("baseline")),
+            ("^ab?c", Some("a")),
+            ("^a*", None),
+            ("^(?i)dmesg", None),
+            ("^a|b", None),
+            ("dmesg", None),
+            ("^x86_64", Some("x86_64")),
+        ] {
+            assert_eq!(literal_prefix(pattern).as_deref(), want, "{pattern}");
+        }
+        assert_eq!(prefix_upper_bound("dmesg").as_deref(), Some("dmesh"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        let t = plan("kind=test&name__re=^dmesg");
+        assert!(!t.exact);
+        assert!(t.where_sql.contains("\"name\" >= $2"), "{}", t.where_sql);
+        assert!(t.where_sql.contains("\"name\" < $3"), "{}", t.where_sql);
     }
 
     #[test]
