@@ -19,6 +19,14 @@
 //! - **Equivalence**: every backend returns the same results for the same calls;
 //!   a node matches a query exactly when [`crate::query::matches()`] says so.
 //!
+//! # Export and import
+//!
+//! [`Store::export_records`] walks the whole content, one [`Section`] at a time, in
+//! pages of backend-independent [`Record`]s with a resume [`ExportCursor`];
+//! [`Store::import_records`] writes such records into any backend, idempotently by
+//! each record's key. Together they copy a store to another backend
+//! (`kernelci-server copy`) and are the basis of backups.
+//!
 //! Errors are [`Error`]: `NotFound` and `Conflict` as documented per method,
 //! `Storage` for I/O failures and corrupt data (never a panic).
 
@@ -100,6 +108,185 @@ pub struct TokenRecord {
     pub expires: Timestamp,
     /// Set once consumed.
     pub used: bool,
+}
+
+/// The parts of a store's content that [`Store::export_records`] walks, one at a
+/// time, each in its own stable order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Section {
+    /// Nodes with their versions, by ascending id.
+    Nodes,
+    /// Events with their sequence ids, by ascending sequence id.
+    Events,
+    /// Durable subscribers, by id (byte order).
+    Subscribers,
+    /// Users, by id.
+    Users,
+    /// Groups, by id.
+    Groups,
+    /// Single-use tokens, by id (byte order).
+    Tokens,
+    /// Key/value pairs, by namespace then key.
+    Kv,
+    /// Telemetry events, by id.
+    Telemetry,
+    /// Queue items, queue by queue (in an order of names of the backend's choosing),
+    /// each queue in FIFO order.
+    Queues,
+    /// The event sequence high-water mark ([`Record::EventSequence`], first), then
+    /// the [`Store::next_counter`] counters by name.
+    Counters,
+}
+
+impl Section {
+    /// Every section, in the order a copy walks them (groups before the users that
+    /// belong to them; the sequence mark after the events).
+    pub const ALL: [Section; 10] = [
+        Section::Nodes,
+        Section::Events,
+        Section::Subscribers,
+        Section::Groups,
+        Section::Users,
+        Section::Tokens,
+        Section::Kv,
+        Section::Telemetry,
+        Section::Queues,
+        Section::Counters,
+    ];
+
+    /// The section's name in messages (`nodes`, `events`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Nodes => "nodes",
+            Section::Events => "events",
+            Section::Subscribers => "subscribers",
+            Section::Users => "users",
+            Section::Groups => "groups",
+            Section::Tokens => "tokens",
+            Section::Kv => "kv",
+            Section::Telemetry => "telemetry",
+            Section::Queues => "queues",
+            Section::Counters => "counters",
+        }
+    }
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// One stored record as [`Store::export_records`] returns it and
+/// [`Store::import_records`] takes it: everything a store holds, in a
+/// backend-independent form (copies between backends, backups). Its serde form is
+/// `{"type": "node", "record": {...}}` (JSON round trips are lossless).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// A node and its version (kept by the import).
+    Node {
+        /// The node.
+        node: Node,
+        /// Its version.
+        version: Version,
+    },
+    /// An event with its sequence id (kept by the import).
+    Event(Event),
+    /// A durable subscriber and its position.
+    Subscriber(SubscriberState),
+    /// A user.
+    User(User),
+    /// A group.
+    Group(UserGroup),
+    /// A single-use token.
+    Token(TokenRecord),
+    /// A key/value pair.
+    Kv {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// A telemetry event.
+    Telemetry(TelemetryEvent),
+    /// One item of a queue.
+    QueueItem {
+        /// Queue name.
+        name: String,
+        /// Its place in the queue at export time: 0 for the oldest item (the next
+        /// pop), 1 for the one after it...
+        index: u64,
+        /// The queued value.
+        value: String,
+    },
+    /// A [`Store::next_counter`] counter and the last value it returned.
+    Counter {
+        /// Counter name.
+        name: String,
+        /// Last value returned (the next call returns one more).
+        value: u64,
+    },
+    /// The event sequence high-water mark: [`Store::last_event_sequence`], which may
+    /// be above every stored event's sequence id (trimmed events).
+    EventSequence(u64),
+}
+
+impl Record {
+    /// The section this record belongs to.
+    pub fn section(&self) -> Section {
+        match self {
+            Record::Node { .. } => Section::Nodes,
+            Record::Event(_) => Section::Events,
+            Record::Subscriber(_) => Section::Subscribers,
+            Record::User(_) => Section::Users,
+            Record::Group(_) => Section::Groups,
+            Record::Token(_) => Section::Tokens,
+            Record::Kv { .. } => Section::Kv,
+            Record::Telemetry(_) => Section::Telemetry,
+            Record::QueueItem { .. } => Section::Queues,
+            Record::Counter { .. } | Record::EventSequence(_) => Section::Counters,
+        }
+    }
+}
+
+/// Where an export stopped: pass it back to [`Store::export_records`] to get the
+/// records after it. Opaque, and meaningful only to the store that returned it, for
+/// the same section. Key-based, not offset-based (except in the naive model), so
+/// records written or deleted meanwhile neither shift nor repeat the walk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExportCursor(Vec<u8>);
+
+impl ExportCursor {
+    /// A cursor from its bytes (for backends).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The cursor's bytes (for backends).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What [`Store::import_records`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// Records written (a counter or the sequence mark: raised).
+    pub imported: u64,
+    /// Records already there (same key), left as they were (a counter or the
+    /// sequence mark: already at least as high).
+    pub skipped_existing: u64,
+}
+
+impl std::ops::AddAssign for ImportStats {
+    fn add_assign(&mut self, rhs: Self) {
+        self.imported += rhs.imported;
+        self.skipped_existing += rhs.skipped_existing;
+    }
 }
 
 /// The bulk field updates `PUT /batch/nodeset` may make.
@@ -354,6 +541,58 @@ pub trait Store: Send + Sync + 'static {
         Ok(true)
     }
 
+    // ---- export and import ---------------------------------------------------------
+
+    /// Up to `limit` records of `section` after `after` (from the start when `None`),
+    /// in the section's stable order (see [`Section`]), and the cursor to continue
+    /// from, `None` when the section is exhausted. Memory is bounded by `limit`
+    /// (a `limit` of 0 is taken as 1). Each call reads one consistent view where the
+    /// backend allows it; a walk over several calls is a consistent snapshot only if
+    /// nothing writes the store meanwhile (a copy or a backup runs on a stopped
+    /// server). Read-only.
+    async fn export_records(
+        &self,
+        section: Section,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<ExportCursor>)>;
+
+    /// Writes exported records, idempotently: a record whose key is already stored
+    /// is skipped and left as it is (nodes, users, groups and telemetry by id,
+    /// events by sequence id, subscribers and tokens by id, KV pairs by namespace and
+    /// key). Nodes keep their versions and events their sequence ids; the sequence
+    /// mark and counters are raised to at least the record's value, never lowered
+    /// (so the target never hands out a sequence id or counter value the source
+    /// did). A queue item at `index` is appended when the target queue holds exactly
+    /// `index` items, skipped when it holds more (copied by an earlier run), and
+    /// refused with `Invalid` when it holds fewer (a gap): so a queue is copied into
+    /// an empty queue of that name, in order, and an interrupted copy re-run from the
+    /// start completes it without duplicates. A user or group whose username,
+    /// e-mail or name belongs to another id is a `Conflict`.
+    ///
+    /// Node index entries and counters are maintained exactly as by
+    /// [`Store::insert_nodes`]. Atomic per record at least (the embedded backends and
+    /// PostgreSQL write a whole call in one batch or transaction: on an error nothing
+    /// of the call is written); durable when it returns.
+    async fn import_records(&self, records: &[Record]) -> Result<ImportStats>;
+
+    /// The number of records [`Store::export_records`] returns for `section` (by
+    /// walking it; a backend may count faster). Read-only.
+    async fn count_records(&self, section: Section) -> Result<u64> {
+        let mut cursor = None;
+        let mut n = 0u64;
+        loop {
+            let (records, next) = self
+                .export_records(section, cursor.as_ref(), 10_000)
+                .await?;
+            n += records.len() as u64;
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(n),
+            }
+        }
+    }
+
     // ---- lifecycle ---------------------------------------------------------------
 
     /// Waits until every write acknowledged so far is on disk (a no-op for volatile
@@ -364,4 +603,13 @@ pub trait Store: Send + Sync + 'static {
 /// `NotFound` for a node id, with the reference's wording.
 pub fn node_not_found(id: ObjectId) -> Error {
     Error::NotFound(format!("Node not found with id: {id}"))
+}
+
+/// The refusal of a queue item that would leave a gap (see
+/// [`Store::import_records`]).
+pub fn queue_gap(name: &str, len: u64, index: u64) -> Error {
+    Error::Invalid(format!(
+        "Queue {name:?} holds {len} items: cannot import its item {index} (queues are \
+         imported in order, into an empty queue)"
+    ))
 }

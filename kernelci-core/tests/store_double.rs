@@ -24,3 +24,8 @@ async fn each_check_also_passes_on_a_fresh_store() {
     conformance::telemetry(&NaiveStore::new()).await;
     conformance::queues(&NaiveStore::new()).await;
 }
+
+#[tokio::test]
+async fn naive_store_exports_and_imports_every_record() {
+    conformance::export_import(&NaiveStore::new(), &NaiveStore::new()).await;
+}

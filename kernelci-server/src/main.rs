@@ -4,7 +4,11 @@
 //! kernelci-server serve [--listen ADDR] [--data-dir DIR] [--config FILE] [--dev]
 //!                       [--backend sled|memory|postgres] [--database-url URL]
 //! kernelci-server admin create --username U --email E [--data-dir DIR] [--config FILE]
+//! kernelci-server copy --from SPEC --to SPEC [--batch-size N]
 //! ```
+//!
+//! `copy` copies every record of one store into another ([`copy`]); a SPEC is
+//! `sled:DIR`, `postgres:URL` or `memory:`.
 //!
 //! Settings come from the command line over the environment over the TOML file over
 //! the defaults ([`config`]). `serve` refuses to start without `SECRET_KEY` unless
@@ -13,6 +17,7 @@
 //! and a login hint is printed.
 
 mod config;
+mod copy;
 mod dev;
 
 use std::path::PathBuf;
@@ -73,6 +78,21 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Copies every record (nodes, events, users, groups, tokens, subscribers, KV,
+    /// telemetry, queues, counters) from one store into another, then compares the
+    /// counts. Safe to run again after an interruption: what is there is skipped.
+    /// Stop the servers of both stores first (a sled store is locked while in use).
+    Copy {
+        /// Source store: sled:DIR, postgres:URL or memory:.
+        #[arg(long)]
+        from: copy::Spec,
+        /// Target store: sled:DIR (created if missing), postgres:URL or memory:.
+        #[arg(long)]
+        to: copy::Spec,
+        /// Records per batch (one import transaction each).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
     },
 }
 
@@ -149,6 +169,11 @@ fn main() -> ExitCode {
                 let cfg = layers(&common, l)?;
                 run_serve(cfg, dev).await
             }
+            Command::Copy {
+                from,
+                to,
+                batch_size,
+            } => copy::run(&from, &to, batch_size as usize).await,
             Command::Admin {
                 command:
                     AdminCommand::Create {

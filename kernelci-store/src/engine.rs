@@ -46,6 +46,8 @@ const META_EVENT_SEQ: &[u8] = b"event_seq";
 
 type Res<T> = Result<T, Error>;
 
+mod export;
+
 /// The engine over one key space.
 pub struct Engine<K: Kv> {
     pub(crate) kv: K,

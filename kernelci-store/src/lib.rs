@@ -55,6 +55,11 @@
 //! | `y` | `ts` (8 bytes, time order) + event id | empty (the telemetry time index) |
 //! | `Q` | name length (u32 BE) + queue name + position (u64 BE) | queued value |
 //!
+//! [`Store::export_records`] walks one prefix per section in key order (the cursor
+//! is the last key returned); [`Store::import_records`] computes the writes of a
+//! whole batch of records under the writer lock, with the same index and counter
+//! maintenance as the ordinary writes, and applies them as one atomic batch.
+//!
 //! Values in index keys use an order-preserving encoding ([`keys`](crate)): a type
 //! tag in the query language's type order, then big-endian numbers (sign-flipped),
 //! escaped zero-terminated strings, 12-byte ids, microsecond dates. So an index scan
@@ -122,7 +127,8 @@ use kernelci_core::node::Node;
 use kernelci_core::query::Query;
 use kernelci_core::state::ChildrenSummary;
 use kernelci_core::store::{
-    FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
+    ExportCursor, FieldSet, ImportStats, Page, Record, Section, Store, SubscriberState,
+    TokenRecord, Version, Versioned,
 };
 use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
@@ -591,6 +597,30 @@ impl<K: Kv> Store for IndexedStore<K> {
             self.durable().await?;
         }
         Ok(v)
+    }
+
+    async fn export_records(
+        &self,
+        section: Section,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<ExportCursor>)> {
+        let _view = self.engine.kv.read_view()?;
+        let (records, next) =
+            self.engine
+                .export_records(section, after.map(ExportCursor::as_bytes), limit)?;
+        Ok((records, next.map(ExportCursor::from_bytes)))
+    }
+
+    async fn count_records(&self, section: Section) -> Result<u64> {
+        let _view = self.engine.kv.read_view()?;
+        self.engine.count_records(section)
+    }
+
+    async fn import_records(&self, records: &[Record]) -> Result<ImportStats> {
+        let stats = self.engine.import_records(records)?;
+        self.durable().await?;
+        Ok(stats)
     }
 
     async fn flush(&self) -> Result<()> {

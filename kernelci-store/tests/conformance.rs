@@ -378,3 +378,33 @@ async fn concurrent_pops_never_return_an_item_twice() {
         assert_eq!(all, (0..n).collect::<Vec<_>>());
     }
 }
+
+#[tokio::test]
+async fn export_import_between_memory_sled_and_the_model() {
+    use kernelci_core::testing::NaiveStore;
+    // memory → sled, then the sled copy survives a reopen and exports the same.
+    let dir = tempfile::tempdir().unwrap();
+    let source = MemoryStore::new();
+    let target = sled_store(&dir);
+    conformance::export_import(&source, &target).await;
+    let report = target.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let before =
+        conformance::export_section(&target, kernelci_core::store::Section::Nodes, 1000).await;
+    target.close().unwrap();
+    let reopened = sled_store(&dir);
+    assert!(reopened.verify().unwrap().is_clean());
+    assert_eq!(
+        conformance::export_section(&reopened, kernelci_core::store::Section::Nodes, 1000).await,
+        before
+    );
+
+    // sled → memory, and the model ↔ memory both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let source = sled_store(&dir);
+    let target = MemoryStore::new();
+    conformance::export_import(&source, &target).await;
+    assert!(target.verify().unwrap().is_clean());
+    conformance::export_import(&NaiveStore::new(), &MemoryStore::new()).await;
+    conformance::export_import(&MemoryStore::new(), &NaiveStore::new()).await;
+}

@@ -479,3 +479,32 @@ async fn a_lease_has_one_holder_and_passes_on_when_it_expires() {
     assert!(b.acquire_lease("jobs", "server-b", ttl).await.unwrap());
     assert!(!a.acquire_lease("jobs", "server-a", ttl).await.unwrap());
 }
+
+#[tokio::test]
+async fn export_import_to_and_from_postgres() {
+    use kernelci_store::MemoryStore;
+    // memory → PostgreSQL
+    let Some((target, _)) = fresh().await else {
+        return;
+    };
+    conformance::export_import(&MemoryStore::new(), &target).await;
+    let problems = target.verify_counts().await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // PostgreSQL → memory
+    let Some((source, _)) = fresh().await else {
+        return;
+    };
+    let copy = MemoryStore::new();
+    conformance::export_import(&source, &copy).await;
+    assert!(copy.verify().unwrap().is_clean());
+    // PostgreSQL → PostgreSQL, and the model → PostgreSQL
+    let (Some((source, _)), Some((target, _))) = (fresh().await, fresh().await) else {
+        return;
+    };
+    conformance::export_import(&source, &target).await;
+    assert!(target.verify_counts().await.unwrap().is_empty());
+    let Some((target, _)) = fresh().await else {
+        return;
+    };
+    conformance::export_import(&NaiveStore::new(), &target).await;
+}

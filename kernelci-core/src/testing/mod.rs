@@ -22,12 +22,13 @@ use crate::node::{Node, State};
 use crate::query::{matches, sort_nodes, Query};
 use crate::state::{set_processed, ChildrenSummary};
 use crate::store::{
-    node_not_found, FieldSet, Page, Store, SubscriberState, TokenRecord, Version, Versioned,
+    node_not_found, queue_gap, ExportCursor, FieldSet, ImportStats, Page, Record, Section, Store,
+    SubscriberState, TokenRecord, Version, Versioned,
 };
 use crate::telemetry::{in_range, TelemetryEvent, TelemetryQuery};
 use crate::time::Timestamp;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Inner {
     nodes: BTreeMap<ObjectId, (Node, Version)>,
     events: Vec<Event>,
@@ -536,6 +537,208 @@ impl Store for NaiveStore {
             g.queues.remove(name);
         }
         Ok(v)
+    }
+
+    async fn export_records(
+        &self,
+        section: Section,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<ExportCursor>)> {
+        // The model's cursor is the number of records returned so far (8 bytes BE).
+        let skip = match after {
+            None => 0,
+            Some(c) => {
+                let b: [u8; 8] = c
+                    .as_bytes()
+                    .try_into()
+                    .map_err(|_| Error::Invalid("bad export cursor".into()))?;
+                usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX)
+            }
+        };
+        let g = self.lock()?;
+        let all: Vec<Record> = match section {
+            Section::Nodes => g
+                .nodes
+                .values()
+                .map(|(n, v)| Record::Node {
+                    node: n.clone(),
+                    version: *v,
+                })
+                .collect(),
+            Section::Events => g.events.iter().cloned().map(Record::Event).collect(),
+            Section::Subscribers => g
+                .subscribers
+                .values()
+                .cloned()
+                .map(Record::Subscriber)
+                .collect(),
+            Section::Users => g.users.values().cloned().map(Record::User).collect(),
+            Section::Groups => g.groups.values().cloned().map(Record::Group).collect(),
+            Section::Tokens => g.tokens.values().cloned().map(Record::Token).collect(),
+            Section::Kv => {
+                g.kv.iter()
+                    .map(|((ns, k), v)| Record::Kv {
+                        namespace: ns.clone(),
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect()
+            }
+            Section::Telemetry => g
+                .telemetry
+                .values()
+                .cloned()
+                .map(Record::Telemetry)
+                .collect(),
+            Section::Queues => g
+                .queues
+                .iter()
+                .flat_map(|(name, q)| {
+                    q.iter().enumerate().map(|(i, v)| Record::QueueItem {
+                        name: name.clone(),
+                        index: i as u64,
+                        value: v.clone(),
+                    })
+                })
+                .collect(),
+            Section::Counters => std::iter::once(Record::EventSequence(g.last_sequence))
+                .chain(g.counters.iter().map(|(name, v)| Record::Counter {
+                    name: name.clone(),
+                    value: *v,
+                }))
+                .collect(),
+        };
+        let page: Vec<Record> = all.into_iter().skip(skip).take(limit.max(1)).collect();
+        let next = skip + page.len();
+        let more = page.len() == limit.max(1);
+        Ok((
+            page,
+            more.then(|| ExportCursor::from_bytes((next as u64).to_be_bytes().to_vec())),
+        ))
+    }
+
+    async fn import_records(&self, records: &[Record]) -> Result<ImportStats> {
+        let mut g = self.lock()?;
+        // All or nothing: work on a copy, keep it only when every record went in.
+        let mut w = g.clone();
+        let mut stats = ImportStats::default();
+        for r in records {
+            let fresh = match r {
+                Record::Node { node, version } => {
+                    let fresh = !w.nodes.contains_key(&node.id);
+                    if fresh {
+                        w.nodes.insert(node.id, (node.clone(), *version));
+                    }
+                    fresh
+                }
+                Record::Event(e) => {
+                    match w
+                        .events
+                        .binary_search_by_key(&e.sequence_id, |x| x.sequence_id)
+                    {
+                        Ok(_) => false,
+                        Err(at) => {
+                            w.events.insert(at, e.clone());
+                            w.last_sequence = w.last_sequence.max(e.sequence_id);
+                            true
+                        }
+                    }
+                }
+                Record::Subscriber(s) => {
+                    let fresh = !w.subscribers.contains_key(&s.subscriber_id);
+                    if fresh {
+                        w.subscribers.insert(s.subscriber_id.clone(), s.clone());
+                    }
+                    fresh
+                }
+                Record::User(u) => {
+                    if w.users.contains_key(&u.id) {
+                        false
+                    } else if w
+                        .users
+                        .values()
+                        .any(|o| o.username == u.username || o.email == u.email)
+                    {
+                        return Err(Error::Conflict(
+                            "User with this id, username or e-mail already exists".into(),
+                        ));
+                    } else {
+                        w.users.insert(u.id, u.clone());
+                        true
+                    }
+                }
+                Record::Group(gr) => {
+                    if w.groups.contains_key(&gr.id) {
+                        false
+                    } else if w.groups.values().any(|o| o.name == gr.name) {
+                        return Err(Error::Conflict(format!(
+                            "Group already exists: {}",
+                            gr.name
+                        )));
+                    } else {
+                        w.groups.insert(gr.id, gr.clone());
+                        true
+                    }
+                }
+                Record::Token(t) => {
+                    let fresh = !w.tokens.contains_key(&t.id);
+                    if fresh {
+                        w.tokens.insert(t.id.clone(), t.clone());
+                    }
+                    fresh
+                }
+                Record::Kv {
+                    namespace,
+                    key,
+                    value,
+                } => {
+                    let k = (namespace.clone(), key.clone());
+                    let fresh = !w.kv.contains_key(&k);
+                    if fresh {
+                        w.kv.insert(k, value.clone());
+                    }
+                    fresh
+                }
+                Record::Telemetry(e) => {
+                    let fresh = !w.telemetry.contains_key(&e.id);
+                    if fresh {
+                        w.telemetry.insert(e.id, e.clone());
+                    }
+                    fresh
+                }
+                Record::QueueItem { name, index, value } => {
+                    let q = w.queues.entry(name.clone()).or_default();
+                    let len = q.len() as u64;
+                    if *index < len {
+                        false
+                    } else if *index == len {
+                        q.push_back(value.clone());
+                        true
+                    } else {
+                        return Err(queue_gap(name, len, *index));
+                    }
+                }
+                Record::Counter { name, value } => {
+                    let c = w.counters.entry(name.clone()).or_insert(0);
+                    let raised = *value > *c;
+                    *c = (*c).max(*value);
+                    raised
+                }
+                Record::EventSequence(n) => {
+                    let raised = *n > w.last_sequence;
+                    w.last_sequence = w.last_sequence.max(*n);
+                    raised
+                }
+            };
+            if fresh {
+                stats.imported += 1;
+            } else {
+                stats.skipped_existing += 1;
+            }
+        }
+        *g = w;
+        Ok(stats)
     }
 
     async fn flush(&self) -> Result<()> {

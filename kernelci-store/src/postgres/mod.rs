@@ -44,6 +44,7 @@
 //! `count(*)` on the plan's indexes; residual plans count in Rust.
 
 mod counts;
+mod export;
 mod query;
 pub mod schema;
 #[cfg(feature = "pg-test-util")]
@@ -64,8 +65,8 @@ use kernelci_core::node::Node;
 use kernelci_core::query::{matches, sort_nodes, Query};
 use kernelci_core::state::{set_processed, ChildrenSummary};
 use kernelci_core::store::{
-    node_not_found, FieldSet, Page, Store, SubscriberState, TokenPurpose, TokenRecord, Version,
-    Versioned,
+    node_not_found, ExportCursor, FieldSet, ImportStats, Page, Record, Section, Store,
+    SubscriberState, TokenPurpose, TokenRecord, Version, Versioned,
 };
 use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
@@ -1742,6 +1743,23 @@ impl Store for PgStore {
             .await
             .map_err(conv)?;
         row.map(|r| utf8("queue item", r.get(0))).transpose()
+    }
+
+    async fn export_records(
+        &self,
+        section: Section,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<ExportCursor>)> {
+        self.export_page(section, after, limit).await
+    }
+
+    async fn import_records(&self, records: &[Record]) -> Result<ImportStats> {
+        self.import_batch(records).await
+    }
+
+    async fn count_records(&self, section: Section) -> Result<u64> {
+        self.count_section(section).await
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
