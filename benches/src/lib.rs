@@ -49,19 +49,50 @@ fn generate(args: &[&str], out: &Path) -> std::io::Result<()> {
     std::fs::rename(tmp, out)
 }
 
-/// The `n`-node data set of `seed` (generated once, then read from the cache).
-pub fn nodes(n: usize, seed: u64) -> std::io::Result<Vec<Node>> {
+/// The JSON-lines file of the `n`-node data set of `seed` (generated when missing).
+pub fn nodes_path(n: usize, seed: u64) -> std::io::Result<PathBuf> {
     let path = cache_dir().join(format!("nodes-{n}-{seed}.jsonl"));
     generate(
         &["--nodes", &n.to_string(), "--seed", &seed.to_string()],
         &path,
     )?;
+    Ok(path)
+}
+
+/// The `n`-node data set of `seed` (generated once, then read from the cache).
+pub fn nodes(n: usize, seed: u64) -> std::io::Result<Vec<Node>> {
     let mut out = Vec::with_capacity(n);
+    for_each_chunk(n, seed, 10_000, |chunk| {
+        out.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Reads the `n`-node data set of `seed` in creation order, `chunk` nodes at a time
+/// (the last chunk may be shorter), and hands each chunk to `f`: a loader that never
+/// holds the whole set in memory.
+pub fn for_each_chunk(
+    n: usize,
+    seed: u64,
+    chunk: usize,
+    mut f: impl FnMut(&[Node]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let path = nodes_path(n, seed)?;
+    let chunk = chunk.max(1);
+    let mut buf = Vec::with_capacity(chunk);
     for line in BufReader::new(std::fs::File::open(&path)?).lines() {
         let node: Node = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
-        out.push(node);
+        buf.push(node);
+        if buf.len() == chunk {
+            f(&buf)?;
+            buf.clear();
+        }
     }
-    Ok(out)
+    if !buf.is_empty() {
+        f(&buf)?;
+    }
+    Ok(())
 }
 
 /// One query shape of the workload.
