@@ -508,3 +508,33 @@ async fn export_import_to_and_from_postgres() {
     };
     conformance::export_import(&NaiveStore::new(), &target).await;
 }
+
+/// A Unix socket (`host=/dir`), with the default `sslmode` and with `disable`: the
+/// TLS connector must not refuse a host that is a path.
+#[tokio::test]
+async fn unix_socket_connections_work() {
+    let Some((_store, url)) = fresh().await else {
+        return;
+    };
+    let client = tokio_postgres_client(&url).await;
+    let dirs: String = client
+        .query_one("SHOW unix_socket_directories", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let Some(dir) = dirs.split(',').map(str::trim).find(|d| d.starts_with('/')) else {
+        eprintln!("the test cluster listens on no Unix socket; nothing to check");
+        return;
+    };
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    let db = url.rsplit('/').next().unwrap();
+    for mode in ["prefer", "disable"] {
+        let conninfo = format!("host={dir} port={port} user=kci dbname={db} sslmode={mode}");
+        let store = PgStore::open(&PgConfig::new(&conninfo))
+            .await
+            .unwrap_or_else(|e| panic!("{conninfo}: {e}"));
+        let n = Node::new("checkout", "socket", Timestamp::now());
+        store.insert_node(&n).await.unwrap();
+        assert!(store.get_node(n.id).await.unwrap().is_some());
+    }
+}

@@ -568,24 +568,28 @@ async fn apply_raw(
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let (ix, key, shard, n) = deltas.columns(shard());
     if !ix.is_empty() {
-        tx.execute(
-            "INSERT INTO kci_counts (ix, key, shard, n)
-             SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
-             ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n",
-            &[&ix, &key, &shard, &n],
-        )
-        .await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO kci_counts (ix, key, shard, n)
+                 SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
+                 ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n",
+            )
+            .await?;
+        tx.execute(&stmt, &[&ix, &key, &shard, &n]).await?;
     }
     Ok(())
 }
 
 /// The sum of the counter rows of (`ix`, `key`).
 async fn read_count(client: &impl GenericClient, ix: i16, key: &str) -> Result<u64> {
-    let n: i64 = client
-        .query_one(
+    let stmt = client
+        .prepare_cached(
             "SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = $1 AND key = $2",
-            &[&ix, &key],
         )
+        .await
+        .map_err(conv)?;
+    let n: i64 = client
+        .query_one(&stmt, &[&ix, &key])
         .await
         .map_err(conv)?
         .get(0);
@@ -598,11 +602,14 @@ async fn plan(tx: &impl GenericClient, q: &Query) -> Result<Translation> {
     if t.irregular_mask == 0 {
         return Ok(t);
     }
-    let any: bool = tx
-        .query_one(
+    let stmt = tx
+        .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM kci_nodes WHERE irregular <> 0 AND irregular & $1 <> 0)",
-            &[&t.irregular_mask],
         )
+        .await
+        .map_err(conv)?;
+    let any: bool = tx
+        .query_one(&stmt, &[&t.irregular_mask])
         .await
         .map_err(conv)?
         .get(0);
@@ -632,9 +639,12 @@ fn page_sql(t: &Translation, q: &Query) -> (String, bool) {
     (sql, windowed)
 }
 
-async fn find_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<Vec<Node>> {
-    let t = plan(tx, q).await?;
-    let (sql, windowed) = page_sql(&t, q);
+async fn find_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    q: &Query,
+    t: &Translation,
+) -> Result<Vec<Node>> {
+    let (sql, windowed) = page_sql(t, q);
     if windowed {
         let rows = tx.query(&sql, &t.params.refs()).await.map_err(conv)?;
         return rows.iter().map(|r| decode_doc(r, 0)).collect();
@@ -680,8 +690,11 @@ async fn find_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<V
     Ok(out)
 }
 
-async fn count_in(tx: &deadpool_postgres::Transaction<'_>, q: &Query) -> Result<u64> {
-    let t = plan(tx, q).await?;
+async fn count_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    q: &Query,
+    t: &Translation,
+) -> Result<u64> {
     if t.exact {
         if let Some((ix, key, _)) = query_key(q) {
             // `plan` trusted every data path the key relies on (no irregular row).
@@ -948,7 +961,8 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(conv)?;
-        let nodes = find_in(&tx, query).await?;
+        let t = plan(&tx, query).await?;
+        let nodes = find_in(&tx, query, &t).await?;
         tx.commit().await.map_err(conv)?;
         Ok(nodes)
     }
@@ -961,7 +975,8 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(conv)?;
-        let n = count_in(&tx, query).await?;
+        let t = plan(&tx, query).await?;
+        let n = count_in(&tx, query, &t).await?;
         tx.commit().await.map_err(conv)?;
         Ok(n)
     }
@@ -975,8 +990,10 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(conv)?;
-        let items = find_in(&tx, query).await?;
-        let total = count_in(&tx, query).await?;
+        // One plan (and one irregular-row check) for the page and its total.
+        let t = plan(&tx, query).await?;
+        let items = find_in(&tx, query, &t).await?;
+        let total = count_in(&tx, query, &t).await?;
         tx.commit().await.map_err(conv)?;
         Ok(Page { items, total })
     }

@@ -93,8 +93,33 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The rustls connector, usable with Unix sockets too: tokio-postgres asks for a TLS
+/// connector before it looks at `sslmode` (and a socket path or an empty host is no
+/// server name rustls accepts), although PostgreSQL never offers TLS on a socket;
+/// such hosts get a placeholder name.
+#[derive(Clone)]
+pub(crate) struct Connector(MakeRustlsConnect);
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for Connector
+where
+    MakeRustlsConnect: tokio_postgres::tls::MakeTlsConnect<S>,
+{
+    type Stream = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::TlsConnect;
+    type Error = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() || domain.starts_with('/') {
+            "localhost"
+        } else {
+            domain
+        };
+        self.0.make_tls_connect(domain)
+    }
+}
+
 /// The rustls connector for `url`.
-pub(crate) fn connector(url: &ParsedUrl) -> Result<MakeRustlsConnect, StoreError> {
+pub(crate) fn connector(url: &ParsedUrl) -> Result<Connector, StoreError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -127,7 +152,7 @@ pub(crate) fn connector(url: &ParsedUrl) -> Result<MakeRustlsConnect, StoreError
             .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
             .with_no_client_auth()
     };
-    Ok(MakeRustlsConnect::new(config))
+    Ok(Connector(MakeRustlsConnect::new(config)))
 }
 
 /// `sslmode=prefer`/`require` without a CA: the channel is encrypted and the
