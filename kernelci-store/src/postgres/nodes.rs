@@ -1,0 +1,375 @@
+//! Node rows: columns, inserts (statements or binary `COPY`), replacement, counter
+//! changes, and the query paths (plan, page, count).
+
+use super::*;
+
+/// A node's column values and counter keys.
+pub(super) struct NodeRow {
+    pub(super) params: Params,
+    pub(super) keys: Vec<(i16, String)>,
+}
+
+impl NodeRow {
+    pub(super) fn new(node: &Node, version: i64) -> Result<Self> {
+        let mut doc = Vec::new();
+        codec::encode_node(node, &mut doc).map_err(|e| StoreError::Unencodable(e.to_string()))?;
+        let mut p = Params::default();
+        p.bind(node.id.bytes().to_vec());
+        p.bind(version);
+        p.bind(node.kind.clone());
+        p.bind(node.name.clone());
+        p.bind(node.path.clone());
+        p.bind(node.group.clone());
+        p.bind(node.parent.map(|id| id.bytes().to_vec()));
+        p.bind(node.state.as_str().to_owned());
+        p.bind(node.result.map(|r| r.as_str().to_owned()));
+        p.bind(
+            node.data
+                .clone()
+                .map(|m| Json(serde_json::Value::Object(m))),
+        );
+        p.bind(
+            node.artifacts
+                .as_ref()
+                .map(|a| Json(serde_json::to_value(a).unwrap_or_default())),
+        );
+        p.bind(
+            node.debug
+                .clone()
+                .map(|m| Json(serde_json::Value::Object(m))),
+        );
+        p.bind(node.created.to_chrono());
+        p.bind(node.updated.to_chrono());
+        p.bind(node.timeout.to_chrono());
+        p.bind(node.holdoff.map(|t| t.to_chrono()));
+        p.bind(node.owner.clone());
+        p.bind(node.submitter.clone());
+        p.bind(node.treeid.clone());
+        p.bind(node.user_groups.clone());
+        p.bind(node.processed_by_kcidb_bridge);
+        p.bind(node.retry_counter);
+        let irregular = irregular_bits(node);
+        p.bind(irregular);
+        p.bind(doc);
+        Ok(Self {
+            params: p,
+            keys: node_keys(node, irregular),
+        })
+    }
+}
+
+/// Batches from this size are written with `COPY ... FROM STDIN BINARY`.
+pub(super) const COPY_FROM: usize = 32;
+
+/// Inserts `rows` one statement each, in one transaction with the count update.
+pub(super) async fn insert_rows(
+    client: &mut Object,
+    rows: &[NodeRow],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let stmt = client.prepare_cached(&insert_sql()).await?;
+    let tx = client.transaction().await?;
+    for row in rows {
+        tx.execute(&stmt, &row.params.refs()).await?;
+    }
+    apply_raw(&tx, added(rows)).await?;
+    tx.commit().await
+}
+
+/// Writes `rows` with one binary `COPY`, in one transaction with the count update
+/// (all or nothing: a duplicate id aborts the whole copy).
+pub(super) async fn copy_nodes(
+    client: &mut Object,
+    rows: &[NodeRow],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    const TYPES: [Type; 24] = [
+        Type::BYTEA,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::JSONB,
+        Type::JSONB,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::BOOL,
+        Type::INT8,
+        Type::INT4,
+        Type::BYTEA,
+    ];
+    let tx = client.transaction().await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY kci_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"
+        ))
+        .await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &TYPES));
+    for row in rows {
+        writer.as_mut().write(&row.params.refs()).await?;
+    }
+    writer.as_mut().finish().await?;
+    apply_raw(&tx, added(rows)).await?;
+    tx.commit().await
+}
+
+/// The first id of `nodes` that is stored already or repeats within `nodes` (for the
+/// message of a refused bulk insert).
+pub(super) async fn first_taken_id(client: &Object, nodes: &[Node]) -> Result<ObjectId> {
+    let keys: Vec<Vec<u8>> = nodes.iter().map(|n| n.id.bytes().to_vec()).collect();
+    let stored: std::collections::HashSet<Vec<u8>> = client
+        .query("SELECT id FROM kci_nodes WHERE id = ANY($1)", &[&keys])
+        .await
+        .map_err(conv)?
+        .iter()
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    Ok(nodes
+        .iter()
+        .find(|n| stored.contains(n.id.bytes().as_slice()) || !seen.insert(n.id))
+        .map_or(nodes[0].id, |n| n.id))
+}
+
+pub(super) fn insert_sql() -> String {
+    let placeholders: Vec<String> = (1..=24).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO kci_nodes ({NODE_COLUMNS}) VALUES ({})",
+        placeholders.join(", ")
+    )
+}
+
+pub(super) fn update_sql() -> String {
+    let cols: Vec<&str> = NODE_COLUMNS.split(", ").collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .skip(2)
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    // $2 is the new version; the expected one is $25. The row as it was is returned
+    // for the counters.
+    format!(
+        "WITH old AS (SELECT doc FROM kci_nodes WHERE id = $1 AND version = $25 FOR UPDATE)
+         UPDATE kci_nodes SET version = $2, {} FROM old WHERE id = $1 AND version = $25
+         RETURNING old.doc",
+        sets.join(", ")
+    )
+}
+
+/// The counter changes of replacing `old` by the row `new`.
+pub(super) fn replaced(old: &Node, new: &NodeRow) -> Deltas {
+    let mut d = Deltas::default();
+    d.add(node_keys(old, irregular_bits(old)), -1);
+    d.add(new.keys.clone(), 1);
+    d
+}
+
+pub(super) fn decode_doc(row: &Row, col: usize) -> Result<Node> {
+    let b: &[u8] = row.try_get(col).map_err(conv)?;
+    codec::decode_node(b).map_err(|e| corrupt("node", e))
+}
+
+pub(super) fn version_of(row: &Row, col: usize) -> Result<Version> {
+    let v: i64 = row.try_get(col).map_err(conv)?;
+    Ok(Version(u64::try_from(v).unwrap_or(0)))
+}
+
+pub(super) fn shard() -> i16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    i16::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % counts::SHARDS).unwrap_or(0)
+}
+
+/// The counter changes of inserting `rows`.
+pub(super) fn added(rows: &[NodeRow]) -> Deltas {
+    let mut d = Deltas::default();
+    for r in rows {
+        d.add(r.keys.clone(), 1);
+    }
+    d
+}
+
+/// Applies counter changes inside the caller's transaction (one statement, rows in
+/// key order, one shard per call).
+pub(super) async fn apply(tx: &impl GenericClient, deltas: Deltas) -> Result<()> {
+    apply_raw(tx, deltas).await.map_err(conv)
+}
+
+pub(super) async fn apply_raw(
+    tx: &impl GenericClient,
+    deltas: Deltas,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let (ix, key, shard, n) = deltas.columns(shard());
+    if !ix.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO kci_counts (ix, key, shard, n)
+                 SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
+                 ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n",
+            )
+            .await?;
+        tx.execute(&stmt, &[&ix, &key, &shard, &n]).await?;
+    }
+    Ok(())
+}
+
+/// The sum of the counter rows of (`ix`, `key`).
+pub(super) async fn read_count(client: &impl GenericClient, ix: i16, key: &str) -> Result<u64> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = $1 AND key = $2",
+        )
+        .await
+        .map_err(conv)?;
+    let n: i64 = client
+        .query_one(&stmt, &[&ix, &key])
+        .await
+        .map_err(conv)?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Plans `q` inside `tx`: data paths are trusted unless an irregular row exists.
+pub(super) async fn plan(tx: &impl GenericClient, q: &Query) -> Result<Translation> {
+    let t = translate(q, true);
+    if t.irregular_mask == 0 {
+        return Ok(t);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM kci_nodes WHERE irregular <> 0 AND irregular & $1 <> 0)",
+        )
+        .await
+        .map_err(conv)?;
+    let any: bool = tx
+        .query_one(&stmt, &[&t.irregular_mask])
+        .await
+        .map_err(conv)?
+        .get(0);
+    Ok(if any { translate(q, false) } else { t })
+}
+
+/// The page statement of an exact plan with an engine order (`LIMIT`/`OFFSET`
+/// applied), else the statement whose rows are filtered in Rust.
+pub(super) fn page_sql(t: &Translation, q: &Query) -> (String, bool) {
+    let order = t.order.as_deref().unwrap_or("id ASC");
+    let mut sql = format!(
+        "SELECT doc FROM kci_nodes WHERE {} ORDER BY {order}",
+        t.where_sql
+    );
+    let windowed = t.exact && t.order.is_some();
+    if windowed {
+        if let Some(l) = q.limit {
+            sql.push_str(&format!(" LIMIT {}", i64::try_from(l).unwrap_or(i64::MAX)));
+        }
+        if q.offset > 0 {
+            sql.push_str(&format!(
+                " OFFSET {}",
+                i64::try_from(q.offset).unwrap_or(i64::MAX)
+            ));
+        }
+    }
+    (sql, windowed)
+}
+
+pub(super) async fn find_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    q: &Query,
+    t: &Translation,
+) -> Result<Vec<Node>> {
+    let (sql, windowed) = page_sql(t, q);
+    if windowed {
+        let rows = tx.query(&sql, &t.params.refs()).await.map_err(conv)?;
+        return rows.iter().map(|r| decode_doc(r, 0)).collect();
+    }
+    let offset = usize::try_from(q.offset).unwrap_or(usize::MAX);
+    let limit = q
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let sorted_by_engine = t.order.is_some();
+    let portal = tx.bind(&sql, &t.params.refs()).await.map_err(conv)?;
+    let mut out = Vec::new();
+    let mut skipped = 0usize;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH).await.map_err(conv)?;
+        let done = rows.len() < usize::try_from(BATCH).unwrap_or(0);
+        for r in &rows {
+            let node = decode_doc(r, 0)?;
+            if !(t.exact || matches(&node, q)) {
+                continue;
+            }
+            if sorted_by_engine {
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            out.push(node);
+        }
+        if sorted_by_engine && out.len() >= limit {
+            return Ok(out);
+        }
+        if done {
+            break;
+        }
+    }
+    if !sorted_by_engine {
+        sort_nodes(&mut out, q.sort.as_ref());
+        out = out.into_iter().skip(offset).take(limit).collect();
+    }
+    Ok(out)
+}
+
+pub(super) async fn count_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    q: &Query,
+    t: &Translation,
+) -> Result<u64> {
+    if t.exact {
+        if let Some((ix, key, _)) = query_key(q) {
+            // `plan` trusted every data path the key relies on (no irregular row).
+            return read_count(tx, ix, &key).await;
+        }
+        let n: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM kci_nodes WHERE {}", t.where_sql),
+                &t.params.refs(),
+            )
+            .await
+            .map_err(conv)?
+            .get(0);
+        return Ok(u64::try_from(n).unwrap_or(0));
+    }
+    let sql = format!("SELECT doc FROM kci_nodes WHERE {}", t.where_sql);
+    let portal = tx.bind(&sql, &t.params.refs()).await.map_err(conv)?;
+    let mut n = 0u64;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH * 4).await.map_err(conv)?;
+        for r in &rows {
+            if matches(&decode_doc(r, 0)?, q) {
+                n += 1;
+            }
+        }
+        if rows.len() < usize::try_from(BATCH * 4).unwrap_or(0) {
+            return Ok(n);
+        }
+    }
+}
+
+pub(super) async fn count_all(client: &impl GenericClient) -> Result<u64> {
+    read_count(client, counts::TOTAL, "").await
+}
