@@ -271,6 +271,19 @@ impl PgStore {
         Ok(problems)
     }
 
+    /// The JSON document (column `doc`) of the row `sql` selects with `param`.
+    async fn doc_by<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        sql: &str,
+        param: &(dyn ToSql + Sync),
+    ) -> Result<Option<T>> {
+        let client = self.client().await?;
+        let row = client.query_opt(sql, &[param]).await.map_err(conv)?;
+        row.map(|r| from_json_text(what, r.get::<_, &str>(0)))
+            .transpose()
+    }
+
     async fn client_raw(&self) -> std::result::Result<Object, StoreError> {
         self.pool
             .get()
@@ -817,39 +830,26 @@ impl Store for PgStore {
     }
 
     async fn get_user(&self, id: ObjectId) -> Result<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT doc FROM kci_users WHERE id = $1",
-                &[&id.bytes().as_slice()],
-            )
-            .await
-            .map_err(conv)?;
-        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
-            .transpose()
+        self.doc_by(
+            "user",
+            "SELECT doc FROM kci_users WHERE id = $1",
+            &id.bytes().as_slice(),
+        )
+        .await
     }
 
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT doc FROM kci_users WHERE username = $1",
-                &[&username],
-            )
-            .await
-            .map_err(conv)?;
-        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
-            .transpose()
+        self.doc_by(
+            "user",
+            "SELECT doc FROM kci_users WHERE username = $1",
+            &username,
+        )
+        .await
     }
 
     async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT doc FROM kci_users WHERE email = $1", &[&email])
+        self.doc_by("user", "SELECT doc FROM kci_users WHERE email = $1", &email)
             .await
-            .map_err(conv)?;
-        row.map(|r| from_json_text("user", r.get::<_, &str>(0)))
-            .transpose()
     }
 
     async fn update_user(&self, user: &User) -> Result<()> {
@@ -941,26 +941,17 @@ impl Store for PgStore {
     }
 
     async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT doc FROM kci_groups WHERE id = $1",
-                &[&id.bytes().as_slice()],
-            )
-            .await
-            .map_err(conv)?;
-        row.map(|r| from_json_text("group", r.get::<_, &str>(0)))
-            .transpose()
+        self.doc_by(
+            "group",
+            "SELECT doc FROM kci_groups WHERE id = $1",
+            &id.bytes().as_slice(),
+        )
+        .await
     }
 
     async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT doc FROM kci_groups WHERE name = $1", &[&name])
+        self.doc_by("group", "SELECT doc FROM kci_groups WHERE name = $1", &name)
             .await
-            .map_err(conv)?;
-        row.map(|r| from_json_text("group", r.get::<_, &str>(0)))
-            .transpose()
     }
 
     async fn delete_group(&self, id: ObjectId) -> Result<bool> {
