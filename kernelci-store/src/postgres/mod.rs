@@ -186,12 +186,7 @@ impl PgStore {
     /// are re-checked in Rust.
     pub async fn explain(&self, q: &Query) -> Result<String> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, false).await?;
         let t = plan(&tx, q).await?;
         let (sql, _) = page_sql(&t, q);
         let rows = tx
@@ -215,13 +210,7 @@ impl PgStore {
     /// tests and for an operator's check, not for a request path.
     pub async fn verify_counts(&self) -> Result<Vec<String>> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, true).await?;
         let mut want: std::collections::BTreeMap<(i16, String), i64> = Default::default();
         let portal = tx
             .bind("SELECT doc FROM kci_nodes", &[])
@@ -317,6 +306,35 @@ impl PgStore {
     }
 }
 
+/// A read-only transaction; with `snapshot`, at repeatable read (one consistent view
+/// for several statements).
+async fn read_tx(
+    client: &mut Object,
+    snapshot: bool,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    let mut b = client.build_transaction().read_only(true);
+    if snapshot {
+        b = b.isolation_level(IsolationLevel::RepeatableRead);
+    }
+    b.start().await.map_err(conv)
+}
+
+/// A transaction holding the membership lock: shared by user writes, exclusive for a
+/// group deletion, so no membership is added between its check and its delete.
+async fn membership_tx(
+    client: &mut Object,
+    exclusive: bool,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    let tx = client.transaction().await.map_err(conv)?;
+    let sql = if exclusive {
+        "SELECT pg_advisory_xact_lock($1)"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($1)"
+    };
+    tx.execute(sql, &[&MEMBERSHIP_LOCK]).await.map_err(conv)?;
+    Ok(tx)
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn insert_node(&self, node: &Node) -> Result<()> {
@@ -405,12 +423,7 @@ impl Store for PgStore {
 
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, false).await?;
         let t = plan(&tx, query).await?;
         let nodes = find_in(&tx, query, &t).await?;
         tx.commit().await.map_err(conv)?;
@@ -419,12 +432,7 @@ impl Store for PgStore {
 
     async fn count_nodes(&self, query: &Query) -> Result<u64> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, false).await?;
         let t = plan(&tx, query).await?;
         let n = count_in(&tx, query, &t).await?;
         tx.commit().await.map_err(conv)?;
@@ -433,13 +441,7 @@ impl Store for PgStore {
 
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, true).await?;
         // One plan (and one irregular-row check) for the page and its total.
         let t = plan(&tx, query).await?;
         let items = find_in(&tx, query, &t).await?;
@@ -648,12 +650,7 @@ impl Store for PgStore {
             "SELECT seq, id, ts, channel, owner, data FROM kci_events WHERE {} ORDER BY seq",
             conds.join(" AND ")
         );
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(conv)?;
+        let tx = read_tx(&mut client, false).await?;
         let portal = tx.bind(&sql, &p.refs()).await.map_err(conv)?;
         let mut out = Vec::new();
         let mut skipped = 0;
@@ -807,13 +804,7 @@ impl Store for PgStore {
     async fn insert_user(&self, user: &User) -> Result<()> {
         let (id, groups, doc) = user_params(user)?;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(conv)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock_shared($1)",
-            &[&MEMBERSHIP_LOCK],
-        )
-        .await
-        .map_err(conv)?;
+        let tx = membership_tx(&mut client, false).await?;
         match tx
             .execute(
                 "INSERT INTO kci_users (id, username, email, group_ids, doc) VALUES ($1, $2, $3, $4, $5)",
@@ -855,13 +846,7 @@ impl Store for PgStore {
     async fn update_user(&self, user: &User) -> Result<()> {
         let (id, groups, doc) = user_params(user)?;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(conv)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock_shared($1)",
-            &[&MEMBERSHIP_LOCK],
-        )
-        .await
-        .map_err(conv)?;
+        let tx = membership_tx(&mut client, false).await?;
         match tx
             .execute(
                 "UPDATE kci_users SET username = $2, email = $3, group_ids = $4, doc = $5 WHERE id = $1",
@@ -957,12 +942,9 @@ impl Store for PgStore {
     async fn delete_group(&self, id: ObjectId) -> Result<bool> {
         let key = id.bytes().to_vec();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(conv)?;
         // Exclusive against user writes (which hold it shared): no membership can be
         // added between the check and the delete.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MEMBERSHIP_LOCK])
-            .await
-            .map_err(conv)?;
+        let tx = membership_tx(&mut client, true).await?;
         let in_use: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM kci_users WHERE $1 = ANY(group_ids))",

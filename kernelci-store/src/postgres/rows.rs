@@ -103,12 +103,7 @@ pub(super) async fn scan_telemetry_rows(
     params: &[&(dyn ToSql + Sync)],
     mut keep: impl FnMut(TelemetryEvent),
 ) -> Result<()> {
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(conv)?;
+    let tx = read_tx(client, false).await?;
     let portal = tx.bind(sql, params).await.map_err(conv)?;
     loop {
         let rows = tx.query_portal(&portal, BATCH * 4).await.map_err(conv)?;
