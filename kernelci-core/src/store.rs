@@ -85,6 +85,29 @@ pub struct SubscriberState {
     pub last_poll: Option<Timestamp>,
 }
 
+/// A pub/sub subscription registered in a store that several servers share
+/// (see [`Store::is_shared`]): any of them answers its listens, from the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Subscription id (from the `subscription` counter).
+    pub id: u64,
+    /// Channel.
+    pub channel: String,
+    /// Username of the subscriber.
+    pub user: String,
+    /// Receives every message, not only the user's own and ownerless ones.
+    pub promiscuous: bool,
+    /// The durable subscriber id, for durable subscriptions.
+    pub subscriber_id: Option<String>,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Last listen, `None` until the first.
+    pub last_poll: Option<Timestamp>,
+    /// Sequence id of the last event delivered or passed over (the next listen
+    /// reads the log after it).
+    pub position: u64,
+}
+
 /// What a [`TokenRecord`] is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -541,6 +564,74 @@ pub trait Store: Send + Sync + 'static {
         Ok(true)
     }
 
+    // ---- shared subscriptions -------------------------------------------------------
+
+    /// Whether several server processes may use this store at once (PostgreSQL).
+    /// A shared store registers pub/sub subscriptions (the methods below) and wakes
+    /// listeners through [`Store::wait_events`]; an embedded store is used by one
+    /// process, whose broker keeps subscriptions in memory, and answers `false`,
+    /// this default.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Registers a subscription (replacing one of the same id). Atomic, durable.
+    /// Stores that are not shared refuse with a storage error (this default).
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        let _ = record;
+        Err(not_shared())
+    }
+
+    /// The subscription `id`, `None` if it was never registered or was removed.
+    async fn get_subscription(&self, id: u64) -> Result<Option<SubscriptionRecord>> {
+        let _ = id;
+        Err(not_shared())
+    }
+
+    /// Removes the subscription `id`; `false` if it did not exist.
+    async fn delete_subscription(&self, id: u64) -> Result<bool> {
+        let _ = id;
+        Err(not_shared())
+    }
+
+    /// Every registered subscription, by id.
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        Err(not_shared())
+    }
+
+    /// Moves the subscription `id` from position `from` to `to` and records the poll
+    /// time `now`, only if its position is still `from` (compare and set: of two
+    /// listens racing on one subscription, from any servers, exactly one moves it).
+    /// `Ok(false)` when the position moved meanwhile; `NotFound` when the
+    /// subscription is gone.
+    async fn advance_subscription(
+        &self,
+        id: u64,
+        from: u64,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let _ = (id, from, to, now);
+        Err(not_shared())
+    }
+
+    /// Removes the subscriptions last polled before `before` (never-polled ones are
+    /// kept); returns how many.
+    async fn delete_idle_subscriptions(&self, before: Timestamp) -> Result<u64> {
+        let _ = before;
+        Err(not_shared())
+    }
+
+    /// Waits until an event with a sequence id above `after` may have been appended,
+    /// by any process sharing the store, or until `timeout` passed, and returns the
+    /// highest sequence id it heard of (`after` itself on a timeout). It is a wake-up,
+    /// not the truth: the caller reads the log. A store that cannot notify returns
+    /// `after` at once, this default (its one process wakes its own listeners).
+    async fn wait_events(&self, after: u64, timeout: std::time::Duration) -> Result<u64> {
+        let _ = timeout;
+        Ok(after)
+    }
+
     // ---- export and import ---------------------------------------------------------
 
     /// Up to `limit` records of `section` after `after` (from the start when `None`),
@@ -612,4 +703,9 @@ pub fn queue_gap(name: &str, len: u64, index: u64) -> Error {
         "Queue {name:?} holds {len} items: cannot import its item {index} (queues are \
          imported in order, into an empty queue)"
     ))
+}
+
+/// The error of the shared-subscription methods on a store that is not shared.
+fn not_shared() -> Error {
+    Error::Storage("this store is not shared: subscriptions are kept by the server".into())
 }

@@ -233,7 +233,13 @@ pub async fn run_housekeeping(
     let cfg = state.config();
     let mut round = HousekeepingRound::default();
     let idle = Duration::from_secs(cfg.subscription_idle_seconds);
-    round.subscriptions_cleaned = state.broker().drop_idle(idle, now);
+    round.subscriptions_cleaned = match state.broker().drop_idle(idle, now).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "idle subscriptions not dropped");
+            0
+        }
+    };
     if round.subscriptions_cleaned > 0 {
         state
             .metrics()

@@ -7,6 +7,9 @@
 //! gets exactly one transition event; a server killed mid-write loses no
 //! acknowledged write.
 //!
+//! Live subscriptions are the cluster's too: made through one server, listened
+//! and counted through the other.
+//!
 //! Skipped (with a SKIPPED line) without PostgreSQL, unless `KCI_REQUIRE_POSTGRES=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -188,6 +191,145 @@ fn two_servers_share_nodes_queues_and_durable_subscribers() {
     std::thread::sleep(Duration::from_millis(1500));
     let e4 = post_node(&a.addr, &token, "e4", "");
     assert_eq!(waiting.join().unwrap(), e4);
+    a.stop();
+    b.stop();
+}
+
+/// A user `name` invited through `a`, accepting through `b`; returns a token.
+fn invited_user(a: &str, b: &str, admin: &str, name: &str) -> String {
+    let body = format!(
+        r#"{{"username": "{name}", "email": "{name}@example.org", "send_email": false,
+            "return_token": true}}"#
+    );
+    let (status, v) = call(a, "POST", "/latest/user/invite", admin, &body);
+    assert_eq!(status, 200, "{v}");
+    let invite = v["token"].as_str().unwrap();
+    let body = format!(r#"{{"token": "{invite}", "password": "{PASSWORD}"}}"#);
+    let (status, v) = call(b, "POST", "/latest/user/accept-invite", "", &body);
+    assert_eq!(status, 200, "{v}");
+    token_of(&login(a, name, PASSWORD).1)
+}
+
+fn subscribe(addr: &str, token: &str, query: &str) -> u64 {
+    let (status, v) = call(
+        addr,
+        "POST",
+        &format!("/latest/subscribe/node{query}"),
+        token,
+        "",
+    );
+    assert_eq!(status, 200, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+/// Live (non-durable) subscriptions are the cluster's: made through A, listened
+/// through B with the owner rule of plain and promiscuous subscriptions, counted
+/// by `/stats/subscriptions` of either server, woken by writes through the other
+/// server, shared by listens on both servers without an event delivered twice or
+/// lost, and unsubscribed through either.
+#[test]
+fn live_subscriptions_are_the_clusters() {
+    let Some(cluster) = TestCluster::shared() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = server(da.path(), &url);
+    let b = server(db.path(), &url);
+    let admin = token_of(&login(&a.addr, "admin", PASSWORD).1);
+    let bob = invited_user(&a.addr, &b.addr, &admin, "bob");
+
+    let plain = subscribe(&a.addr, &bob, "");
+    let promisc = subscribe(&a.addr, &admin, "?promisc=true");
+    for addr in [&a.addr, &b.addr] {
+        let (status, v) = call(addr, "GET", "/latest/stats/subscriptions", &admin, "");
+        assert_eq!(status, 200, "{v}");
+        let ids: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [plain, promisc], "through {addr}");
+    }
+
+    let by_admin = post_node(&b.addr, &admin, "by-admin", "");
+    let by_bob = post_node(&a.addr, &bob, "by-bob", "");
+    // Bob's plain subscription gets his own node only; admin's promiscuous one both.
+    assert_eq!(listen(&b.addr, &bob, plain), by_bob);
+    assert_eq!(listen(&a.addr, &bob, plain), "BEEP");
+    assert_eq!(listen(&b.addr, &admin, promisc), by_admin);
+    assert_eq!(listen(&a.addr, &admin, promisc), by_bob);
+    // Another user's subscription stays theirs on every server.
+    let (status, _) = call(
+        &b.addr,
+        "GET",
+        &format!("/latest/listen/{promisc}"),
+        &bob,
+        "",
+    );
+    assert_eq!(status, 403);
+
+    // A listen waiting on B is woken by a write through A, before its keep-alive.
+    let waiting = {
+        let (addr, token) = (b.addr.clone(), bob.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            (listen(&addr, &token, plain), started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = post_node(&a.addr, &bob, "wakes-b", "");
+    let (got, took) = waiting.join().unwrap();
+    assert_eq!(got, woke, "after {took:?}");
+
+    // Listens on both servers at once share one subscription: every event once.
+    let written: BTreeSet<String> = (0..30)
+        .map(|i| {
+            let addr = if i % 2 == 0 { &a.addr } else { &b.addr };
+            post_node(addr, &admin, &format!("n{i}"), "")
+        })
+        .collect();
+    let listeners: Vec<_> = [&a.addr, &b.addr, &a.addr, &b.addr]
+        .into_iter()
+        .map(|addr| {
+            let (addr, token) = (addr.clone(), admin.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match listen(&addr, &token, promisc) {
+                        beep if beep == "BEEP" => break got,
+                        id => got.push(id),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut delivered: Vec<String> = listeners
+        .into_iter()
+        .flat_map(|l| l.join().unwrap())
+        .collect();
+    delivered.sort();
+    let expected: Vec<String> = written
+        .iter()
+        .cloned()
+        .chain(std::iter::once(woke.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(delivered, expected, "each event exactly once");
+
+    // Unsubscribed through B: gone on A too.
+    let (status, _) = call(
+        &b.addr,
+        "POST",
+        &format!("/latest/unsubscribe/{plain}"),
+        &bob,
+        "",
+    );
+    assert_eq!(status, 200);
+    let (status, _) = call(&a.addr, "GET", &format!("/latest/listen/{plain}"), &bob, "");
+    assert_eq!(status, 404);
     a.stop();
     b.stop();
 }

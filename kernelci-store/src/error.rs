@@ -38,7 +38,7 @@ pub enum StoreError {
     Task(String),
     /// PostgreSQL answered with an error, or the connection failed.
     #[cfg(feature = "postgres")]
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No database connection could be had from the pool (database down, pool
     /// exhausted past its wait timeout).
@@ -69,5 +69,15 @@ impl From<StoreError> for kernelci_core::Error {
             StoreError::Unavailable(m) => kernelci_core::Error::Unavailable(m),
             other => kernelci_core::Error::Storage(other.to_string()),
         }
+    }
+}
+
+/// The database's own message for an error it answered (the driver's `Display`
+/// says only "db error" and keeps the message in its source).
+#[cfg(feature = "postgres")]
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.to_string(),
+        None => e.to_string(),
     }
 }

@@ -40,7 +40,7 @@ async fn postgres_store_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn each_conformance_check_on_a_fresh_database() {
-    for check in 0..7 {
+    for check in 0..8 {
         let Some((store, _)) = fresh().await else {
             return;
         };
@@ -51,6 +51,7 @@ async fn each_conformance_check_on_a_fresh_database() {
             3 => conformance::users_and_groups(&store).await,
             4 => conformance::telemetry(&store).await,
             5 => conformance::tokens_and_kv(&store).await,
+            6 => conformance::subscriptions(&store).await,
             _ => conformance::queues(&store).await,
         }
     }
@@ -478,6 +479,89 @@ async fn a_lease_has_one_holder_and_passes_on_when_it_expires() {
     tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
     assert!(b.acquire_lease("jobs", "server-b", ttl).await.unwrap());
     assert!(!a.acquire_lease("jobs", "server-a", ttl).await.unwrap());
+}
+
+fn event(channel: &str) -> kernelci_core::events::NewEvent {
+    kernelci_core::events::NewEvent {
+        id: kernelci_core::id::ObjectId::new(),
+        timestamp: Timestamp::now(),
+        channel: channel.into(),
+        owner: None,
+        data: serde_json::json!({"n": 1}),
+    }
+}
+
+/// `wait_events` is woken by an event another store (another server) appended,
+/// through NOTIFY. Without a notification the wait would run to its 60 s timeout
+/// and return `after`.
+#[tokio::test]
+async fn event_waits_are_woken_by_appends_of_another_server() {
+    let Some((a, url)) = fresh().await else {
+        return;
+    };
+    let b = PgStore::open(&PgConfig::new(&url)).await.unwrap();
+    let long = std::time::Duration::from_secs(60);
+    // Nothing appended yet: a short wait returns what it was given.
+    assert_eq!(
+        a.wait_events(0, std::time::Duration::from_millis(300))
+            .await
+            .unwrap(),
+        0
+    );
+    let a = std::sync::Arc::new(a);
+    for round in 1..=3u64 {
+        let w = a.clone();
+        let wait = tokio::spawn(async move { w.wait_events(round - 1, long).await });
+        // Give the wait time to start (and, the first time, to LISTEN): an append
+        // before that is still seen, by the re-read after LISTEN.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let e = b.append_event(event("node")).await.unwrap();
+        assert_eq!(e.sequence_id, round);
+        let woke = tokio::time::timeout(long, wait)
+            .await
+            .expect("woken before the timeout")
+            .unwrap()
+            .unwrap();
+        assert_eq!(woke, round);
+    }
+}
+
+/// A listening connection killed under a running store comes back: a wait started
+/// after the kill is still woken by a later append.
+#[tokio::test]
+async fn event_notifications_survive_a_killed_listening_connection() {
+    let Some((a, url)) = fresh().await else {
+        return;
+    };
+    let b = PgStore::open(&PgConfig::new(&url)).await.unwrap();
+    a.wait_events(0, std::time::Duration::from_millis(500))
+        .await
+        .unwrap();
+    let client = tokio_postgres_client(&url).await;
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND application_name = 'kernelci-server events') k",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listening session per store that waited");
+    let a = std::sync::Arc::new(a);
+    let w = a.clone();
+    let wait =
+        tokio::spawn(async move { w.wait_events(0, std::time::Duration::from_secs(60)).await });
+    // Appended while (or after) the listener reconnects: either the notification or
+    // the re-read at reconnection wakes the wait.
+    b.append_event(event("node")).await.unwrap();
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(woke, 1);
 }
 
 #[tokio::test]

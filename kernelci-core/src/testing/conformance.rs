@@ -17,7 +17,8 @@ use crate::id::{IdGenerator, ObjectId};
 use crate::node::{Node, NodeResult, State};
 use crate::query::{Mode, Query};
 use crate::store::{
-    FieldSet, Record, Section, Store, SubscriberState, TokenPurpose, TokenRecord, Version,
+    FieldSet, Record, Section, Store, SubscriberState, SubscriptionRecord, TokenPurpose,
+    TokenRecord, Version,
 };
 use crate::telemetry::{TelemetryEvent, TelemetryQuery};
 use crate::time::{parse_query_datetime, Timestamp};
@@ -71,6 +72,9 @@ pub async fn run_all(store: &dyn Store) {
     tokens_and_kv(store).await;
     telemetry(store).await;
     queues(store).await;
+    if store.is_shared() {
+        subscriptions(store).await;
+    }
     store.flush().await.unwrap();
 }
 
@@ -424,6 +428,69 @@ pub async fn subscribers_and_counters(store: &dyn Store) {
     assert_eq!(store.next_counter("subscription").await.unwrap(), 1);
     assert_eq!(store.next_counter("subscription").await.unwrap(), 2);
     assert_eq!(store.next_counter("other").await.unwrap(), 1);
+}
+
+/// The subscription registry of a shared store: put, get, compare-and-set of the
+/// position, idle removal, delete.
+pub async fn subscriptions(store: &dyn Store) {
+    let rec = |id: u64, last_poll: Option<Timestamp>| SubscriptionRecord {
+        id,
+        channel: "node".into(),
+        user: "alice".into(),
+        promiscuous: id % 2 == 0,
+        subscriber_id: (id == 3).then(|| "pipeline-3".to_owned()),
+        created: t("2024-01-01"),
+        last_poll,
+        position: 10,
+    };
+    for id in [3, 1, 2] {
+        store.put_subscription(&rec(id, None)).await.unwrap();
+    }
+    assert_eq!(store.get_subscription(3).await.unwrap(), Some(rec(3, None)));
+    assert_eq!(store.get_subscription(9).await.unwrap(), None);
+    let ids: Vec<u64> = store
+        .list_subscriptions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [1, 2, 3], "by id");
+
+    let now = t("2024-01-02");
+    assert!(store.advance_subscription(1, 10, 12, now).await.unwrap());
+    assert!(
+        !store.advance_subscription(1, 10, 15, now).await.unwrap(),
+        "a stale position does not move it"
+    );
+    let got = store.get_subscription(1).await.unwrap().unwrap();
+    assert_eq!((got.position, got.last_poll), (12, Some(now)));
+    assert!(matches!(
+        store.advance_subscription(9, 0, 1, now).await,
+        Err(Error::NotFound(_))
+    ));
+
+    store
+        .put_subscription(&rec(2, Some(t("2024-01-05"))))
+        .await
+        .unwrap();
+    // 1 was polled on 01-02, 2 on 01-05, 3 never.
+    assert_eq!(
+        store
+            .delete_idle_subscriptions(t("2024-01-03"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get_subscription(1).await.unwrap().is_none());
+    assert!(
+        store.get_subscription(3).await.unwrap().is_some(),
+        "never polled: kept"
+    );
+    assert!(store.delete_subscription(2).await.unwrap());
+    assert!(!store.delete_subscription(2).await.unwrap());
+    assert!(store.delete_subscription(3).await.unwrap());
+    assert!(store.list_subscriptions().await.unwrap().is_empty());
 }
 
 fn user(name: &str, groups: Vec<UserGroup>) -> User {

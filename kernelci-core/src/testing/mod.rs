@@ -23,7 +23,7 @@ use crate::query::{matches, sort_nodes, Query};
 use crate::state::{set_processed, ChildrenSummary};
 use crate::store::{
     node_not_found, queue_gap, ExportCursor, FieldSet, ImportStats, Page, Record, Section, Store,
-    SubscriberState, TokenRecord, Version, Versioned,
+    SubscriberState, SubscriptionRecord, TokenRecord, Version, Versioned,
 };
 use crate::telemetry::{in_range, TelemetryEvent, TelemetryQuery};
 use crate::time::Timestamp;
@@ -41,18 +41,30 @@ struct Inner {
     kv: BTreeMap<(String, String), String>,
     telemetry: BTreeMap<ObjectId, TelemetryEvent>,
     queues: BTreeMap<String, std::collections::VecDeque<String>>,
+    subscriptions: BTreeMap<u64, SubscriptionRecord>,
 }
 
 /// The naive store (see the module docs).
 #[derive(Default)]
 pub struct NaiveStore {
     inner: Mutex<Inner>,
+    shared: bool,
 }
 
 impl NaiveStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that says it is shared ([`Store::is_shared`]): brokers over it
+    /// register their subscriptions in it, as servers sharing a database do (it has
+    /// no event notifications: its users re-read the log).
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
@@ -739,6 +751,55 @@ impl Store for NaiveStore {
         }
         *g = w;
         Ok(stats)
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        self.lock()?.subscriptions.insert(record.id, record.clone());
+        Ok(())
+    }
+
+    async fn get_subscription(&self, id: u64) -> Result<Option<SubscriptionRecord>> {
+        Ok(self.lock()?.subscriptions.get(&id).cloned())
+    }
+
+    async fn delete_subscription(&self, id: u64) -> Result<bool> {
+        Ok(self.lock()?.subscriptions.remove(&id).is_some())
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        Ok(self.lock()?.subscriptions.values().cloned().collect())
+    }
+
+    async fn advance_subscription(
+        &self,
+        id: u64,
+        from: u64,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut g = self.lock()?;
+        let rec = g
+            .subscriptions
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(format!("Subscription not found: {id}")))?;
+        if rec.position != from {
+            return Ok(false);
+        }
+        rec.position = to;
+        rec.last_poll = Some(now);
+        Ok(true)
+    }
+
+    async fn delete_idle_subscriptions(&self, before: Timestamp) -> Result<u64> {
+        let mut g = self.lock()?;
+        let n = g.subscriptions.len();
+        g.subscriptions
+            .retain(|_, r| r.last_poll.is_none_or(|t| t >= before));
+        Ok((n - g.subscriptions.len()) as u64)
     }
 
     async fn flush(&self) -> Result<()> {

@@ -180,7 +180,7 @@ pub async fn subscribe(state: &AppState, req: &Req) -> ApiResult<Resp> {
 pub async fn unsubscribe(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let (caller, _) = state.require_user(req, Operation::Unsubscribe).await?;
     let id = sub_id(req)?;
-    state.broker().unsubscribe(id, &caller.username)?;
+    state.broker().unsubscribe(id, &caller.username).await?;
     Ok(response::ok(&Value::Null))
 }
 
@@ -364,7 +364,7 @@ pub async fn pop(state: &AppState, req: &Req) -> ApiResult<Resp> {
     ))
 }
 
-/// GET `/stats/subscriptions` (admin): every subscription of this process as
+/// GET `/stats/subscriptions` (admin): every subscription (of this process, or of the cluster on a shared store) as
 /// `{"id","channel","user","promiscuous","created","last_poll"}` (naive UTC
 /// datetimes; `promiscuous` is always `false`, as the reference reports it).
 pub async fn subscription_stats(state: &AppState, req: &Req) -> ApiResult<Resp> {
@@ -372,7 +372,13 @@ pub async fn subscription_stats(state: &AppState, req: &Req) -> ApiResult<Resp> 
         .require_user(req, Operation::SubscriptionStats)
         .await?;
     let mut out = String::from("[");
-    for (i, s) in state.broker().subscriptions().into_iter().enumerate() {
+    for (i, s) in state
+        .broker()
+        .subscriptions()
+        .await?
+        .into_iter()
+        .enumerate()
+    {
         if i > 0 {
             out.push(',');
         }

@@ -1,6 +1,7 @@
 //! The broker: the registry of subscriptions, broadcast, listen, and the queues.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::config::HttpConfig;
 pub const RECENT_CAP: usize = 1024;
 
 /// How many events a durable subscription reads from the log at a time.
-const LOG_BATCH: usize = 256;
+pub(super) const LOG_BATCH: usize = 256;
 
 /// How long a durable delivery waits for the broadcast of an event it found in the
 /// log before the broadcast happened (to reuse the broadcast's envelope).
@@ -43,19 +44,24 @@ pub struct Delivery {
 
 /// The in-process message broker (see the [module docs](super)).
 pub struct Broker {
-    store: Arc<dyn Store>,
-    source: String,
-    keep_alive: Duration,
+    pub(super) store: Arc<dyn Store>,
+    /// The store is shared by several servers: subscriptions are registered in it
+    /// (see [`super::shared`]) instead of `subs`.
+    shared: bool,
+    pub(super) source: String,
+    pub(super) keep_alive: Duration,
     subs: RwLock<BTreeMap<u64, Arc<Subscription>>>,
     /// Envelopes of recent broadcasts, by sequence id.
     recent: Mutex<BTreeMap<u64, Arc<str>>>,
     /// The highest sequence id broadcast (or known to predate this process).
-    high: watch::Sender<u64>,
+    pub(super) high: watch::Sender<u64>,
+    /// The highest sequence id the store notified (shared stores).
+    pub(super) log_high: AtomicU64,
     /// Serialises the check-and-create of durable subscriber records.
-    registry: tokio::sync::Mutex<()>,
+    pub(super) registry: tokio::sync::Mutex<()>,
     queues: Queues,
     /// `max_subscriptions_per_user`.
-    max_per_user: usize,
+    pub(super) max_per_user: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -75,7 +81,9 @@ impl Broker {
     /// keep-alive period of `config`.
     pub fn new(store: Arc<dyn Store>, config: &HttpConfig) -> Self {
         Broker {
+            shared: store.is_shared(),
             store,
+            log_high: AtomicU64::new(0),
             source: config.cloud_events_source.clone(),
             keep_alive: config.keep_alive(),
             subs: RwLock::new(BTreeMap::new()),
@@ -121,6 +129,11 @@ impl Broker {
         promiscuous: bool,
         subscriber_id: Option<&str>,
     ) -> Result<SubscriptionInfo, PubSubError> {
+        if self.shared {
+            return self
+                .subscribe_shared(channel, user, promiscuous, subscriber_id)
+                .await;
+        }
         let now = Timestamp::now();
         // Subscriptions never polled are kept (as the reference), so their number
         // per user is bounded instead.
@@ -189,7 +202,10 @@ impl Broker {
 
     /// Removes `user`'s subscription `id` (a durable subscriber's record is kept).
     /// A listen in progress on it returns a keep-alive.
-    pub fn unsubscribe(&self, id: u64, user: &str) -> Result<(), PubSubError> {
+    pub async fn unsubscribe(&self, id: u64, user: &str) -> Result<(), PubSubError> {
+        if self.shared {
+            return self.unsubscribe_shared(id, user).await;
+        }
         self.owned(id, user)?;
         if let Some(sub) = self.write_subs().remove(&id) {
             sub.close();
@@ -197,16 +213,22 @@ impl Broker {
         Ok(())
     }
 
-    /// Every subscription, by id.
-    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
-        self.read_subs().values().map(|s| s.info()).collect()
+    /// Every subscription, by id (on a shared store, every server's).
+    pub async fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>, PubSubError> {
+        if self.shared {
+            return self.subscriptions_shared().await;
+        }
+        Ok(self.read_subs().values().map(|s| s.info()).collect())
     }
 
     /// Drops subscriptions whose last poll is older than `idle` at `now` (never-polled
     /// ones are kept, as in the reference); returns how many.
-    pub fn drop_idle(&self, idle: Duration, now: Timestamp) -> u64 {
+    pub async fn drop_idle(&self, idle: Duration, now: Timestamp) -> Result<u64, PubSubError> {
         let secs = i64::try_from(idle.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.plus_seconds(-secs);
+        if self.shared {
+            return Ok(self.store.delete_idle_subscriptions(cutoff).await?);
+        }
         let mut subs = self.write_subs();
         let idle_ids: Vec<u64> = subs
             .values()
@@ -218,7 +240,7 @@ impl Broker {
                 sub.close();
             }
         }
-        idle_ids.len() as u64
+        Ok(idle_ids.len() as u64)
     }
 
     // ---- broadcast -----------------------------------------------------------------
@@ -277,6 +299,9 @@ impl Broker {
         user: &str,
         mut stopping: watch::Receiver<bool>,
     ) -> Result<Delivery, PubSubError> {
+        if self.shared {
+            return self.listen_shared(id, user, stopping).await;
+        }
         let sub = self.owned(id, user)?;
         let now = Timestamp::now();
         sub.touch(now);
@@ -409,7 +434,7 @@ impl Broker {
     /// one (new `id` and `time`, default `type` and `source`, the event's owner and
     /// data) — always with `_sequence_id`, which the reference leaves out of replayed
     /// messages (clients ignore it).
-    async fn envelope_of(&self, event: &Event, deadline: Instant) -> Arc<str> {
+    pub(super) async fn envelope_of(&self, event: &Event, deadline: Instant) -> Arc<str> {
         let seq = event.sequence_id;
         if let Some(text) = self.recent(seq) {
             return text;

@@ -40,8 +40,11 @@
 //!
 //! # Limits of this design
 //!
-//! Live subscriptions live in one process (as in the reference): after a restart a
-//! live subscription id is unknown (404) and the client subscribes again. Extension
+//! On an embedded store, live subscriptions live in one process (as in the
+//! reference): after a restart a live subscription id is unknown (404) and the
+//! client subscribes again. On a store shared by several servers every subscription
+//! is registered in the store and read from the event log instead (see [`shared`]),
+//! so it outlives any one server. Extension
 //! attributes of broadcast events come in the order of their names (they pass
 //! through a `serde_json::Map`); JSON objects are unordered and clients read them
 //! into dicts.
@@ -49,6 +52,7 @@
 pub mod broker;
 pub mod envelope;
 pub mod queue;
+pub mod shared;
 pub mod subscription;
 pub mod wire;
 

@@ -92,6 +92,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The owner rule (API.md §9) for a subscription of `user`: a non-promiscuous
+/// subscription receives messages without an owner and those owned by its user.
+pub(crate) fn accepts(promiscuous: bool, user: &str, owner: Option<&str>) -> bool {
+    match owner {
+        None | Some("") => true,
+        Some(o) => promiscuous || o == user,
+    }
+}
+
 impl Subscription {
     /// A live subscription.
     pub(crate) fn live(
@@ -165,10 +174,7 @@ impl Subscription {
     /// The owner rule (API.md §9): a non-promiscuous subscription receives messages
     /// without an owner and those owned by its user.
     pub(crate) fn accepts(&self, owner: Option<&str>) -> bool {
-        match owner {
-            None | Some("") => true,
-            Some(o) => self.promiscuous || o == self.user,
-        }
+        accepts(self.promiscuous, &self.user, owner)
     }
 
     /// Records a listen.

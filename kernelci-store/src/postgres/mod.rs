@@ -47,9 +47,11 @@ mod counts;
 mod errors;
 mod export;
 mod nodes;
+mod notify;
 mod query;
 mod rows;
 pub mod schema;
+mod subscriptions;
 #[cfg(feature = "pg-test-util")]
 pub mod testing;
 mod tls;
@@ -69,7 +71,7 @@ use kernelci_core::query::{matches, sort_nodes, Query};
 use kernelci_core::state::{set_processed, ChildrenSummary};
 use kernelci_core::store::{
     node_not_found, ExportCursor, FieldSet, ImportStats, Page, Record, Section, Store,
-    SubscriberState, TokenPurpose, TokenRecord, Version, Versioned,
+    SubscriberState, SubscriptionRecord, TokenPurpose, TokenRecord, Version, Versioned,
 };
 use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
@@ -120,6 +122,7 @@ impl PgConfig {
 /// call takes a pooled connection.
 pub struct PgStore {
     pool: Pool,
+    notifier: notify::Notifier,
 }
 
 /// Rows fetched per round trip by residual plans.
@@ -154,6 +157,7 @@ impl PgStore {
             pg.application_name("kernelci-server");
         }
         let connector = tls::connector(&parsed)?;
+        let notifier = notify::Notifier::new(pg.clone(), connector.clone());
         let manager = Manager::from_config(
             pg,
             connector,
@@ -169,7 +173,7 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let store = Self { pool };
+        let store = Self { pool, notifier };
         let mut client = store.client_raw().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
@@ -296,9 +300,11 @@ impl PgStore {
                  FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
              bumped AS (
                  UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
-                 RETURNING last - (SELECT count(*) FROM pending) AS base)
-             UPDATE kci_events e SET seq = bumped.base + pending.rn
-             FROM pending, bumped WHERE e.stage = pending.stage",
+                 RETURNING last - (SELECT count(*) FROM pending) AS base),
+             numbered AS (
+                 UPDATE kci_events e SET seq = bumped.base + pending.rn
+                 FROM pending, bumped WHERE e.stage = pending.stage RETURNING e.seq)
+             SELECT pg_notify('kci_events', max(seq)::text) FROM numbered HAVING count(*) > 0",
         )
         .await
         .map_err(conv)?;
@@ -1204,6 +1210,44 @@ impl Store for PgStore {
             .await
             .map_err(conv)?;
         Ok(row.is_some())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        self.put_subscription_row(record).await
+    }
+
+    async fn get_subscription(&self, id: u64) -> Result<Option<SubscriptionRecord>> {
+        self.get_subscription_row(id).await
+    }
+
+    async fn delete_subscription(&self, id: u64) -> Result<bool> {
+        self.delete_subscription_row(id).await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.list_subscription_rows().await
+    }
+
+    async fn advance_subscription(
+        &self,
+        id: u64,
+        from: u64,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.advance_subscription_row(id, from, to, now).await
+    }
+
+    async fn delete_idle_subscriptions(&self, before: Timestamp) -> Result<u64> {
+        self.delete_idle_subscription_rows(before).await
+    }
+
+    async fn wait_events(&self, after: u64, timeout: Duration) -> Result<u64> {
+        Ok(self.notifier.wait(after, timeout).await)
     }
 
     async fn flush(&self) -> Result<()> {

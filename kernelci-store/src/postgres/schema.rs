@@ -18,7 +18,7 @@ use crate::index::IndexDef;
 use crate::INDEXES;
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key of the migration step (an arbitrary constant: "kci-migr").
 const MIGRATION_LOCK: i64 = 0x6b63_692d_6d69_6772;
@@ -157,6 +157,22 @@ CREATE TABLE kci_leases (
     name text PRIMARY KEY,
     holder text NOT NULL,
     expires timestamptz NOT NULL
+);
+"#,
+    },
+    Migration {
+        version: 3,
+        name: "subscriptions",
+        sql: r#"
+CREATE TABLE kci_subscriptions (
+    id bigint PRIMARY KEY,
+    channel text NOT NULL,
+    username text NOT NULL,
+    promiscuous boolean NOT NULL,
+    subscriber_id text,
+    created timestamptz NOT NULL,
+    last_poll timestamptz,
+    position bigint NOT NULL
 );
 "#,
     },
