@@ -1,6 +1,8 @@
 //! Node rows: columns, inserts (statements or binary `COPY`), replacement, counter
 //! changes, and the query paths (plan, page, count).
 
+use std::sync::OnceLock;
+
 use super::*;
 
 /// A node's column values and counter keys.
@@ -61,11 +63,41 @@ impl NodeRow {
 /// Batches from this size are written with `COPY ... FROM STDIN BINARY`.
 pub(super) const COPY_FROM: usize = 32;
 
+/// Inserts one row and its counter changes in a single statement (one round trip,
+/// its own transaction: a data-modifying `WITH` runs to completion with the
+/// statement, all or nothing).
+pub(super) async fn insert_one(
+    client: &Object,
+    row: &NodeRow,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH node AS ({}) {}",
+            insert_sql(),
+            COUNTS_UPSERT
+                .replace("$1::", "$25::")
+                .replace("$2::", "$26::")
+                .replace("$3::", "$27::")
+                .replace("$4::", "$28::")
+        )
+    });
+    let stmt = client.prepare_cached(sql).await?;
+    let (ix, key, shard, n) = added(std::slice::from_ref(row)).columns(shard());
+    let mut params = row.params.refs();
+    params.extend([&ix as &(dyn ToSql + Sync), &key, &shard, &n]);
+    client.execute(&stmt, &params).await?;
+    Ok(())
+}
+
 /// Inserts `rows` one statement each, in one transaction with the count update.
 pub(super) async fn insert_rows(
     client: &mut Object,
     rows: &[NodeRow],
 ) -> std::result::Result<(), tokio_postgres::Error> {
+    if let [row] = rows {
+        return insert_one(client, row).await;
+    }
     let stmt = client.prepare_cached(&insert_sql()).await?;
     let tx = client.transaction().await?;
     for row in rows {
@@ -200,6 +232,11 @@ pub(super) fn added(rows: &[NodeRow]) -> Deltas {
     d
 }
 
+/// Adds counter changes: `$1`-`$4` are the index ids, keys, shards and deltas.
+const COUNTS_UPSERT: &str = "INSERT INTO kci_counts (ix, key, shard, n)
+     SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
+     ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n";
+
 /// Applies counter changes inside the caller's transaction (one statement, rows in
 /// key order, one shard per call).
 pub(super) async fn apply(tx: &impl GenericClient, deltas: Deltas) -> Result<()> {
@@ -212,13 +249,7 @@ pub(super) async fn apply_raw(
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let (ix, key, shard, n) = deltas.columns(shard());
     if !ix.is_empty() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO kci_counts (ix, key, shard, n)
-                 SELECT * FROM unnest($1::int2[], $2::text[], $3::int2[], $4::int8[])
-                 ON CONFLICT (ix, key, shard) DO UPDATE SET n = kci_counts.n + EXCLUDED.n",
-            )
-            .await?;
+        let stmt = tx.prepare_cached(COUNTS_UPSERT).await?;
         tx.execute(&stmt, &[&ix, &key, &shard, &n]).await?;
     }
     Ok(())
