@@ -564,6 +564,73 @@ async fn event_notifications_survive_a_killed_listening_connection() {
     assert_eq!(woke, 1);
 }
 
+/// Concurrent single-node inserts are written in shared groups: every caller gets
+/// its own answer (a duplicate id its `Conflict`, the rest of its group `Ok`), every
+/// acknowledged node is stored, and the counters match the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_inserts_answer_each_caller() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let taken: Vec<Node> = (0..10)
+        .map(|i| Node::new("checkout", &format!("taken-{i}"), Timestamp::now()))
+        .collect();
+    store.insert_nodes(&taken).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|w| {
+            let store = store.clone();
+            let taken = taken.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..25 {
+                    // Every fifth insert of a writer repeats a stored id.
+                    let node = if i % 5 == 4 {
+                        taken[(w + i) % taken.len()].clone()
+                    } else {
+                        let mut n = Node::new("test", &format!("w{w}-{i}"), Timestamp::now());
+                        n.state = kernelci_core::node::State::Done;
+                        n
+                    };
+                    let r = store.insert_node(&node).await;
+                    out.push((node, r, i % 5 == 4));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut written = 0u64;
+    for t in tasks {
+        for (node, r, duplicate) in t.await.unwrap() {
+            if duplicate {
+                assert_eq!(
+                    r,
+                    Err(kernelci_core::Error::Conflict(format!(
+                        "Node already exists with id: {}",
+                        node.id
+                    )))
+                );
+            } else {
+                r.unwrap();
+                written += 1;
+                assert_eq!(store.get_node(node.id).await.unwrap().unwrap().value, node);
+            }
+        }
+    }
+    assert_eq!(written, 32 * 20);
+    let (groups, rows) = store.insert_group_stats();
+    assert_eq!(rows, 32 * 25);
+    assert!(
+        groups < rows,
+        "some inserts shared a group: {groups} groups"
+    );
+    assert_eq!(store.count_all_nodes().await.unwrap(), written + 10);
+    let q = Query::parse_str("kind=test&state=done", Mode::Fast).unwrap();
+    assert_eq!(store.count_nodes(&q).await.unwrap(), written);
+    let problems = store.verify_counts().await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 #[tokio::test]
 async fn export_import_to_and_from_postgres() {
     use kernelci_store::MemoryStore;

@@ -46,6 +46,7 @@
 mod counts;
 mod errors;
 mod export;
+mod group;
 mod nodes;
 mod notify;
 mod query;
@@ -123,6 +124,7 @@ impl PgConfig {
 pub struct PgStore {
     pool: Pool,
     notifier: notify::Notifier,
+    inserts: std::sync::Arc<group::InsertGroups>,
 }
 
 /// Rows fetched per round trip by residual plans.
@@ -173,7 +175,11 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let store = Self { pool, notifier };
+        let store = Self {
+            pool,
+            notifier,
+            inserts: Default::default(),
+        };
         let mut client = store.client_raw().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
@@ -184,6 +190,12 @@ impl PgStore {
     pub async fn migrate(&self) -> std::result::Result<MigrationReport, StoreError> {
         let mut client = self.client_raw().await?;
         schema::migrate(&mut client).await
+    }
+
+    /// How many groups of single-node inserts this store wrote and how many nodes
+    /// they held (see the `group` module): their ratio is the mean group size.
+    pub fn insert_group_stats(&self) -> (u64, u64) {
+        self.inserts.stats()
     }
 
     /// The plan PostgreSQL chose for `q`'s page query (`EXPLAIN`), and whether rows
@@ -344,7 +356,9 @@ async fn membership_tx(
 #[async_trait]
 impl Store for PgStore {
     async fn insert_node(&self, node: &Node) -> Result<()> {
-        self.insert_nodes(std::slice::from_ref(node)).await
+        // Grouped with the concurrent inserts of this process (see `group`).
+        let row = NodeRow::new(node, 1)?;
+        self.inserts.insert(&self.pool, node.id, row).await
     }
 
     async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
@@ -359,7 +373,7 @@ impl Store for PgStore {
         let written = if nodes.len() >= COPY_FROM {
             copy_nodes(&mut client, &rows).await
         } else {
-            insert_rows(&mut client, &rows).await
+            insert_values(&client, &rows).await
         };
         match written {
             Err(e) if is_unique_violation(&e) => {

@@ -63,48 +63,50 @@ impl NodeRow {
 /// Batches from this size are written with `COPY ... FROM STDIN BINARY`.
 pub(super) const COPY_FROM: usize = 32;
 
-/// Inserts one row and its counter changes in a single statement (one round trip,
-/// its own transaction: a data-modifying `WITH` runs to completion with the
-/// statement, all or nothing).
-pub(super) async fn insert_one(
+/// Inserts up to [`COPY_FROM`] rows and their counter changes in a single statement
+/// (one round trip, its own transaction: a data-modifying `WITH` runs to completion
+/// with the statement, all or nothing).
+pub(super) async fn insert_values(
     client: &Object,
-    row: &NodeRow,
+    rows: &[NodeRow],
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    static SQL: OnceLock<String> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        format!(
-            "WITH node AS ({}) {}",
-            insert_sql(),
-            COUNTS_UPSERT
-                .replace("$1::", "$25::")
-                .replace("$2::", "$26::")
-                .replace("$3::", "$27::")
-                .replace("$4::", "$28::")
-        )
-    });
-    let stmt = client.prepare_cached(sql).await?;
-    let (ix, key, shard, n) = added(std::slice::from_ref(row)).columns(shard());
-    let mut params = row.params.refs();
+    let stmt = client
+        .prepare_cached(&insert_values_sql(rows.len()))
+        .await?;
+    let (ix, key, shard, n) = added(rows).columns(shard());
+    let mut params: Vec<&(dyn ToSql + Sync)> = rows.iter().flat_map(|r| r.params.refs()).collect();
     params.extend([&ix as &(dyn ToSql + Sync), &key, &shard, &n]);
     client.execute(&stmt, &params).await?;
     Ok(())
 }
 
-/// Inserts `rows` one statement each, in one transaction with the count update.
-pub(super) async fn insert_rows(
-    client: &mut Object,
-    rows: &[NodeRow],
-) -> std::result::Result<(), tokio_postgres::Error> {
-    if let [row] = rows {
-        return insert_one(client, row).await;
-    }
-    let stmt = client.prepare_cached(&insert_sql()).await?;
-    let tx = client.transaction().await?;
-    for row in rows {
-        tx.execute(&stmt, &row.params.refs()).await?;
-    }
-    apply_raw(&tx, added(rows)).await?;
-    tx.commit().await
+/// The statement of [`insert_values`] for `k` rows (built once per `k`).
+fn insert_values_sql(k: usize) -> String {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=COPY_FROM)
+            .map(|k| {
+                let rows: Vec<String> = (0..k)
+                    .map(|r| {
+                        let ps: Vec<String> =
+                            (1..=24).map(|c| format!("${}", r * 24 + c)).collect();
+                        format!("({})", ps.join(", "))
+                    })
+                    .collect();
+                let base = k * 24;
+                format!(
+                    "WITH node AS (INSERT INTO kci_nodes ({NODE_COLUMNS}) VALUES {}) {}",
+                    rows.join(", "),
+                    COUNTS_UPSERT
+                        .replace("$1::", &format!("${}::", base + 1))
+                        .replace("$2::", &format!("${}::", base + 2))
+                        .replace("$3::", &format!("${}::", base + 3))
+                        .replace("$4::", &format!("${}::", base + 4))
+                )
+            })
+            .collect()
+    });
+    all.get(k).cloned().unwrap_or_default()
 }
 
 /// Writes `rows` with one binary `COPY`, in one transaction with the count update

@@ -1,0 +1,199 @@
+//! Group inserts: concurrent single-node inserts of one process share a statement.
+//!
+//! Each node write changes about twenty counter rows, and concurrent writers mostly
+//! change the same ones (`kind=test`, `state=done`...). [`InsertGroups`] queues the
+//! `insert_node` calls of the process; up to [`MAX_IN_FLIGHT`] drain tasks take what
+//! is queued, up to [`MAX_GROUP`] rows at a time, and write each group with one
+//! statement (the rows, then every counter row once with the group's summed delta)
+//! in one transaction, then answer each caller. A single writer's insert is alone in
+//! its group and waits for nobody; with many writers, groups form by themselves
+//! while the previous ones commit.
+//!
+//! - **Atomicity and durability** as the trait asks, per node: a caller is answered
+//!   `Ok` only after its group committed. A group is all or nothing; when it fails on
+//!   a duplicate id, each of its rows is written again alone, so every caller gets
+//!   its own answer (the duplicate's `Conflict`, the others `Ok`).
+//! - **Cancellation**: groups run in spawned tasks, so a caller that goes away (its
+//!   HTTP client disconnected) never cancels the write of the others; its own node
+//!   is still written, as an insert already sent to the database would be.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use deadpool_postgres::Pool;
+use kernelci_core::id::ObjectId;
+use kernelci_core::{Error, Result};
+use tokio::sync::oneshot;
+
+use super::errors::{conv, is_unique_violation};
+use super::nodes::{insert_values, NodeRow, COPY_FROM};
+
+/// Most rows in one group (one statement: under [`COPY_FROM`]).
+pub(super) const MAX_GROUP: usize = COPY_FROM;
+
+/// Most groups written at once (each on its own connection).
+pub(super) const MAX_IN_FLIGHT: usize = 2;
+
+/// One queued insert and where its answer goes.
+struct Pending {
+    row: NodeRow,
+    id: ObjectId,
+    done: oneshot::Sender<Result<()>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    in_flight: usize,
+}
+
+/// The insert queue of one store (see the module docs).
+#[derive(Default)]
+pub(super) struct InsertGroups {
+    queue: Mutex<Queue>,
+    /// Groups written, and the rows in them (for [`super::PgStore::insert_group_stats`]).
+    groups: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl InsertGroups {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section is a push or a drain: consistent after a panic.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Groups written so far and the rows they held.
+    pub(super) fn stats(&self) -> (u64, u64) {
+        (
+            self.groups.load(Ordering::Relaxed),
+            self.rows.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Writes `row` (the node `id`) in the next group and waits for its commit.
+    pub(super) async fn insert(
+        self: &Arc<Self>,
+        pool: &Pool,
+        id: ObjectId,
+        row: NodeRow,
+    ) -> Result<()> {
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut q = self.lock();
+            q.pending.push_back(Pending { row, id, done });
+            let start = q.in_flight < MAX_IN_FLIGHT;
+            if start {
+                q.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(drain(self.clone(), pool.clone()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Error::Storage("node insert abandoned".into())))
+    }
+}
+
+/// Lowers the in-flight count when a drain task ends early (a panic); a task that
+/// finds the queue empty lowers it itself, under the lock that saw it empty, and
+/// disarms this.
+struct InFlight {
+    groups: Arc<InsertGroups>,
+    armed: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut q = self.groups.lock();
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Writes groups until the queue is empty.
+async fn drain(groups: Arc<InsertGroups>, pool: Pool) {
+    let mut guard = InFlight {
+        groups,
+        armed: true,
+    };
+    loop {
+        let group: Vec<Pending> = {
+            let mut q = guard.groups.lock();
+            if q.pending.is_empty() {
+                // Lowered under the same lock that saw the queue empty: an insert
+                // queued after this sees a free slot and starts a task.
+                q.in_flight = q.in_flight.saturating_sub(1);
+                drop(q);
+                guard.armed = false;
+                return;
+            }
+            let n = q.pending.len().min(MAX_GROUP);
+            q.pending.drain(..n).collect()
+        };
+        guard.groups.groups.fetch_add(1, Ordering::Relaxed);
+        guard
+            .groups
+            .rows
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        write_group(&pool, group).await;
+    }
+}
+
+/// Writes one group and answers its callers.
+async fn write_group(pool: &Pool, group: Vec<Pending>) {
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            let err = Error::Unavailable(e.to_string());
+            for p in group {
+                let _ = p.done.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    let mut rows = Vec::with_capacity(group.len());
+    let mut answers = Vec::with_capacity(group.len());
+    for p in group {
+        rows.push(p.row);
+        answers.push((p.id, p.done));
+    }
+    match insert_values(&client, &rows).await {
+        Ok(()) => {
+            for (_, done) in answers {
+                let _ = done.send(Ok(()));
+            }
+        }
+        Err(e) if is_unique_violation(&e) && rows.len() > 1 => {
+            // Each row alone: the duplicate fails, the others are written.
+            for (row, (id, done)) in rows.iter().zip(answers) {
+                let r = insert_values(&client, std::slice::from_ref(row))
+                    .await
+                    .map_err(|e| single_error(e, id));
+                let _ = done.send(r);
+            }
+        }
+        Err(e) => {
+            let unique = is_unique_violation(&e);
+            let err = conv(e);
+            for (id, done) in answers {
+                let _ = done.send(Err(if unique { conflict(id) } else { err.clone() }));
+            }
+        }
+    }
+}
+
+fn conflict(id: ObjectId) -> Error {
+    Error::Conflict(format!("Node already exists with id: {id}"))
+}
+
+fn single_error(e: tokio_postgres::Error, id: ObjectId) -> Error {
+    if is_unique_violation(&e) {
+        conflict(id)
+    } else {
+        conv(e)
+    }
+}
