@@ -526,6 +526,40 @@ async fn event_waits_are_woken_by_appends_of_another_server() {
     }
 }
 
+/// The store's sessions run at read committed whatever the database's default:
+/// concurrent appends (their sequencer runs wait for one lock) all succeed on a
+/// database whose default isolation is serializable, which would fail them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_succeed_under_a_serializable_database_default() {
+    let Some((_, url)) = fresh().await else {
+        return;
+    };
+    let client = tokio_postgres_client(&url).await;
+    client
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format(
+                 'ALTER DATABASE %I SET default_transaction_isolation = serializable',
+                 current_database()); END $$",
+        )
+        .await
+        .unwrap();
+    let store = Arc::new(PgStore::open(&PgConfig::new(&url)).await.unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    store.append_event(event("node")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.last_event_sequence().await.unwrap(), 320);
+}
+
 /// A listening connection killed under a running store comes back: a wait started
 /// after the kill is still woken by a later append.
 #[tokio::test]

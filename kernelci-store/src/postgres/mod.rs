@@ -152,9 +152,13 @@ impl PgStore {
             .parse()
             .map_err(|e| StoreError::Config(format!("database URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
+        // The event sequencer and the compare-and-set writes rely on read committed
+        // (a snapshot per statement), whatever the database's default is.
+        let mut options = String::from("-c default_transaction_isolation=read\\ committed");
         if let Some(t) = config.statement_timeout {
-            pg.options(format!("-c statement_timeout={}", t.as_millis()));
+            options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
         }
+        pg.options(options);
         if pg.get_application_name().is_none() {
             pg.application_name("kernelci-server");
         }
@@ -300,27 +304,41 @@ impl PgStore {
         Ok(self.client_raw().await?)
     }
 
-    /// Numbers every committed unsequenced event (see the module docs).
-    async fn sequence_pending(&self, client: &mut Object) -> Result<()> {
-        let tx = client.transaction().await.map_err(conv)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])
-            .await
-            .map_err(conv)?;
-        tx.batch_execute(
-            "WITH pending AS (
+    /// Numbers every committed unsequenced event (see the module docs) and returns
+    /// the sequence id of the event staged as `stage`. One message, one round trip:
+    /// its statements run as one implicit transaction (the advisory lock is held to
+    /// its commit), each with a snapshot of its own (read committed, which `open`
+    /// sets for every session), so the numbering statement sees every event
+    /// committed before the lock was granted. A run that finds nothing to number
+    /// writes nothing.
+    async fn sequence_pending(&self, client: &Object, stage: i64) -> Result<u64> {
+        // Only integers of ours are spliced in (the lock key, a stage number).
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK});
+             WITH pending AS (
                  SELECT stage, row_number() OVER (ORDER BY stage) AS rn
                  FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
              bumped AS (
                  UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
+                 WHERE EXISTS (SELECT 1 FROM pending)
                  RETURNING last - (SELECT count(*) FROM pending) AS base),
              numbered AS (
                  UPDATE kci_events e SET seq = bumped.base + pending.rn
                  FROM pending, bumped WHERE e.stage = pending.stage RETURNING e.seq)
-             SELECT pg_notify('kci_events', max(seq)::text) FROM numbered HAVING count(*) > 0",
-        )
-        .await
-        .map_err(conv)?;
-        tx.commit().await.map_err(conv)
+             SELECT pg_notify('{}', max(seq)::text) FROM numbered HAVING count(*) > 0;
+             SELECT seq FROM kci_events WHERE stage = {stage};",
+            notify::CHANNEL
+        );
+        let messages = client.simple_query(&sql).await.map_err(conv)?;
+        let seq = messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+                _ => None,
+            })
+            .and_then(|t| t.parse::<u64>().ok());
+        seq.ok_or_else(|| Error::Storage("event left unsequenced".into()))
     }
 }
 
@@ -588,7 +606,7 @@ impl Store for PgStore {
     }
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let data = json_text(&event.data)?;
         let stage: i64 = client
             .query_one(
@@ -605,14 +623,8 @@ impl Store for PgStore {
             .await
             .map_err(conv)?
             .get(0);
-        self.sequence_pending(&mut client).await?;
-        let seq: Option<i64> = client
-            .query_one("SELECT seq FROM kci_events WHERE stage = $1", &[&stage])
-            .await
-            .map_err(conv)?
-            .get(0);
-        let seq = seq.ok_or_else(|| Error::Storage("event left unsequenced".into()))?;
-        Ok(event.with_sequence(u64::try_from(seq).unwrap_or(0)))
+        let seq = self.sequence_pending(&client, stage).await?;
+        Ok(event.with_sequence(seq))
     }
 
     async fn events_after(
