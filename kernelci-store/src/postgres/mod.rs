@@ -154,7 +154,11 @@ impl PgStore {
         pg.connect_timeout(config.connect_timeout);
         // The event sequencer and the compare-and-set writes rely on read committed
         // (a snapshot per statement), whatever the database's default is.
-        let mut options = String::from("-c default_transaction_isolation=read\\ committed");
+        // Prepared statements are cached per connection; each execution is still
+        // planned for its values (`kind=test` and `kind=checkout` want other plans).
+        let mut options = String::from(
+            "-c default_transaction_isolation=read\\ committed -c plan_cache_mode=force_custom_plan",
+        );
         if let Some(t) = config.statement_timeout {
             options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
         }
@@ -461,6 +465,12 @@ impl Store for PgStore {
 
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
         let mut client = self.client().await?;
+        let t = translate(query, true);
+        if t.exact && t.order.is_some() {
+            if let Some(one) = one_statement(&client, query, &t, true, false).await? {
+                return Ok(one.items);
+            }
+        }
         let tx = read_tx(&mut client, false).await?;
         let t = plan(&tx, query).await?;
         let nodes = find_in(&tx, query, &t).await?;
@@ -470,6 +480,12 @@ impl Store for PgStore {
 
     async fn count_nodes(&self, query: &Query) -> Result<u64> {
         let mut client = self.client().await?;
+        let t = translate(query, true);
+        if t.exact {
+            if let Some(one) = one_statement(&client, query, &t, false, true).await? {
+                return Ok(one.total);
+            }
+        }
         let tx = read_tx(&mut client, false).await?;
         let t = plan(&tx, query).await?;
         let n = count_in(&tx, query, &t).await?;
@@ -479,6 +495,15 @@ impl Store for PgStore {
 
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         let mut client = self.client().await?;
+        let t = translate(query, true);
+        if t.exact && t.order.is_some() {
+            if let Some(one) = one_statement(&client, query, &t, true, true).await? {
+                return Ok(Page {
+                    items: one.items,
+                    total: one.total,
+                });
+            }
+        }
         let tx = read_tx(&mut client, true).await?;
         // One plan (and one irregular-row check) for the page and its total.
         let t = plan(&tx, query).await?;

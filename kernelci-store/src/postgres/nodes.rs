@@ -406,3 +406,110 @@ pub(super) async fn count_in(
 pub(super) async fn count_all(client: &impl GenericClient) -> Result<u64> {
     read_count(client, counts::TOTAL, "").await
 }
+
+/// Most generated statements a connection keeps prepared; past it the connection's
+/// cache is emptied (the query language has no bound on distinct statement texts).
+const STATEMENT_CACHE_CAP: usize = 256;
+
+/// Prepares `sql` through the connection's statement cache, kept bounded.
+pub(super) async fn prepare_bounded(
+    client: &Object,
+    sql: &str,
+) -> Result<tokio_postgres::Statement> {
+    if client.statement_cache.size() >= STATEMENT_CACHE_CAP {
+        client.statement_cache.clear();
+    }
+    client.prepare_cached(sql).await.map_err(conv)
+}
+
+/// What [`one_statement`] answers.
+pub(super) struct OneStatement {
+    /// The page (empty when not asked).
+    pub(super) items: Vec<Node>,
+    /// The total (0 when not asked).
+    pub(super) total: u64,
+}
+
+/// Answers an exact plan with an engine order in a single statement, so under one
+/// snapshot and in one round trip with no explicit transaction: the irregular-row
+/// check the plan relies on, the total (from the counter rows when the filters are
+/// a counted key, else `count(*)`) and the page as an array (its order kept by
+/// `ARRAY(...)`). `Ok(None)` when the check found an irregular row: the caller
+/// plans again without trusting the data paths.
+pub(super) async fn one_statement(
+    client: &Object,
+    q: &Query,
+    t: &Translation,
+    items: bool,
+    total: bool,
+) -> Result<Option<OneStatement>> {
+    let key = if total { query_key(q) } else { None };
+    // The filter's parameters are bound only when the statement uses the filter
+    // (PostgreSQL cannot type a parameter nothing refers to).
+    let uses_filter = items || (total && key.is_none());
+    let mut extra: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let base = if uses_filter { t.params.0.len() } else { 0 };
+    let mut bind = |v: Box<dyn ToSql + Sync + Send>| {
+        extra.push(v);
+        format!("${}", base + extra.len())
+    };
+    let check = if t.irregular_mask != 0 {
+        format!(
+            "EXISTS (SELECT 1 FROM kci_nodes WHERE irregular <> 0 AND irregular & {}::int4 <> 0)",
+            bind(Box::new(t.irregular_mask))
+        )
+    } else {
+        "false".to_owned()
+    };
+    let count = match (total, key) {
+        (false, _) => "0::bigint".to_owned(),
+        (true, Some((ix, key, _))) => format!(
+            "(SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = {}::int2 AND key = {}::text)",
+            bind(Box::new(ix)),
+            bind(Box::new(key))
+        ),
+        (true, None) => format!("(SELECT count(*) FROM kci_nodes WHERE {})", t.where_sql),
+    };
+    let page = if items {
+        let order = t.order.as_deref().unwrap_or("id ASC");
+        let mut sql = format!(
+            "ARRAY(SELECT doc FROM kci_nodes WHERE {} ORDER BY {order}",
+            t.where_sql
+        );
+        if let Some(l) = q.limit {
+            let l = i64::try_from(l).unwrap_or(i64::MAX);
+            sql.push_str(&format!(" LIMIT {}::int8", bind(Box::new(l))));
+        }
+        if q.offset > 0 {
+            let o = i64::try_from(q.offset).unwrap_or(i64::MAX);
+            sql.push_str(&format!(" OFFSET {}::int8", bind(Box::new(o))));
+        }
+        sql.push(')');
+        sql
+    } else {
+        "ARRAY[]::bytea[]".to_owned()
+    };
+    let sql = format!("SELECT {check}, {count}, {page}");
+    let stmt = prepare_bounded(client, &sql).await?;
+    let mut params = if uses_filter {
+        t.params.refs()
+    } else {
+        Vec::new()
+    };
+    params.extend(extra.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+    let row = client.query_one(&stmt, &params).await.map_err(conv)?;
+    let irregular: bool = row.try_get(0).map_err(conv)?;
+    if irregular {
+        return Ok(None);
+    }
+    let n: i64 = row.try_get(1).map_err(conv)?;
+    let docs: Vec<&[u8]> = row.try_get(2).map_err(conv)?;
+    let items = docs
+        .into_iter()
+        .map(|b| codec::decode_node(b).map_err(|e| corrupt("node", e)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(OneStatement {
+        items,
+        total: u64::try_from(n).unwrap_or(0),
+    }))
+}
