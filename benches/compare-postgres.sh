@@ -18,9 +18,9 @@
 # PgStore runs on a throwaway cluster started here with the settings of
 # pg_baseline.sh (its postgresql.conf lines are read from that script: same
 # shared_buffers, work_mem, ..., autovacuum off, fsync and synchronous_commit on),
-# and VACUUM ANALYZE after the load as the baseline does. One difference: PgStore
-# connects over TCP on 127.0.0.1 (the baseline's psql uses the unix socket; a
-# round trip costs about 2 us more).
+# and VACUUM ANALYZE after the load as the baseline does. PgStore connects through
+# the cluster's unix socket, as the baseline's psql does (KCI_PG_TCP=1: over TCP on
+# 127.0.0.1 instead).
 #
 # Output: the table on stdout and in target/kernelci-bench/compare-N.md; the plans
 # (PgStore explain + what PostgreSQL ran, from auto_explain; sled's explain) in
@@ -94,9 +94,7 @@ if [ "$PGSTORE" = 1 ]; then
     PGCTL="$PGBIN/pg_ctl"
     PSQL_BIN="$PGBIN/psql"
     [ -x "$PSQL_BIN" ] || PSQL_BIN=$(find_bin psql)
-    # A free loopback port: PgStore cannot reach a unix socket (its rustls connector
-    # refuses the empty host name tokio-postgres gives it), so it talks TCP on
-    # 127.0.0.1 (pgbench, one client, SELECT 1: 12 us on the socket, 14 us on TCP).
+    # A free loopback port, for TCP (KCI_PG_TCP=1) and the round-trip comparison.
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     PGWORK=$(mktemp -d /tmp/kci-pgstore.XXXXXX)
     chmod 755 "$PGWORK"
@@ -132,11 +130,13 @@ if [ "$PGSTORE" = 1 ]; then
             -f "$PGWORK/select1.sql" kci_rs 2>/dev/null | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p'
     }
     echo "{\"unix_ms\": $(rtt "$PGWORK"), \"tcp_ms\": $(rtt 127.0.0.1)}" > "$OUT/pg-rtt-$N.json"
+    PG_HOST=$PGWORK
+    [ "${KCI_PG_TCP:-0}" = 1 ] && PG_HOST=127.0.0.1
     echo "pgbench SELECT 1 latency (ms): $(cat "$OUT/pg-rtt-$N.json")" >&2
     echo "== kernelci-rs PgStore benchmark at $N nodes (PostgreSQL settings as pg_baseline.sh:" \
         $(echo "$SETTINGS" | tr '\n' ';') ")" >&2
     (cd "$ROOT" && KCI_BENCH_NODES="$N" KCI_PG_ROUNDS="$ROUNDS" \
-        KCI_PG_URL="host=127.0.0.1 port=$PORT user=postgres dbname=kci_rs sslmode=disable" \
+        KCI_PG_URL="host=$PG_HOST port=$PORT user=postgres dbname=kci_rs sslmode=disable" \
         KCI_PG_LOG="$PGWORK/server.log" \
         cargo bench -q -p kernelci-benches --bench pg -- $QUICK >&2)
     cleanup
@@ -358,7 +358,7 @@ if pgs:
                  f"{sz['table_total'] / 2**20:,.0f} MiB ({sz['heap'] / 2**20:,.0f}, {sz['indexes'] / 2**20:,.0f}) |")
     rtt = pgs.get("round_trip_us")
     if isinstance(rtt, (int, float)):
-        lines.append(f"| prepared `SELECT 1` round trip (tokio-postgres, TCP) | {rtt:.0f} us |")
+        lines.append(f"| prepared `SELECT 1` round trip (tokio-postgres, the store's connection) | {rtt:.0f} us |")
     pgb = load(os.path.join(out, f"pg-rtt-{n}.json"))
     if pgb:
         lines.append(f"| the same with pgbench before the run: unix socket / TCP | "
