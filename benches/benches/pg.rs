@@ -6,8 +6,8 @@
 //!
 //! The database: `KCI_PG_URL` names an **empty** database (what
 //! `benches/compare-postgres.sh` does, on a cluster with the settings of
-//! `../shared/workload/pg_baseline.sh`, over TCP on 127.0.0.1: `PgStore` does not
-//! reach unix sockets); without it a throwaway
+//! `../shared/workload/pg_baseline.sh`, through its unix socket as the baseline's
+//! psql); without it a throwaway
 //! [`TestCluster`] is started, whose settings are not the baseline's (64 MB of shared
 //! buffers): figures taken that way do not compare with the baseline.
 //!

@@ -341,6 +341,31 @@ pub trait Store: Send + Sync + 'static {
     /// Atomic, durable.
     async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version>;
 
+    /// [`Store::insert_node`], then [`Store::append_event`] of `event`, as one write
+    /// where the backend can make it one: then a crash never leaves the node without
+    /// its event. The outer error is the node write's (nothing was written); the
+    /// inner result is the event's, once the node is stored (an `Err` there never
+    /// means the node write failed, so a caller must not report it as one). This
+    /// default makes two writes; a backend that can do better overrides it.
+    async fn insert_node_with_event(&self, node: &Node, event: NewEvent) -> Result<Result<Event>> {
+        self.insert_node(node).await?;
+        Ok(self.append_event(event).await)
+    }
+
+    /// [`Store::replace_node`], then [`Store::append_event`] of `event`, as one
+    /// write where the backend can make it one (see
+    /// [`Store::insert_node_with_event`] for the two results). Returns the new
+    /// version and the event's result.
+    async fn replace_node_with_event(
+        &self,
+        node: &Node,
+        expected: Version,
+        event: NewEvent,
+    ) -> Result<(Version, Result<Event>)> {
+        let version = self.replace_node(node, expected).await?;
+        Ok((version, self.append_event(event).await))
+    }
+
     /// The nodes matching `query`, ordered by its sort (default ascending id), with its
     /// offset and limit applied by the store (never by loading every match).
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>>;

@@ -20,8 +20,10 @@
 //! See the `query` module: exact SQL where the query language's semantics can be
 //! written in SQL, a superset pre-filter and a residual check with
 //! [`kernelci_core::query::matches`] where they cannot (regexes among them: patterns
-//! are never given to PostgreSQL). Exact plans page and count in the engine; residual
-//! plans stream rows through a portal in batches and stop once the page is full.
+//! are never given to PostgreSQL). Exact plans page and count in the engine, in one
+//! statement (the page as an array, the total and the irregular-row check under one
+//! snapshot, no explicit transaction); residual plans stream rows through a portal in
+//! batches and stop once the page is full.
 //!
 //! # Event log
 //!
@@ -34,6 +36,20 @@
 //! never skips an event (the "allocate a number, then insert" hazard cannot arise).
 //! Concurrent appenders share sequencer runs: one run numbers every event committed
 //! before it.
+//!
+//! # Several servers
+//!
+//! The store says it is shared ([`Store::is_shared`]): pub/sub subscriptions are
+//! rows of `kci_subscriptions` (the `subscriptions` module), whose log positions move
+//! by compare-and-set, and the sequencer's `NOTIFY` wakes the listeners of every
+//! server (the `notify` module). Time-driven jobs run on the holder of a lease row.
+//!
+//! # Writes
+//!
+//! A single-node insert is one statement (the row and its counter rows in one
+//! data-modifying `WITH`); the concurrent ones of a process are written together,
+//! up to 32 rows per statement (the `group` module). Bulk inserts of 32 rows or more
+//! use binary `COPY`.
 //!
 //! # Counts
 //!
