@@ -191,18 +191,21 @@ pub async fn run_state_machine(state: &AppState, now: Timestamp) -> Result<State
                 continue;
             }
             let updated = apply_timed(&stored.value, &t, now);
-            match state.store().replace_node(&updated, stored.version).await {
-                Ok(_) => {}
-                Err(CoreError::Conflict(_)) | Err(CoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            }
             let op = NodeOp::Updated {
                 previous_state: stored.value.state,
                 previous_result: stored.value.result,
             };
             let event = node_event(&updated, op, false, now);
-            if let Err(e) = state.emit(event, Default::default()).await {
-                tracing::warn!(node = %updated.id, error = ?e.body, "event of a timed transition failed");
+            // The transition and its event in one write where the store allows it:
+            // a leader that dies between them cannot leave a transition unannounced.
+            match state
+                .store()
+                .replace_node_with_event(&updated, stored.version, event)
+                .await
+            {
+                Ok((_, logged)) => state.announce(updated.id, logged),
+                Err(CoreError::Conflict(_)) | Err(CoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
             }
             match t.reason {
                 TimedReason::Timeout => round.timed_out += 1,

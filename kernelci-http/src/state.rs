@@ -197,6 +197,17 @@ impl AppState {
         self.broker().broadcast(&event, attributes);
         Ok(event)
     }
+
+    /// Hands to the broker the event a store logged with the write of `node`
+    /// (`Store::insert_node_with_event` and `replace_node_with_event`). An event that
+    /// could not be logged is reported in the server's log only: the node is stored,
+    /// and an error would make the client retry (and duplicate) its write.
+    pub fn announce(&self, node: kernelci_core::id::ObjectId, event: kernelci_core::Result<Event>) {
+        match event {
+            Ok(e) => self.broker().broadcast(&e, Default::default()),
+            Err(e) => tracing::error!(node = %node, error = %e, "node event not recorded"),
+        }
+    }
 }
 
 /// Completes when the server begins to stop (or the state is gone).

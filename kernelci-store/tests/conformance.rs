@@ -32,7 +32,7 @@ async fn sled_store_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn each_check_on_a_fresh_store() {
-    for check in 0..7 {
+    for check in 0..8 {
         let dir = tempfile::tempdir().unwrap();
         let sled = sled_store(&dir);
         let mem = MemoryStore::new();
@@ -44,6 +44,7 @@ async fn each_check_on_a_fresh_store() {
                 3 => conformance::users_and_groups(store).await,
                 4 => conformance::telemetry(store).await,
                 5 => conformance::tokens_and_kv(store).await,
+                6 => conformance::node_writes_with_events(store).await,
                 _ => conformance::queues(store).await,
             }
         }

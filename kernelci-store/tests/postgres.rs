@@ -40,7 +40,7 @@ async fn postgres_store_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn each_conformance_check_on_a_fresh_database() {
-    for check in 0..8 {
+    for check in 0..9 {
         let Some((store, _)) = fresh().await else {
             return;
         };
@@ -52,6 +52,7 @@ async fn each_conformance_check_on_a_fresh_database() {
             4 => conformance::telemetry(&store).await,
             5 => conformance::tokens_and_kv(&store).await,
             6 => conformance::subscriptions(&store).await,
+            7 => conformance::node_writes_with_events(&store).await,
             _ => conformance::queues(&store).await,
         }
     }
@@ -558,6 +559,37 @@ async fn appends_succeed_under_a_serializable_database_default() {
         t.await.unwrap();
     }
     assert_eq!(store.last_event_sequence().await.unwrap(), 320);
+}
+
+/// A node write and its event are one transaction: an event PostgreSQL refuses
+/// (here a NUL character in its owner) leaves no node either, and a refused node
+/// write leaves no event. (Two separate writes would have stored the node.)
+#[tokio::test]
+async fn a_node_and_its_event_are_written_together_or_not_at_all() {
+    let Some((store, _)) = fresh().await else {
+        return;
+    };
+    let now = Timestamp::now();
+    let node = Node::new("checkout", "atomic", now);
+    // A raw NUL in a text column (JSON data would carry it escaped).
+    let mut bad = event("node");
+    bad.owner = Some("nul \u{0}".into());
+    let r = store.insert_node_with_event(&node, bad.clone()).await;
+    assert!(matches!(r, Err(kernelci_core::Error::Invalid(_))), "{r:?}");
+    assert!(store.get_node(node.id).await.unwrap().is_none());
+
+    store.insert_node(&node).await.unwrap();
+    let stored = store.get_node(node.id).await.unwrap().unwrap();
+    let mut done = node.clone();
+    done.state = kernelci_core::node::State::Done;
+    let r = store
+        .replace_node_with_event(&done, stored.version, bad)
+        .await;
+    assert!(matches!(r, Err(kernelci_core::Error::Invalid(_))), "{r:?}");
+    assert_eq!(store.get_node(node.id).await.unwrap().unwrap(), stored);
+    assert_eq!(store.last_event_sequence().await.unwrap(), 0);
+    let problems = store.verify_counts().await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// A listening connection killed under a running store comes back: a wait started

@@ -67,6 +67,7 @@ pub async fn run_all(store: &dyn Store) {
     queries(store).await;
     bulk_and_purge(store).await;
     events(store).await;
+    node_writes_with_events(store).await;
     subscribers_and_counters(store).await;
     users_and_groups(store).await;
     tokens_and_kv(store).await;
@@ -428,6 +429,57 @@ pub async fn subscribers_and_counters(store: &dyn Store) {
     assert_eq!(store.next_counter("subscription").await.unwrap(), 1);
     assert_eq!(store.next_counter("subscription").await.unwrap(), 2);
     assert_eq!(store.next_counter("other").await.unwrap(), 1);
+}
+
+/// A node write with its event: both stored, the event numbered next; a refused
+/// write (duplicate id, stale version, missing node) appends no event.
+pub async fn node_writes_with_events(store: &dyn Store) {
+    let before = store.last_event_sequence().await.unwrap();
+    let now = t("2024-04-01");
+    let mut n = Node::new("checkout", "with-event", now);
+    n.owner = Some("alice".into());
+    let created = store
+        .insert_node_with_event(&n, node_event(&n, NodeOp::Created, false, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.sequence_id, before + 1);
+    assert_eq!(created.owner.as_deref(), Some("alice"));
+    let stored = store.get_node(n.id).await.unwrap().unwrap();
+    assert_eq!(stored.value, n);
+
+    let again = store
+        .insert_node_with_event(&n, node_event(&n, NodeOp::Created, false, now))
+        .await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+
+    let mut done = n.clone();
+    done.state = State::Done;
+    let op = NodeOp::Updated {
+        previous_state: State::Running,
+        previous_result: None,
+    };
+    let (version, updated) = store
+        .replace_node_with_event(&done, stored.version, node_event(&done, op, false, now))
+        .await
+        .unwrap();
+    assert!(version > stored.version);
+    let updated = updated.unwrap();
+    assert_eq!(updated.sequence_id, before + 2);
+    assert_eq!(updated.data["state"], "done");
+    let stale = store
+        .replace_node_with_event(&done, stored.version, node_event(&done, op, false, now))
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
+    let missing = Node::new("checkout", "missing", now);
+    let gone = store
+        .replace_node_with_event(&missing, Version(1), node_event(&missing, op, false, now))
+        .await;
+    assert!(matches!(gone, Err(Error::NotFound(_))), "{gone:?}");
+
+    assert_eq!(store.last_event_sequence().await.unwrap(), before + 2);
+    let logged = store.events_after(before, None, 10).await.unwrap();
+    assert_eq!(logged, [created, updated]);
 }
 
 /// The subscription registry of a shared store: put, get, compare-and-set of the

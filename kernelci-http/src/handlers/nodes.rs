@@ -187,17 +187,21 @@ pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
             )));
         }
     }
-    state.store().insert_node(&node).await?;
-    publish(state, &node, NodeOp::Created, false, now).await;
+    // The node and its event in one write where the store allows it (PostgreSQL).
+    let event = node_event(&node, NodeOp::Created, false, now);
+    let logged = state.store().insert_node_with_event(&node, event).await?;
+    state.announce(node.id, logged);
     Ok(response::ok(&node.to_json()))
 }
 
 /// Reads the node of the path, checks the caller may edit it, computes its new form
-/// with `apply`, and stores it with compare-and-swap (re-reading on a race).
+/// with `apply`, and stores it with compare-and-swap (re-reading on a race), with
+/// its `updated` event in the same write when `event` (and the store allows it).
 async fn edit_node(
     state: &AppState,
     id: ObjectId,
     principal: &Principal,
+    event: bool,
     apply: impl Fn(&Node, Timestamp) -> kernelci_core::Result<Node>,
 ) -> ApiResult<(Node, Node, Timestamp)> {
     for _ in 0..CAS_ATTEMPTS {
@@ -209,8 +213,27 @@ async fn edit_node(
         may_edit_node(principal, &stored.value)?;
         let now = Timestamp::now();
         let new = apply(&stored.value, now)?;
-        match state.store().replace_node(&new, stored.version).await {
-            Ok(_) => return Ok((stored.value, new, now)),
+        let written = if event {
+            let ev = node_event(&new, updated_op(&stored.value), false, now);
+            state
+                .store()
+                .replace_node_with_event(&new, stored.version, ev)
+                .await
+                .map(|(_, logged)| Some(logged))
+        } else {
+            state
+                .store()
+                .replace_node(&new, stored.version)
+                .await
+                .map(|_| None)
+        };
+        match written {
+            Ok(logged) => {
+                if let Some(logged) = logged {
+                    state.announce(id, logged);
+                }
+                return Ok((stored.value, new, now));
+            }
             Err(CoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -251,13 +274,10 @@ async fn update_node<T: Clone>(
         .ok_or_else(|| node_not_found(id))?;
     may_edit_node(&principal, &stored.value)?;
     let parsed = parse(&body)?;
-    let (before, after, now) = edit_node(state, id, &principal, |stored, now| {
+    let (_, after, _) = edit_node(state, id, &principal, !noevent, |stored, now| {
         apply(stored, parsed.clone(), now)
     })
     .await?;
-    if !noevent {
-        publish(state, &after, updated_op(&before), false, now).await;
-    }
     Ok(response::ok(&after.to_json()))
 }
 

@@ -21,13 +21,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use kernelci_core::events::NewEvent;
 use kernelci_core::id::ObjectId;
 use kernelci_core::{Error, Result};
 use tokio::sync::oneshot;
 
 use super::errors::{conv, is_unique_violation};
-use super::nodes::{insert_values, NodeRow, COPY_FROM};
+use super::nodes::{insert_values, NodeRow, StagedEvents, COPY_FROM};
 
 /// Most rows in one group (one statement: under [`COPY_FROM`]).
 pub(super) const MAX_GROUP: usize = COPY_FROM;
@@ -35,11 +36,15 @@ pub(super) const MAX_GROUP: usize = COPY_FROM;
 /// Most groups written at once (each on its own connection).
 pub(super) const MAX_IN_FLIGHT: usize = 2;
 
+/// What a grouped insert answers: the staging number of its event, if it had one.
+pub(super) type Staged = Option<i64>;
+
 /// One queued insert and where its answer goes.
 struct Pending {
     row: NodeRow,
     id: ObjectId,
-    done: oneshot::Sender<Result<()>>,
+    event: Option<NewEvent>,
+    done: oneshot::Sender<Result<Staged>>,
 }
 
 #[derive(Default)]
@@ -71,17 +76,25 @@ impl InsertGroups {
         )
     }
 
-    /// Writes `row` (the node `id`) in the next group and waits for its commit.
+    /// Writes `row` (the node `id`), and `event` if any (committed unsequenced in
+    /// the same transaction), in the next group and waits for its commit. Returns
+    /// the event's staging number.
     pub(super) async fn insert(
         self: &Arc<Self>,
         pool: &Pool,
         id: ObjectId,
         row: NodeRow,
-    ) -> Result<()> {
+        event: Option<NewEvent>,
+    ) -> Result<Staged> {
         let (done, answer) = oneshot::channel();
         let start = {
             let mut q = self.lock();
-            q.pending.push_back(Pending { row, id, done });
+            q.pending.push_back(Pending {
+                row,
+                id,
+                event,
+                done,
+            });
             let start = q.in_flight < MAX_IN_FLIGHT;
             if start {
                 q.in_flight += 1;
@@ -159,32 +172,67 @@ async fn write_group(pool: &Pool, group: Vec<Pending>) {
     let mut answers = Vec::with_capacity(group.len());
     for p in group {
         rows.push(p.row);
-        answers.push((p.id, p.done));
+        answers.push((p.id, p.event, p.done));
     }
-    match insert_values(&client, &rows).await {
-        Ok(()) => {
-            for (_, done) in answers {
-                let _ = done.send(Ok(()));
+    let mut events = StagedEvents::default();
+    let encodable = answers
+        .iter()
+        .filter_map(|(_, event, _)| event.as_ref())
+        .all(|e| events.push(e).is_ok());
+    if !encodable {
+        // Each alone: the one that cannot be encoded gets its error.
+        return one_by_one(&client, rows, answers).await;
+    }
+    match insert_values(&client, &rows, &events).await {
+        Ok(staged) => {
+            for (_, event, done) in answers {
+                let stage = event.and_then(|e| {
+                    let id = e.id.bytes().to_vec();
+                    staged.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+                });
+                let _ = done.send(Ok(stage));
             }
         }
         Err(e) if is_unique_violation(&e) && rows.len() > 1 => {
-            // Each row alone: the duplicate fails, the others are written.
-            for (row, (id, done)) in rows.iter().zip(answers) {
-                let r = insert_values(&client, std::slice::from_ref(row))
-                    .await
-                    .map_err(|e| single_error(e, id));
-                let _ = done.send(r);
-            }
+            one_by_one(&client, rows, answers).await;
         }
         Err(e) => {
             let unique = is_unique_violation(&e);
             let err = conv(e);
-            for (id, done) in answers {
+            for (id, _, done) in answers {
                 let _ = done.send(Err(if unique { conflict(id) } else { err.clone() }));
             }
         }
     }
 }
+
+/// Writes each row of a group alone (after the group failed on a duplicate id, or
+/// when an event of it cannot be encoded), so each caller gets its own answer.
+async fn one_by_one(client: &Object, rows: Vec<NodeRow>, answers: Vec<Answer>) {
+    for (row, (id, event, done)) in rows.iter().zip(answers) {
+        let _ = done.send(write_one(client, row, id, event.as_ref()).await);
+    }
+}
+
+/// One row and its event, alone.
+async fn write_one(
+    client: &Object,
+    row: &NodeRow,
+    id: ObjectId,
+    event: Option<&NewEvent>,
+) -> Result<Staged> {
+    let mut events = StagedEvents::default();
+    if let Some(e) = event {
+        events.push(e)?;
+    }
+    let staged = insert_values(client, std::slice::from_ref(row), &events)
+        .await
+        .map_err(|e| single_error(e, id))?;
+    Ok(staged.first().map(|(_, s)| *s))
+}
+
+/// The caller's side of a pending insert, once its row is taken out.
+type Answer = (ObjectId, Option<NewEvent>, oneshot::Sender<Result<Staged>>);
 
 fn conflict(id: ObjectId) -> Error {
     Error::Conflict(format!("Node already exists with id: {id}"))

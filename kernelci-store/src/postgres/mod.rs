@@ -324,6 +324,62 @@ impl PgStore {
         Ok(self.client_raw().await?)
     }
 
+    /// `replace_node`, with `event` committed (unsequenced) in the same transaction
+    /// when given; returns the new version and the event's staging number.
+    async fn replace(
+        &self,
+        node: &Node,
+        expected: Version,
+        event: Option<&NewEvent>,
+    ) -> Result<(Version, Option<i64>)> {
+        let expected = i64::try_from(expected.0).unwrap_or(i64::MAX);
+        let new = expected.saturating_add(1);
+        let mut row = NodeRow::new(node, new)?;
+        row.params.bind(expected);
+        let mut client = self.client().await?;
+        let stmt = client.prepare_cached(&update_sql()).await.map_err(conv)?;
+        let tx = client.transaction().await.map_err(conv)?;
+        let old = tx
+            .query_opt(&stmt, &row.params.refs())
+            .await
+            .map_err(conv)?;
+        if let Some(old) = old {
+            apply(&tx, replaced(&decode_doc(&old, 0)?, &row)).await?;
+            let stage = match event {
+                Some(e) => Some(stage_event(&tx, e).await?),
+                None => None,
+            };
+            tx.commit().await.map_err(conv)?;
+            return Ok((Version(u64::try_from(new).unwrap_or(0)), stage));
+        }
+        drop(tx);
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM kci_nodes WHERE id = $1",
+                &[&node.id.bytes().as_slice()],
+            )
+            .await
+            .map_err(conv)?
+            .is_some();
+        if exists {
+            Err(Error::Conflict(format!(
+                "Node {} was modified concurrently",
+                node.id
+            )))
+        } else {
+            Err(node_not_found(node.id))
+        }
+    }
+
+    /// Numbers the event staged as `stage` (and every other pending one): `event`
+    /// with its sequence id.
+    async fn sequence_staged(&self, stage: Option<i64>, event: NewEvent) -> Result<Event> {
+        let stage = stage.ok_or_else(|| Error::Storage("event not staged".into()))?;
+        let client = self.client().await?;
+        let seq = self.sequence_pending(&client, stage).await?;
+        Ok(event.with_sequence(seq))
+    }
+
     /// Numbers every committed unsequenced event (see the module docs) and returns
     /// the sequence id of the event staged as `stage`. One message, one round trip:
     /// its statements run as one implicit transaction (the advisory lock is held to
@@ -362,6 +418,27 @@ impl PgStore {
     }
 }
 
+/// Commits nothing by itself: inserts `event` unsequenced (in the caller's
+/// transaction, if any) and returns its staging number.
+async fn stage_event(client: &impl GenericClient, event: &NewEvent) -> Result<i64> {
+    let data = json_text(&event.data)?;
+    let row = client
+        .query_one(
+            "INSERT INTO kci_events (id, ts, channel, owner, data) VALUES ($1, $2, $3, $4, $5)
+             RETURNING stage",
+            &[
+                &event.id.bytes().as_slice(),
+                &ts(event.timestamp),
+                &event.channel,
+                &event.owner,
+                &data,
+            ],
+        )
+        .await
+        .map_err(conv)?;
+    Ok(row.get(0))
+}
+
 /// A read-only transaction; with `snapshot`, at repeatable read (one consistent view
 /// for several statements).
 async fn read_tx(
@@ -396,7 +473,29 @@ impl Store for PgStore {
     async fn insert_node(&self, node: &Node) -> Result<()> {
         // Grouped with the concurrent inserts of this process (see `group`).
         let row = NodeRow::new(node, 1)?;
-        self.inserts.insert(&self.pool, node.id, row).await
+        self.inserts.insert(&self.pool, node.id, row, None).await?;
+        Ok(())
+    }
+
+    async fn insert_node_with_event(&self, node: &Node, event: NewEvent) -> Result<Result<Event>> {
+        // The event is committed with the node (unsequenced), so no crash separates
+        // them; any later sequencer run numbers it should this one fail.
+        let row = NodeRow::new(node, 1)?;
+        let stage = self
+            .inserts
+            .insert(&self.pool, node.id, row, Some(event.clone()))
+            .await?;
+        Ok(self.sequence_staged(stage, event).await)
+    }
+
+    async fn replace_node_with_event(
+        &self,
+        node: &Node,
+        expected: Version,
+        event: NewEvent,
+    ) -> Result<(Version, Result<Event>)> {
+        let (version, stage) = self.replace(node, expected, Some(&event)).await?;
+        Ok((version, self.sequence_staged(stage, event).await))
     }
 
     async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
@@ -411,7 +510,9 @@ impl Store for PgStore {
         let written = if nodes.len() >= COPY_FROM {
             copy_nodes(&mut client, &rows).await
         } else {
-            insert_values(&client, &rows).await
+            insert_values(&client, &rows, &Default::default())
+                .await
+                .map(|_| ())
         };
         match written {
             Err(e) if is_unique_violation(&e) => {
@@ -444,39 +545,7 @@ impl Store for PgStore {
     }
 
     async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
-        let expected = i64::try_from(expected.0).unwrap_or(i64::MAX);
-        let new = expected.saturating_add(1);
-        let mut row = NodeRow::new(node, new)?;
-        row.params.bind(expected);
-        let mut client = self.client().await?;
-        let stmt = client.prepare_cached(&update_sql()).await.map_err(conv)?;
-        let tx = client.transaction().await.map_err(conv)?;
-        let old = tx
-            .query_opt(&stmt, &row.params.refs())
-            .await
-            .map_err(conv)?;
-        if let Some(old) = old {
-            apply(&tx, replaced(&decode_doc(&old, 0)?, &row)).await?;
-            tx.commit().await.map_err(conv)?;
-            return Ok(Version(u64::try_from(new).unwrap_or(0)));
-        }
-        drop(tx);
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM kci_nodes WHERE id = $1",
-                &[&node.id.bytes().as_slice()],
-            )
-            .await
-            .map_err(conv)?
-            .is_some();
-        if exists {
-            Err(Error::Conflict(format!(
-                "Node {} was modified concurrently",
-                node.id
-            )))
-        } else {
-            Err(node_not_found(node.id))
-        }
+        Ok(self.replace(node, expected, None).await?.0)
     }
 
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
@@ -648,22 +717,7 @@ impl Store for PgStore {
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {
         let client = self.client().await?;
-        let data = json_text(&event.data)?;
-        let stage: i64 = client
-            .query_one(
-                "INSERT INTO kci_events (id, ts, channel, owner, data) VALUES ($1, $2, $3, $4, $5)
-                 RETURNING stage",
-                &[
-                    &event.id.bytes().as_slice(),
-                    &ts(event.timestamp),
-                    &event.channel,
-                    &event.owner,
-                    &data,
-                ],
-            )
-            .await
-            .map_err(conv)?
-            .get(0);
+        let stage = stage_event(&client, &event).await?;
         let seq = self.sequence_pending(&client, stage).await?;
         Ok(event.with_sequence(seq))
     }

@@ -63,21 +63,55 @@ impl NodeRow {
 /// Batches from this size are written with `COPY ... FROM STDIN BINARY`.
 pub(super) const COPY_FROM: usize = 32;
 
-/// Inserts up to [`COPY_FROM`] rows and their counter changes in a single statement
-/// (one round trip, its own transaction: a data-modifying `WITH` runs to completion
-/// with the statement, all or nothing).
+/// Events staged with the node rows of the same statement (see [`insert_values`]).
+#[derive(Default)]
+pub(super) struct StagedEvents {
+    ids: Vec<Vec<u8>>,
+    times: Vec<chrono::DateTime<chrono::Utc>>,
+    channels: Vec<String>,
+    owners: Vec<Option<String>>,
+    data: Vec<String>,
+}
+
+impl StagedEvents {
+    /// Adds `event` (committed unsequenced with the rows; numbered afterwards).
+    pub(super) fn push(&mut self, event: &NewEvent) -> Result<()> {
+        self.ids.push(event.id.bytes().to_vec());
+        self.times.push(ts(event.timestamp));
+        self.channels.push(event.channel.clone());
+        self.owners.push(event.owner.clone());
+        self.data.push(json_text(&event.data)?);
+        Ok(())
+    }
+}
+
+/// Inserts up to [`COPY_FROM`] rows, their counter changes and `events` (committed
+/// unsequenced, for the sequencer to number) in a single statement: one round trip,
+/// its own transaction (a data-modifying `WITH` runs to completion with the
+/// statement, all or nothing). Returns each event's id and staging number.
 pub(super) async fn insert_values(
     client: &Object,
     rows: &[NodeRow],
-) -> std::result::Result<(), tokio_postgres::Error> {
+    events: &StagedEvents,
+) -> std::result::Result<Vec<(Vec<u8>, i64)>, tokio_postgres::Error> {
     let stmt = client
         .prepare_cached(&insert_values_sql(rows.len()))
         .await?;
     let (ix, key, shard, n) = added(rows).columns(shard());
     let mut params: Vec<&(dyn ToSql + Sync)> = rows.iter().flat_map(|r| r.params.refs()).collect();
-    params.extend([&ix as &(dyn ToSql + Sync), &key, &shard, &n]);
-    client.execute(&stmt, &params).await?;
-    Ok(())
+    params.extend([
+        &ix as &(dyn ToSql + Sync),
+        &key,
+        &shard,
+        &n,
+        &events.ids,
+        &events.times,
+        &events.channels,
+        &events.owners,
+        &events.data,
+    ]);
+    let staged = client.query(&stmt, &params).await?;
+    Ok(staged.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The statement of [`insert_values`] for `k` rows (built once per `k`).
@@ -93,15 +127,24 @@ fn insert_values_sql(k: usize) -> String {
                         format!("({})", ps.join(", "))
                     })
                     .collect();
-                let base = k * 24;
+                let p = |i: usize| format!("${}", k * 24 + i);
                 format!(
-                    "WITH node AS (INSERT INTO kci_nodes ({NODE_COLUMNS}) VALUES {}) {}",
+                    "WITH node AS (INSERT INTO kci_nodes ({NODE_COLUMNS}) VALUES {}),
+                     counts AS ({})
+                     INSERT INTO kci_events (id, ts, channel, owner, data)
+                     SELECT * FROM unnest({}::bytea[], {}::timestamptz[], {}::text[], {}::text[], {}::text[])
+                     RETURNING id, stage",
                     rows.join(", "),
                     COUNTS_UPSERT
-                        .replace("$1::", &format!("${}::", base + 1))
-                        .replace("$2::", &format!("${}::", base + 2))
-                        .replace("$3::", &format!("${}::", base + 3))
-                        .replace("$4::", &format!("${}::", base + 4))
+                        .replace("$1::", &format!("{}::", p(1)))
+                        .replace("$2::", &format!("{}::", p(2)))
+                        .replace("$3::", &format!("{}::", p(3)))
+                        .replace("$4::", &format!("{}::", p(4))),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9),
                 )
             })
             .collect()
