@@ -59,13 +59,16 @@
 //! write (see the `counts` module): no `COUNT(*)`, no hot row. Other exact counts run
 //! `count(*)` on the plan's indexes; residual plans count in Rust.
 
+mod accounts;
 mod counts;
 mod errors;
+mod events;
 mod export;
 mod group;
 mod nodes;
 mod notify;
 mod query;
+mod records;
 mod rows;
 pub mod schema;
 mod subscriptions;
@@ -103,6 +106,7 @@ use crate::codec;
 use crate::error::StoreError;
 use counts::{node_keys, query_key, Deltas};
 use errors::*;
+use events::stage_event;
 use nodes::*;
 use query::{irregular_bits, translate, Params, Translation};
 use rows::*;
@@ -370,73 +374,6 @@ impl PgStore {
             Err(node_not_found(node.id))
         }
     }
-
-    /// Numbers the event staged as `stage` (and every other pending one): `event`
-    /// with its sequence id.
-    async fn sequence_staged(&self, stage: Option<i64>, event: NewEvent) -> Result<Event> {
-        let stage = stage.ok_or_else(|| Error::Storage("event not staged".into()))?;
-        let client = self.client().await?;
-        let seq = self.sequence_pending(&client, stage).await?;
-        Ok(event.with_sequence(seq))
-    }
-
-    /// Numbers every committed unsequenced event (see the module docs) and returns
-    /// the sequence id of the event staged as `stage`. One message, one round trip:
-    /// its statements run as one implicit transaction (the advisory lock is held to
-    /// its commit), each with a snapshot of its own (read committed, which `open`
-    /// sets for every session), so the numbering statement sees every event
-    /// committed before the lock was granted. A run that finds nothing to number
-    /// writes nothing.
-    async fn sequence_pending(&self, client: &Object, stage: i64) -> Result<u64> {
-        // Only integers of ours are spliced in (the lock key, a stage number).
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK});
-             WITH pending AS (
-                 SELECT stage, row_number() OVER (ORDER BY stage) AS rn
-                 FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
-             bumped AS (
-                 UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
-                 WHERE EXISTS (SELECT 1 FROM pending)
-                 RETURNING last - (SELECT count(*) FROM pending) AS base),
-             numbered AS (
-                 UPDATE kci_events e SET seq = bumped.base + pending.rn
-                 FROM pending, bumped WHERE e.stage = pending.stage RETURNING e.seq)
-             SELECT pg_notify('{}', max(seq)::text) FROM numbered HAVING count(*) > 0;
-             SELECT seq FROM kci_events WHERE stage = {stage};",
-            notify::CHANNEL
-        );
-        let messages = client.simple_query(&sql).await.map_err(conv)?;
-        let seq = messages
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
-                _ => None,
-            })
-            .and_then(|t| t.parse::<u64>().ok());
-        seq.ok_or_else(|| Error::Storage("event left unsequenced".into()))
-    }
-}
-
-/// Commits nothing by itself: inserts `event` unsequenced (in the caller's
-/// transaction, if any) and returns its staging number.
-async fn stage_event(client: &impl GenericClient, event: &NewEvent) -> Result<i64> {
-    let data = json_text(&event.data)?;
-    let row = client
-        .query_one(
-            "INSERT INTO kci_events (id, ts, channel, owner, data) VALUES ($1, $2, $3, $4, $5)
-             RETURNING stage",
-            &[
-                &event.id.bytes().as_slice(),
-                &ts(event.timestamp),
-                &event.channel,
-                &event.owner,
-                &data,
-            ],
-        )
-        .await
-        .map_err(conv)?;
-    Ok(row.get(0))
 }
 
 /// A read-only transaction; with `snapshot`, at repeatable read (one consistent view
@@ -716,10 +653,7 @@ impl Store for PgStore {
     }
 
     async fn append_event(&self, event: NewEvent) -> Result<Event> {
-        let client = self.client().await?;
-        let stage = stage_event(&client, &event).await?;
-        let seq = self.sequence_pending(&client, stage).await?;
-        Ok(event.with_sequence(seq))
+        self.append_event_row(event).await
     }
 
     async fn events_after(
@@ -728,141 +662,27 @@ impl Store for PgStore {
         channel: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let client = self.client().await?;
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match channel {
-            Some(c) => {
-                client
-                    .query(
-                        "SELECT seq, id, ts, channel, owner, data FROM kci_events
-                         WHERE channel = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                        &[&c, &after, &limit],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .query(
-                        "SELECT seq, id, ts, channel, owner, data FROM kci_events
-                         WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        &[&after, &limit],
-                    )
-                    .await
-            }
-        }
-        .map_err(conv)?;
-        rows.iter().map(event_from_row).collect()
+        self.events_after_row(after, channel, limit).await
     }
 
     async fn find_events(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        let mut client = self.client().await?;
-        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
-        let limit = query
-            .limit
-            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let mut p = Params::default();
-        let mut conds = vec!["seq IS NOT NULL".to_owned()];
-        if let Some(c) = &query.channel {
-            conds.push(format!("channel = {}", p.bind(c.clone())));
-        }
-        if let Some(from) = query.from {
-            conds.push(format!("ts > {}", p.bind(ts(from))));
-        }
-        if !query.ids.is_empty() {
-            let ids: Vec<Vec<u8>> = query.ids.iter().map(|i| i.bytes().to_vec()).collect();
-            conds.push(format!("id = ANY({})", p.bind(ids)));
-        }
-        let sql = format!(
-            "SELECT seq, id, ts, channel, owner, data FROM kci_events WHERE {} ORDER BY seq",
-            conds.join(" AND ")
-        );
-        let tx = read_tx(&mut client, false).await?;
-        let portal = tx.bind(&sql, &p.refs()).await.map_err(conv)?;
-        let mut out = Vec::new();
-        let mut skipped = 0;
-        'outer: loop {
-            let rows = tx.query_portal(&portal, BATCH).await.map_err(conv)?;
-            for r in &rows {
-                let e = event_from_row(r)?;
-                if !query.matches(&e) {
-                    continue;
-                }
-                if skipped < offset {
-                    skipped += 1;
-                    continue;
-                }
-                if out.len() >= limit {
-                    break 'outer;
-                }
-                out.push(e);
-            }
-            if rows.len() < usize::try_from(BATCH).unwrap_or(0) || out.len() >= limit {
-                break;
-            }
-        }
-        tx.commit().await.map_err(conv)?;
-        Ok(out)
+        self.find_events_row(query).await
     }
 
     async fn last_event_sequence(&self) -> Result<u64> {
-        let client = self.client().await?;
-        let n: i64 = client
-            .query_one("SELECT last FROM kci_event_seq", &[])
-            .await
-            .map_err(conv)?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.last_event_sequence_row().await
     }
 
     async fn trim_events(&self, before: Timestamp) -> Result<u64> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM kci_events WHERE ts < $1 AND seq IS NOT NULL",
-                &[&ts(before)],
-            )
-            .await
-            .map_err(conv)
+        self.trim_events_row(before).await
     }
 
     async fn get_subscriber(&self, subscriber_id: &str) -> Result<Option<SubscriberState>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT * FROM kci_subscribers WHERE subscriber_id = $1",
-                &[&subscriber_id],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(row.as_ref().map(subscriber_from_row))
+        self.get_subscriber_row(subscriber_id).await
     }
 
     async fn put_subscriber(&self, state: &SubscriberState) -> Result<()> {
-        let client = self.client().await?;
-        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
-        client
-            .execute(
-                "INSERT INTO kci_subscribers
-                     (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (subscriber_id) DO UPDATE SET
-                     channel = EXCLUDED.channel, username = EXCLUDED.username,
-                     promiscuous = EXCLUDED.promiscuous, last_event_id = EXCLUDED.last_event_id,
-                     created_at = EXCLUDED.created_at, last_poll = EXCLUDED.last_poll",
-                &[
-                    &state.subscriber_id,
-                    &state.channel,
-                    &state.user,
-                    &state.promiscuous,
-                    &last,
-                    &ts(state.created_at),
-                    &state.last_poll.map(ts),
-                ],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(())
+        self.put_subscriber_row(state).await
     }
 
     async fn advance_subscriber(
@@ -871,138 +691,44 @@ impl Store for PgStore {
         sequence_id: u64,
         now: Timestamp,
     ) -> Result<()> {
-        let client = self.client().await?;
-        let seq = i64::try_from(sequence_id).unwrap_or(i64::MAX);
-        let n = client
-            .execute(
-                "UPDATE kci_subscribers SET last_event_id = greatest(last_event_id, $2), last_poll = $3
-                 WHERE subscriber_id = $1",
-                &[&subscriber_id, &seq, &ts(now)],
-            )
+        self.advance_subscriber_row(subscriber_id, sequence_id, now)
             .await
-            .map_err(conv)?;
-        if n == 0 {
-            return Err(Error::NotFound(format!(
-                "Subscriber not found: {subscriber_id}"
-            )));
-        }
-        Ok(())
     }
 
     async fn delete_subscriber(&self, subscriber_id: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM kci_subscribers WHERE subscriber_id = $1",
-                &[&subscriber_id],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(n > 0)
+        self.delete_subscriber_row(subscriber_id).await
     }
 
     async fn list_subscribers(&self) -> Result<Vec<SubscriberState>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT * FROM kci_subscribers ORDER BY subscriber_id COLLATE \"C\"",
-                &[],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(rows.iter().map(subscriber_from_row).collect())
+        self.list_subscribers_row().await
     }
 
     async fn next_counter(&self, name: &str) -> Result<u64> {
-        let client = self.client().await?;
-        let n: i64 = client
-            .query_one(
-                "INSERT INTO kci_counters (name, value) VALUES ($1, 1)
-                 ON CONFLICT (name) DO UPDATE SET value = kci_counters.value + 1
-                 RETURNING value",
-                &[&name],
-            )
-            .await
-            .map_err(conv)?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.next_counter_row(name).await
     }
 
     async fn insert_user(&self, user: &User) -> Result<()> {
-        let (id, groups, doc) = user_params(user)?;
-        let mut client = self.client().await?;
-        let tx = membership_tx(&mut client, false).await?;
-        match tx
-            .execute(
-                "INSERT INTO kci_users (id, username, email, group_ids, doc) VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &user.username, &user.email, &groups, &doc],
-            )
-            .await
-        {
-            Ok(_) => tx.commit().await.map_err(conv),
-            Err(e) if is_unique_violation(&e) => Err(Error::Conflict(
-                "User with this id, username or e-mail already exists".into(),
-            )),
-            Err(e) => Err(conv(e)),
-        }
+        self.insert_user_row(user).await
     }
 
     async fn get_user(&self, id: ObjectId) -> Result<Option<User>> {
-        self.doc_by(
-            "user",
-            "SELECT doc FROM kci_users WHERE id = $1",
-            &id.bytes().as_slice(),
-        )
-        .await
+        self.get_user_row(id).await
     }
 
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
-        self.doc_by(
-            "user",
-            "SELECT doc FROM kci_users WHERE username = $1",
-            &username,
-        )
-        .await
+        self.get_user_by_username_row(username).await
     }
 
     async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
-        self.doc_by("user", "SELECT doc FROM kci_users WHERE email = $1", &email)
-            .await
+        self.get_user_by_email_row(email).await
     }
 
     async fn update_user(&self, user: &User) -> Result<()> {
-        let (id, groups, doc) = user_params(user)?;
-        let mut client = self.client().await?;
-        let tx = membership_tx(&mut client, false).await?;
-        match tx
-            .execute(
-                "UPDATE kci_users SET username = $2, email = $3, group_ids = $4, doc = $5 WHERE id = $1",
-                &[&id, &user.username, &user.email, &groups, &doc],
-            )
-            .await
-        {
-            Ok(0) => Err(Error::NotFound(format!(
-                "User not found with id: {}",
-                user.id
-            ))),
-            Ok(_) => tx.commit().await.map_err(conv),
-            Err(e) if is_unique_violation(&e) => {
-                Err(Error::Conflict("Username or e-mail already taken".into()))
-            }
-            Err(e) => Err(conv(e)),
-        }
+        self.update_user_row(user).await
     }
 
     async fn delete_user(&self, id: ObjectId) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM kci_users WHERE id = $1",
-                &[&id.bytes().as_slice()],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(n > 0)
+        self.delete_user_row(id).await
     }
 
     async fn find_users(
@@ -1011,86 +737,23 @@ impl Store for PgStore {
         limit: u64,
         offset: u64,
     ) -> Result<Page<User>> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT doc FROM kci_users ORDER BY id", &[])
-            .await
-            .map_err(conv)?;
-        let mut found = Vec::new();
-        for r in &rows {
-            let u: User = from_json_text("user", r.get::<_, &str>(0))?;
-            if filter.matches(&u.to_public_json()) {
-                found.push(u);
-            }
-        }
-        let total = found.len() as u64;
-        Ok(Page {
-            items: page_of(found, limit, offset),
-            total,
-        })
+        self.find_users_row(filter, limit, offset).await
     }
 
     async fn insert_group(&self, group: &UserGroup) -> Result<()> {
-        let client = self.client().await?;
-        match client
-            .execute(
-                "INSERT INTO kci_groups (id, name, doc) VALUES ($1, $2, $3)",
-                &[
-                    &group.id.bytes().as_slice(),
-                    &group.name,
-                    &json_text(group)?,
-                ],
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(Error::Conflict(format!(
-                "Group already exists: {}",
-                group.name
-            ))),
-            Err(e) => Err(conv(e)),
-        }
+        self.insert_group_row(group).await
     }
 
     async fn get_group(&self, id: ObjectId) -> Result<Option<UserGroup>> {
-        self.doc_by(
-            "group",
-            "SELECT doc FROM kci_groups WHERE id = $1",
-            &id.bytes().as_slice(),
-        )
-        .await
+        self.get_group_row(id).await
     }
 
     async fn get_group_by_name(&self, name: &str) -> Result<Option<UserGroup>> {
-        self.doc_by("group", "SELECT doc FROM kci_groups WHERE name = $1", &name)
-            .await
+        self.get_group_by_name_row(name).await
     }
 
     async fn delete_group(&self, id: ObjectId) -> Result<bool> {
-        let key = id.bytes().to_vec();
-        let mut client = self.client().await?;
-        // Exclusive against user writes (which hold it shared): no membership can be
-        // added between the check and the delete.
-        let tx = membership_tx(&mut client, true).await?;
-        let in_use: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM kci_users WHERE $1 = ANY(group_ids))",
-                &[&key],
-            )
-            .await
-            .map_err(conv)?
-            .get(0);
-        if in_use {
-            return Err(Error::Conflict(
-                "Group is in use by at least one user".into(),
-            ));
-        }
-        let n = tx
-            .execute("DELETE FROM kci_groups WHERE id = $1", &[&key])
-            .await
-            .map_err(conv)?;
-        tx.commit().await.map_err(conv)?;
-        Ok(n > 0)
+        self.delete_group_row(id).await
     }
 
     async fn find_groups(
@@ -1099,113 +762,27 @@ impl Store for PgStore {
         limit: u64,
         offset: u64,
     ) -> Result<Page<UserGroup>> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT doc FROM kci_groups ORDER BY id", &[])
-            .await
-            .map_err(conv)?;
-        let mut found = Vec::new();
-        for r in &rows {
-            let g: UserGroup = from_json_text("group", r.get::<_, &str>(0))?;
-            if filter.matches(&serde_json::to_value(&g).unwrap_or_default()) {
-                found.push(g);
-            }
-        }
-        let total = found.len() as u64;
-        Ok(Page {
-            items: page_of(found, limit, offset),
-            total,
-        })
+        self.find_groups_row(filter, limit, offset).await
     }
 
     async fn put_token(&self, token: &TokenRecord) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO kci_tokens (id, purpose, user_id, expires, used) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET purpose = EXCLUDED.purpose,
-                     user_id = EXCLUDED.user_id, expires = EXCLUDED.expires, used = EXCLUDED.used",
-                &[
-                    &token.id,
-                    &purpose_str(token.purpose),
-                    &token.user_id.bytes().as_slice(),
-                    &ts(token.expires),
-                    &token.used,
-                ],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(())
+        self.put_token_row(token).await
     }
 
     async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT * FROM kci_tokens WHERE id = $1", &[&id])
-            .await
-            .map_err(conv)?;
-        row.as_ref().map(token_from_row).transpose()
+        self.get_token_row(id).await
     }
 
     async fn consume_token(&self, id: &str, now: Timestamp) -> Result<Option<TokenRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "UPDATE kci_tokens SET used = true WHERE id = $1 AND NOT used AND expires > $2
-                 RETURNING *",
-                &[&id, &ts(now)],
-            )
-            .await
-            .map_err(conv)?;
-        row.as_ref().map(token_from_row).transpose()
+        self.consume_token_row(id, now).await
     }
 
     async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut client = self.client().await?;
-        let stmt = client
-            .prepare_cached("INSERT INTO kci_telemetry (id, ts, doc) VALUES ($1, $2, $3)")
-            .await
-            .map_err(conv)?;
-        let tx = client.transaction().await.map_err(conv)?;
-        for e in events {
-            let doc = json_text(e)?;
-            if let Err(err) = tx
-                .execute(&stmt, &[&e.id.bytes().as_slice(), &ts(e.ts), &doc])
-                .await
-            {
-                if is_unique_violation(&err) {
-                    return Err(Error::Conflict(format!(
-                        "Telemetry event already exists with id: {}",
-                        e.id
-                    )));
-                }
-                return Err(conv(err));
-            }
-        }
-        tx.commit().await.map_err(conv)
+        self.insert_telemetry_row(events).await
     }
 
     async fn find_telemetry(&self, query: &TelemetryQuery) -> Result<Page<TelemetryEvent>> {
-        let mut client = self.client().await?;
-        let (sql, p) = telemetry_range_sql(query.since, query.until);
-        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
-        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-        let mut total = 0u64;
-        let mut items = Vec::new();
-        scan_telemetry_rows(&mut client, &sql, &p.refs(), |e| {
-            if query.matches(&e) {
-                let at = usize::try_from(total).unwrap_or(usize::MAX);
-                if at >= offset && items.len() < limit {
-                    items.push(e);
-                }
-                total += 1;
-            }
-        })
-        .await?;
-        Ok(Page { items, total })
+        self.find_telemetry_row(query).await
     }
 
     async fn scan_telemetry(
@@ -1214,89 +791,31 @@ impl Store for PgStore {
         until: Option<Timestamp>,
         filter: &ExactFilter,
     ) -> Result<Vec<TelemetryEvent>> {
-        let mut client = self.client().await?;
-        let (sql, p) = telemetry_range_sql(since, until);
-        let mut out = Vec::new();
-        scan_telemetry_rows(&mut client, &sql, &p.refs(), |e| {
-            if filter.matches(&e.document()) {
-                out.push(e);
-            }
-        })
-        .await?;
-        Ok(out)
+        self.scan_telemetry_row(since, until, filter).await
     }
 
     async fn trim_telemetry(&self, before: Timestamp) -> Result<u64> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM kci_telemetry WHERE ts < $1", &[&ts(before)])
-            .await
-            .map_err(conv)
+        self.trim_telemetry_row(before).await
     }
 
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT value FROM kci_kv WHERE namespace = $1 AND key = $2",
-                &[&namespace.as_bytes(), &key.as_bytes()],
-            )
-            .await
-            .map_err(conv)?;
-        row.map(|r| utf8("KV value", r.get(0))).transpose()
+        self.kv_get_row(namespace, key).await
     }
 
     async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO kci_kv (namespace, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value",
-                &[&namespace.as_bytes(), &key.as_bytes(), &value.as_bytes()],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(())
+        self.kv_set_row(namespace, key, value).await
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM kci_kv WHERE namespace = $1 AND key = $2",
-                &[&namespace.as_bytes(), &key.as_bytes()],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(n > 0)
+        self.kv_delete_row(namespace, key).await
     }
 
     async fn queue_push(&self, name: &str, value: &str) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO kci_queue (name, value) VALUES ($1, $2)",
-                &[&name.as_bytes(), &value.as_bytes()],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(())
+        self.queue_push_row(name, value).await
     }
 
     async fn queue_pop(&self, name: &str) -> Result<Option<String>> {
-        let client = self.client().await?;
-        // SKIP LOCKED: concurrent pops (from any server) each take a different item.
-        let row = client
-            .query_opt(
-                "DELETE FROM kci_queue WHERE pos = (
-                     SELECT pos FROM kci_queue WHERE name = $1 ORDER BY pos
-                     LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING value",
-                &[&name.as_bytes()],
-            )
-            .await
-            .map_err(conv)?;
-        row.map(|r| utf8("queue item", r.get(0))).transpose()
+        self.queue_pop_row(name).await
     }
 
     async fn export_records(
@@ -1317,20 +836,7 @@ impl Store for PgStore {
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        // The database's clock decides expiry: servers' clocks may disagree.
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "INSERT INTO kci_leases (name, holder, expires)
-                 VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
-                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
-                 WHERE kci_leases.holder = EXCLUDED.holder OR kci_leases.expires < clock_timestamp()
-                 RETURNING holder",
-                &[&name, &holder, &ttl.as_secs_f64()],
-            )
-            .await
-            .map_err(conv)?;
-        Ok(row.is_some())
+        self.acquire_lease_row(name, holder, ttl).await
     }
 
     fn is_shared(&self) -> bool {
