@@ -282,7 +282,7 @@ proptest! {
 /// `name >= 'dmesg' AND name < 'dmesh'`); the answers stay the model's at the edges
 /// of the range.
 #[tokio::test]
-async fn anchored_regex_ranges_agree_with_the_model() {
+async fn regex_pre_filters_agree_with_the_model() {
     let Some(cluster) = TestCluster::shared() else {
         return;
     };
@@ -315,6 +315,14 @@ async fn anchored_regex_ranges_agree_with_the_model() {
         "name__re=^a\u{10FFFF}",
         "kind=test&name__re=^dmes[gh]",
         "owner__re=^a",
+        // Unanchored: a required literal becomes a strpos() pre-filter.
+        "name__re=mes",
+        "name__re=es.x",
+        "name__re=b?c",
+        "name__re=ab*c",
+        "name__re=é",
+        "name__re=\u{10FFFF}b",
+        "name__re=(?i)dmesg",
     ] {
         let q = Query::parse_str(q, Mode::Page).unwrap();
         let want = model.find_page(&q).await.unwrap();

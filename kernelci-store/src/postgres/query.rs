@@ -26,7 +26,9 @@
 //!
 //! What is checked in Rust: `re` (PostgreSQL's regex dialect is not the `regex`
 //! crate's, so patterns are never handed to the engine; the pre-filter is "the field
-//! is a string"), other `data`/`debug`/`artifacts` paths, `jobfilter`,
+//! is a string", plus an index range for an anchored literal prefix, `^dmesg` →
+//! `>= 'dmesg' AND < 'dmesh'`, or else `strpos(field, literal) > 0` for the longest
+//! literal every match contains, `x86` → `'x86'`), other `data`/`debug`/`artifacts` paths, `jobfilter`,
 //! `platform_filter`, numeric array positions (`path.0`).
 //!
 //! Sorting is done by the engine on typed columns and declared `data` paths (nulls
@@ -297,6 +299,13 @@ impl Scalar<'_> {
                             self.nullable,
                         ));
                     }
+                } else if let Some(literal) = required_literal(pattern.as_str()) {
+                    // Not an index range, but the engine drops the rows that cannot
+                    // match instead of sending them to be matched in Rust.
+                    parts.push(Pred::new(
+                        format!("strpos({}, {}) > 0", self.expr, p.bind(literal)),
+                        self.nullable,
+                    ));
                 }
                 return Err(and(parts));
             }
@@ -329,6 +338,38 @@ fn literal_prefix(pattern: &str) -> Option<String> {
         prefix.push(c);
     }
     (!prefix.is_empty()).then_some(prefix)
+}
+
+/// The longest run of plain characters every match of `pattern` contains: `x86` →
+/// `x86`, `arm64.*defconfig` → `defconfig`, `ab?cd` → `cd`. Only for patterns
+/// without groups, classes, escapes, alternation or repetition braces (a flag such as
+/// `(?i)` could change what matches), which then only lose the pre-filter.
+fn required_literal(pattern: &str) -> Option<String> {
+    if pattern.contains(['|', '(', ')', '[', ']', '\\', '{', '}']) {
+        return None;
+    }
+    let mut best = String::new();
+    let mut run = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if matches!(c, '.' | '^' | '$' | '?' | '*' | '+') {
+            run.clear();
+            continue;
+        }
+        if matches!(chars.peek(), Some('?' | '*')) {
+            // Optional: the run so far is required, this character is not.
+            if run.chars().count() > best.chars().count() {
+                best = run.clone();
+            }
+            run.clear();
+            continue;
+        }
+        run.push(c);
+        if run.chars().count() > best.chars().count() {
+            best = run.clone();
+        }
+    }
+    (!best.is_empty()).then_some(best)
 }
 
 /// The smallest string greater than every string that starts with `prefix`, in
@@ -667,6 +708,22 @@ mod tests {
             ("^x86_64", Some("x86_64")),
         ] {
             assert_eq!(literal_prefix(pattern).as_deref(), want, "{pattern}");
+        }
+        for (pattern, want) in [
+            ("x86", Some("x86")),
+            ("arm64.*defconfig", Some("defconfig")),
+            ("ab?cd", Some("cd")),
+            ("abc*", Some("ab")),
+            ("ab+c", Some("ab")),
+            ("kbuild-gcc-12-x86$", Some("kbuild-gcc-12-x86")),
+            ("a|b", None),
+            ("(?i)x86", None),
+            ("[xy]86", None),
+            ("x\\d", None),
+            ("a{2}", None),
+            (".*", None),
+        ] {
+            assert_eq!(required_literal(pattern).as_deref(), want, "{pattern}");
         }
         assert_eq!(prefix_upper_bound("dmesg").as_deref(), Some("dmesh"));
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
