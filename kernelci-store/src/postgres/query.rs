@@ -22,13 +22,15 @@
 //!   path first checks that no row has that bit (a partial index answers) and is
 //!   otherwise planned with that path in the residual;
 //! - a field that cannot exist (`kind.x`, an unknown top-level name): the constant the
-//!   evaluator gives a missing value.
+//!   evaluator gives a missing value;
+//! - `re` on a text column or declared path whose pattern is only plain text, anchored or not: `^dmesg` is exactly
+//!   `>= 'dmesg' AND < 'dmesh'` (an index range), `x86` exactly `strpos(f, 'x86') > 0`.
 //!
-//! What is checked in Rust: `re` (PostgreSQL's regex dialect is not the `regex`
-//! crate's, so patterns are never handed to the engine; the pre-filter is "the field
-//! is a string", plus an index range for an anchored literal prefix, `^dmesg` →
-//! `>= 'dmesg' AND < 'dmesh'`, or else `strpos(field, literal) > 0` for the longest
-//! literal every match contains, `x86` → `'x86'`), other `data`/`debug`/`artifacts` paths, `jobfilter`,
+//! What is checked in Rust: any other `re` (PostgreSQL's regex dialect is not the
+//! `regex` crate's, so patterns are never handed to the engine; the pre-filter is
+//! "the field is a string", plus the index range of an anchored literal prefix, or
+//! else `strpos` of the longest literal every match contains), other
+//! `data`/`debug`/`artifacts` paths, `jobfilter`,
 //! `platform_filter`, numeric array positions (`path.0`).
 //!
 //! Sorting is done by the engine on typed columns and declared `data` paths (nulls
@@ -288,6 +290,39 @@ impl Scalar<'_> {
                 if self.nullable {
                     parts.push(Pred::new(format!("{} IS NOT NULL", self.expr), false));
                 }
+                if let Some(literal) = plain_literal(pattern.as_str()) {
+                    // The whole pattern is a literal (`^dmesg`, `x86`): the range or
+                    // the substring test is exactly the regex, no residual needed.
+                    let exact = match literal.strip_prefix('^') {
+                        Some(prefix) => {
+                            let prefix = prefix.to_owned();
+                            let upper = prefix_upper_bound(&prefix);
+                            parts.push(Pred::new(
+                                format!("{} >= {}", self.expr, p.bind(prefix)),
+                                self.nullable,
+                            ));
+                            if let Some(upper) = upper {
+                                parts.push(Pred::new(
+                                    format!("{} < {}", self.expr, p.bind(upper)),
+                                    self.nullable,
+                                ));
+                            }
+                            and(parts)
+                        }
+                        None => {
+                            parts.push(Pred::new(
+                                format!(
+                                    "strpos({}, {}) > 0",
+                                    self.expr,
+                                    p.bind(literal.to_owned())
+                                ),
+                                self.nullable,
+                            ));
+                            and(parts)
+                        }
+                    };
+                    return Ok(exact);
+                }
                 if let Some(prefix) = literal_prefix(pattern.as_str()) {
                     parts.push(Pred::new(
                         format!("{} >= {}", self.expr, p.bind(prefix.clone())),
@@ -325,7 +360,7 @@ fn literal_prefix(pattern: &str) -> Option<String> {
     let mut prefix = String::new();
     let mut chars = rest.chars().peekable();
     while let Some(c) = chars.next() {
-        if !(c.is_alphanumeric() || matches!(c, '-' | '_' | '/' | ':' | ' ' | ',' | '=' | '@')) {
+        if !is_plain(c) {
             // A quantifier makes the character before it optional.
             if matches!(c, '?' | '*' | '{') {
                 prefix.pop();
@@ -338,6 +373,20 @@ fn literal_prefix(pattern: &str) -> Option<String> {
         prefix.push(c);
     }
     (!prefix.is_empty()).then_some(prefix)
+}
+
+/// `pattern` itself when it is nothing but plain characters, optionally anchored at
+/// the start (`^dmesg`, `x86`): then it matches exactly the strings that start with
+/// (or contain) that text. The characters are those [`literal_prefix`] takes as
+/// plain; `None` for anything else.
+fn plain_literal(pattern: &str) -> Option<&str> {
+    let body = pattern.strip_prefix('^').unwrap_or(pattern);
+    (!body.is_empty() && body.chars().all(is_plain)).then_some(pattern)
+}
+
+/// A character that stands for itself in a pattern and needs no escape.
+fn is_plain(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '/' | ':' | ' ' | ',' | '=' | '@')
 }
 
 /// The longest run of plain characters every match of `pattern` contains: `x86` →
@@ -687,9 +736,14 @@ mod tests {
 
     #[test]
     fn regexes_and_undeclared_paths_are_checked_in_rust() {
-        let t = plan("name__re=^a&kind=test");
+        let t = plan("name__re=^a.c&kind=test");
         assert!(!t.exact);
         assert!(t.where_sql.contains("\"kind\" = $"), "{}", t.where_sql);
+        // A pattern that is only a literal is answered exactly by the engine.
+        for q in ["name__re=^a&kind=test", "name__re=x86"] {
+            let t = plan(q);
+            assert!(t.exact, "{q}");
+        }
         let t = plan("data.misc.foo=bar");
         assert!(!t.exact);
         assert_eq!(t.where_sql, "TRUE");
@@ -725,12 +779,24 @@ mod tests {
         ] {
             assert_eq!(required_literal(pattern).as_deref(), want, "{pattern}");
         }
+        for (pattern, want) in [
+            ("^dmesg", Some("^dmesg")),
+            ("x86", Some("x86")),
+            ("^é-x", Some("^é-x")),
+            ("^", None),
+            ("", None),
+            ("^dmesg$", None),
+            ("^dmesg.", None),
+            ("x86_64|arm", None),
+        ] {
+            assert_eq!(plain_literal(pattern), want, "{pattern}");
+        }
         assert_eq!(prefix_upper_bound("dmesg").as_deref(), Some("dmesh"));
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
         let t = plan("kind=test&name__re=^dmesg");
-        assert!(!t.exact);
+        assert!(t.exact, "a literal prefix alone is the range exactly");
         assert!(t.where_sql.contains("\"name\" >= $2"), "{}", t.where_sql);
         assert!(t.where_sql.contains("\"name\" < $3"), "{}", t.where_sql);
     }
