@@ -205,9 +205,10 @@ impl Progress {
     }
 }
 
-/// Copies every section of `from` into `to`, `batch` records at a time, then
-/// compares the counts of every section. Errors are messages for the operator.
-pub async fn run(from: &Spec, to: &Spec, batch: usize) -> Result<(), String> {
+/// Copies every section of `from` into `to`, `batch` records at a time (up to `jobs`
+/// node or telemetry batches written at once), then compares the counts of every
+/// section. Errors are messages for the operator.
+pub async fn run(from: &Spec, to: &Spec, batch: usize, jobs: usize) -> Result<(), String> {
     if from == to {
         return Err("--from and --to are the same store".into());
     }
@@ -219,7 +220,7 @@ pub async fn run(from: &Spec, to: &Spec, batch: usize) -> Result<(), String> {
             return Err(e);
         }
     };
-    let result = copy(source.store.as_ref(), target.store.as_ref(), batch).await;
+    let result = copy(source.store.as_ref(), &target.store, batch, jobs).await;
     let flushed = target.store.flush().await.map_err(|e| e.to_string());
     source.close()?;
     target.close()?;
@@ -238,7 +239,12 @@ pub async fn run(from: &Spec, to: &Spec, batch: usize) -> Result<(), String> {
 }
 
 /// The copy proper; returns the sections whose counts differ.
-async fn copy(source: &dyn Store, target: &dyn Store, batch: usize) -> Result<Vec<String>, String> {
+async fn copy(
+    source: &dyn Store,
+    target: &Arc<dyn Store>,
+    batch: usize,
+    jobs: usize,
+) -> Result<Vec<String>, String> {
     let err =
         |what: &str, section: Section, e: kernelci_core::Error| format!("{section}: {what}: {e}");
     let mut report = Vec::new();
@@ -250,22 +256,42 @@ async fn copy(source: &dyn Store, target: &dyn Store, batch: usize) -> Result<Ve
         let mut progress = Progress::new(section, total);
         let mut stats = ImportStats::default();
         let mut cursor = None;
+        // Nodes and telemetry records are independent of each other (their import
+        // is idempotent by id, in any order): several batches are written at once.
+        // The other sections keep their order (queue positions, event sequence).
+        let width = match section {
+            Section::Nodes | Section::Telemetry => jobs.max(1),
+            _ => 1,
+        };
+        let mut writing: tokio::task::JoinSet<Written> = tokio::task::JoinSet::new();
         loop {
             let (records, next) = source
                 .export_records(section, cursor.as_ref(), batch)
                 .await
                 .map_err(|e| err("reading the source", section, e))?;
             if !records.is_empty() {
-                stats += target
-                    .import_records(&records)
-                    .await
-                    .map_err(|e| err("writing the target", section, e))?;
-                progress.advance(records.len() as u64);
+                while writing.len() >= width {
+                    let (s, n) = joined(writing.join_next().await)
+                        .map_err(|e| err("writing the target", section, e))?;
+                    stats += s;
+                    progress.advance(n);
+                }
+                let target = target.clone();
+                writing.spawn(async move {
+                    let n = records.len() as u64;
+                    Ok((target.import_records(&records).await?, n))
+                });
             }
             match next {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
+        }
+        while !writing.is_empty() {
+            let (s, n) = joined(writing.join_next().await)
+                .map_err(|e| err("writing the target", section, e))?;
+            stats += s;
+            progress.advance(n);
         }
         progress.finish(stats);
         let exported = progress.done;
@@ -290,4 +316,17 @@ async fn copy(source: &dyn Store, target: &dyn Store, batch: usize) -> Result<Ve
         }
     }
     Ok(report)
+}
+
+/// What an import task answers: its stats and how many records it was given.
+type Written = Result<(ImportStats, u64), kernelci_core::Error>;
+
+/// The result of a finished import task (a panic or cancellation is a storage
+/// error).
+fn joined(r: Option<Result<Written, tokio::task::JoinError>>) -> Written {
+    match r {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(kernelci_core::Error::Storage(format!("import task: {e}"))),
+        None => Ok((ImportStats::default(), 0)),
+    }
 }

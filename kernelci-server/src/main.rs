@@ -93,6 +93,10 @@ enum Command {
         /// Records per batch (one import transaction each).
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
+        /// Node and telemetry batches written at once (each on its own connection
+        /// of a PostgreSQL target); the other sections go one batch at a time.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
     },
 }
 
@@ -173,7 +177,8 @@ fn main() -> ExitCode {
                 from,
                 to,
                 batch_size,
-            } => copy::run(&from, &to, batch_size as usize).await,
+                jobs,
+            } => copy::run(&from, &to, batch_size as usize, jobs as usize).await,
             Command::Admin {
                 command:
                     AdminCommand::Create {

@@ -235,6 +235,30 @@ impl PgStore {
         Ok((out, more.then(|| ExportCursor::from_bytes(next))))
     }
 
+    /// A batch of nodes none of which is stored yet (the common case of a copy into
+    /// an empty database): one binary `COPY` with the counter changes, all or nothing,
+    /// and no lock shared with other importers, so several batches load at once.
+    /// `None` when one of them is stored already (a re-run): the caller then
+    /// imports the batch row by row, skipping those.
+    async fn import_new_nodes(&self, records: &[Record]) -> Result<Option<ImportStats>> {
+        let rows = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Node { node, version } => Some(NodeRow::new(node, i64_of(version.0))),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut client = self.client().await?;
+        match copy_nodes(&mut client, &rows).await {
+            Ok(()) => Ok(Some(ImportStats {
+                imported: rows.len() as u64,
+                ..ImportStats::default()
+            })),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(conv(e)),
+        }
+    }
+
     pub(super) async fn count_section(&self, section: Section) -> Result<u64> {
         if section == Section::Nodes {
             return count_all(&self.client().await?).await;
@@ -262,6 +286,13 @@ impl PgStore {
     }
 
     pub(super) async fn import_batch(&self, records: &[Record]) -> Result<ImportStats> {
+        let only_nodes =
+            !records.is_empty() && records.iter().all(|r| matches!(r, Record::Node { .. }));
+        if only_nodes {
+            if let Some(stats) = self.import_new_nodes(records).await? {
+                return Ok(stats);
+            }
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(conv)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQUENCER_LOCK])
