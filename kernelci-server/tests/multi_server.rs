@@ -40,6 +40,17 @@ fn server(dir: &Path, url: &str) -> Server {
     )
 }
 
+/// Two servers on a fresh database of the shared test cluster, with their data
+/// directories (first, so that they outlive the servers); `None` without
+/// PostgreSQL (skipped).
+fn two_servers() -> Option<((tempfile::TempDir, tempfile::TempDir), Server, Server)> {
+    let url = TestCluster::shared()?.create_database();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = server(dirs.0.path(), &url);
+    let b = server(dirs.1.path(), &url);
+    Some((dirs, a, b))
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -101,13 +112,9 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn two_servers_share_nodes_queues_and_durable_subscribers() {
-    let Some(cluster) = TestCluster::shared() else {
+    let Some((_dirs, a, b)) = two_servers() else {
         return;
     };
-    let url = cluster.create_database();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = server(da.path(), &url);
-    let b = server(db.path(), &url);
     // A token from A is good on B (same secret, users in the shared store).
     let token = token_of(&login(&a.addr, "admin", PASSWORD).1);
     let id = post_node(&a.addr, &token, "from-a", "");
@@ -154,14 +161,7 @@ fn two_servers_share_nodes_queues_and_durable_subscribers() {
     assert_eq!(popped, (0..40).collect::<Vec<u64>>());
 
     // A durable subscriber on A receives an event written through B.
-    let (_, v) = call(
-        &a.addr,
-        "POST",
-        "/latest/subscribe/node?subscriber_id=mover",
-        &token,
-        "",
-    );
-    let sub_a = v["id"].as_u64().unwrap();
+    let sub_a = subscribe(&a.addr, &token, "?subscriber_id=mover");
     let e1 = post_node(&b.addr, &token, "e1", "");
     assert_eq!(listen(&a.addr, &token, sub_a), e1);
     let e2 = post_node(&b.addr, &token, "e2", "");
@@ -170,14 +170,7 @@ fn two_servers_share_nodes_queues_and_durable_subscribers() {
     assert_eq!(listen(&a.addr, &token, sub_a), "BEEP");
 
     // The subscriber moves to B: it resumes after e2, with nothing lost or repeated.
-    let (_, v) = call(
-        &b.addr,
-        "POST",
-        "/latest/subscribe/node?subscriber_id=mover",
-        &token,
-        "",
-    );
-    let sub_b = v["id"].as_u64().unwrap();
+    let sub_b = subscribe(&b.addr, &token, "?subscriber_id=mover");
     assert_ne!(sub_a, sub_b, "subscription ids are unique across servers");
     let e3 = post_node(&a.addr, &token, "e3", "");
     assert_eq!(listen(&b.addr, &token, sub_b), e3);
@@ -229,13 +222,9 @@ fn subscribe(addr: &str, token: &str, query: &str) -> u64 {
 /// lost, and unsubscribed through either.
 #[test]
 fn live_subscriptions_are_the_clusters() {
-    let Some(cluster) = TestCluster::shared() else {
+    let Some((_dirs, a, b)) = two_servers() else {
         return;
     };
-    let url = cluster.create_database();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = server(da.path(), &url);
-    let b = server(db.path(), &url);
     let admin = token_of(&login(&a.addr, "admin", PASSWORD).1);
     let bob = invited_user(&a.addr, &b.addr, &admin, "bob");
 
@@ -393,13 +382,9 @@ fn the_jobs_leader_fails_over_and_a_timeout_gives_one_event() {
 
 #[test]
 fn a_server_killed_mid_write_loses_no_acknowledged_write() {
-    let Some(cluster) = TestCluster::shared() else {
+    let Some((_dirs, mut a, b)) = two_servers() else {
         return;
     };
-    let url = cluster.create_database();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = server(da.path(), &url);
-    let b = server(db.path(), &url);
     let token = token_of(&login(&a.addr, "admin", PASSWORD).1);
     let writers: Vec<_> = (0..4)
         .map(|w| {

@@ -58,10 +58,10 @@ pub struct Broker {
     /// The highest sequence id the store notified (shared stores).
     pub(super) log_high: AtomicU64,
     /// Serialises the check-and-create of durable subscriber records.
-    pub(super) registry: tokio::sync::Mutex<()>,
+    registry: tokio::sync::Mutex<()>,
     queues: Queues,
     /// `max_subscriptions_per_user`.
-    pub(super) max_per_user: usize,
+    max_per_user: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -138,43 +138,20 @@ impl Broker {
         // Subscriptions never polled are kept (as the reference), so their number
         // per user is bounded instead.
         let held = self.read_subs().values().filter(|s| s.user == user).count();
-        if held >= self.max_per_user {
-            return Err(PubSubError::TooMany {
-                user: user.to_owned(),
-                limit: self.max_per_user,
-            });
-        }
+        self.check_quota(user, held)?;
         let sub = match subscriber_id {
             None => {
                 let id = self.store.next_counter("subscription").await?;
                 Subscription::live(id, channel, user, promiscuous, now)
             }
             Some(sid) => {
-                let _registry = self.registry.lock().await;
                 let last = self.store.last_event_sequence().await?;
                 // Events up to here can only come from the log, never from a
                 // broadcast still on its way.
                 self.high.send_modify(|h| *h = (*h).max(last));
-                let position = match self.store.get_subscriber(sid).await? {
-                    Some(state) if state.user != user => {
-                        return Err(PubSubError::SubscriberTaken(sid.to_owned()))
-                    }
-                    Some(state) => state.last_event_id,
-                    None => {
-                        self.store
-                            .put_subscriber(&SubscriberState {
-                                subscriber_id: sid.to_owned(),
-                                channel: channel.to_owned(),
-                                user: user.to_owned(),
-                                promiscuous,
-                                last_event_id: last,
-                                created_at: now,
-                                last_poll: None,
-                            })
-                            .await?;
-                        last
-                    }
-                };
+                let position = self
+                    .subscriber_position(sid, channel, user, promiscuous, now, last)
+                    .await?;
                 let id = self.store.next_counter("subscription").await?;
                 Subscription::durable(id, channel, user, promiscuous, now, sid, position)
             }
@@ -182,6 +159,52 @@ impl Broker {
         let info = sub.info();
         self.write_subs().insert(sub.id, Arc::new(sub));
         Ok(info)
+    }
+
+    /// Refuses a new subscription of `user`, who holds `held`, past
+    /// `max_subscriptions_per_user`.
+    pub(super) fn check_quota(&self, user: &str, held: usize) -> Result<(), PubSubError> {
+        if held >= self.max_per_user {
+            return Err(PubSubError::TooMany {
+                user: user.to_owned(),
+                limit: self.max_per_user,
+            });
+        }
+        Ok(())
+    }
+
+    /// Where the durable subscriber `sid` resumes: its acknowledged position, or
+    /// `last` (the end of the log) for a new subscriber, whose record is created
+    /// then. Another user's subscriber id is refused.
+    pub(super) async fn subscriber_position(
+        &self,
+        sid: &str,
+        channel: &str,
+        user: &str,
+        promiscuous: bool,
+        now: Timestamp,
+        last: u64,
+    ) -> Result<u64, PubSubError> {
+        // Serialises the check-and-create of this process's subscriber records.
+        let _registry = self.registry.lock().await;
+        match self.store.get_subscriber(sid).await? {
+            Some(state) if state.user != user => Err(PubSubError::SubscriberTaken(sid.to_owned())),
+            Some(state) => Ok(state.last_event_id),
+            None => {
+                self.store
+                    .put_subscriber(&SubscriberState {
+                        subscriber_id: sid.to_owned(),
+                        channel: channel.to_owned(),
+                        user: user.to_owned(),
+                        promiscuous,
+                        last_event_id: last,
+                        created_at: now,
+                        last_poll: None,
+                    })
+                    .await?;
+                Ok(last)
+            }
+        }
     }
 
     /// The subscription `id` if it is `user`'s.

@@ -29,7 +29,7 @@
 use std::sync::atomic::Ordering;
 
 use kernelci_core::events::Event;
-use kernelci_core::store::{SubscriberState, SubscriptionRecord};
+use kernelci_core::store::SubscriptionRecord;
 use kernelci_core::time::Timestamp;
 use kernelci_core::Error as CoreError;
 use tokio::sync::watch;
@@ -72,37 +72,13 @@ impl Broker {
             .iter()
             .filter(|s| s.user == user)
             .count();
-        if held >= self.max_per_user {
-            return Err(PubSubError::TooMany {
-                user: user.to_owned(),
-                limit: self.max_per_user,
-            });
-        }
+        self.check_quota(user, held)?;
         let last = self.store.last_event_sequence().await?;
         let position = match subscriber_id {
             None => last,
             Some(sid) => {
-                let _registry = self.registry.lock().await;
-                match self.store.get_subscriber(sid).await? {
-                    Some(state) if state.user != user => {
-                        return Err(PubSubError::SubscriberTaken(sid.to_owned()))
-                    }
-                    Some(state) => state.last_event_id,
-                    None => {
-                        self.store
-                            .put_subscriber(&SubscriberState {
-                                subscriber_id: sid.to_owned(),
-                                channel: channel.to_owned(),
-                                user: user.to_owned(),
-                                promiscuous,
-                                last_event_id: last,
-                                created_at: now,
-                                last_poll: None,
-                            })
-                            .await?;
-                        last
-                    }
-                }
+                self.subscriber_position(sid, channel, user, promiscuous, now, last)
+                    .await?
             }
         };
         let record = SubscriptionRecord {
