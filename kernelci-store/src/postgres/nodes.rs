@@ -504,42 +504,75 @@ pub(super) async fn one_statement(
     } else {
         "false".to_owned()
     };
-    let count = match (total, key) {
-        (false, _) => "0::bigint".to_owned(),
-        (true, Some((ix, key, _))) => format!(
-            "(SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = {}::int2 AND key = {}::text)",
+    let count = match key {
+        Some((ix, key, _)) => format!(
+            "SELECT coalesce(sum(n), 0)::bigint FROM kci_counts WHERE ix = {}::int2 AND key = {}::text",
             bind(Box::new(ix)),
             bind(Box::new(key))
         ),
-        (true, None) => format!("(SELECT count(*) FROM kci_nodes WHERE {})", t.where_sql),
+        None => format!("SELECT count(*) FROM kci_nodes WHERE {}", t.where_sql),
     };
-    let page = if items {
+    let page = {
         let order = t.order.as_deref().unwrap_or("id ASC");
         let mut sql = format!(
-            "ARRAY(SELECT doc FROM kci_nodes WHERE {} ORDER BY {order}",
+            "SELECT doc FROM kci_nodes WHERE {} ORDER BY {order}",
             t.where_sql
         );
-        if let Some(l) = q.limit {
-            let l = i64::try_from(l).unwrap_or(i64::MAX);
-            sql.push_str(&format!(" LIMIT {}::int8", bind(Box::new(l))));
+        if items {
+            if let Some(l) = q.limit {
+                let l = i64::try_from(l).unwrap_or(i64::MAX);
+                sql.push_str(&format!(" LIMIT {}::int8", bind(Box::new(l))));
+            }
+            if q.offset > 0 {
+                let o = i64::try_from(q.offset).unwrap_or(i64::MAX);
+                sql.push_str(&format!(" OFFSET {}::int8", bind(Box::new(o))));
+            }
         }
-        if q.offset > 0 {
-            let o = i64::try_from(q.offset).unwrap_or(i64::MAX);
-            sql.push_str(&format!(" OFFSET {}::int8", bind(Box::new(o))));
-        }
-        sql.push(')');
         sql
-    } else {
-        "ARRAY[]::bytea[]".to_owned()
     };
-    let sql = format!("SELECT {check}, {count}, {page}");
-    let stmt = prepare_bounded(client, &sql).await?;
     let mut params = if uses_filter {
         t.params.refs()
     } else {
         Vec::new()
     };
     params.extend(extra.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+    let decode = |b: &[u8]| codec::decode_node(b).map_err(|e| corrupt("node", e));
+    // With nothing to check, a page alone or a count alone is the bare statement,
+    // as a hand-written query would be (no wrapper for the planner to handle).
+    if t.irregular_mask == 0 && items != total {
+        if items {
+            let stmt = prepare_bounded(client, &page).await?;
+            let rows = client.query(&stmt, &params).await.map_err(conv)?;
+            let items = rows
+                .iter()
+                .map(|r| decode(r.try_get(0).map_err(conv)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Some(OneStatement { items, total: 0 }));
+        }
+        let stmt = prepare_bounded(client, &count).await?;
+        let n: i64 = client
+            .query_one(&stmt, &params)
+            .await
+            .map_err(conv)?
+            .try_get(0)
+            .map_err(conv)?;
+        return Ok(Some(OneStatement {
+            items: Vec::new(),
+            total: u64::try_from(n).unwrap_or(0),
+        }));
+    }
+    let count = if total {
+        format!("({count})")
+    } else {
+        "0::bigint".to_owned()
+    };
+    let page = if items {
+        format!("ARRAY({page})")
+    } else {
+        "ARRAY[]::bytea[]".to_owned()
+    };
+    let sql = format!("SELECT {check}, {count}, {page}");
+    let stmt = prepare_bounded(client, &sql).await?;
     let row = client.query_one(&stmt, &params).await.map_err(conv)?;
     let irregular: bool = row.try_get(0).map_err(conv)?;
     if irregular {
@@ -547,10 +580,7 @@ pub(super) async fn one_statement(
     }
     let n: i64 = row.try_get(1).map_err(conv)?;
     let docs: Vec<&[u8]> = row.try_get(2).map_err(conv)?;
-    let items = docs
-        .into_iter()
-        .map(|b| codec::decode_node(b).map_err(|e| corrupt("node", e)))
-        .collect::<Result<Vec<_>>>()?;
+    let items = docs.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
     Ok(Some(OneStatement {
         items,
         total: u64::try_from(n).unwrap_or(0),
