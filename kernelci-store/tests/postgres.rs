@@ -592,6 +592,38 @@ async fn a_node_and_its_event_are_written_together_or_not_at_all() {
     assert!(problems.is_empty(), "{problems:?}");
 }
 
+/// An event committed but never numbered (its writer's sequencer call failed, or
+/// it went away) is numbered by the listening connection's periodic sequencer run,
+/// and the waiting listeners are woken, with no other append.
+#[tokio::test]
+async fn a_committed_event_left_unnumbered_is_numbered_anyway() {
+    let Some((store, url)) = fresh().await else {
+        return;
+    };
+    // Starts the listening connection.
+    store
+        .wait_events(0, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    let client = tokio_postgres_client(&url).await;
+    client
+        .execute(
+            "INSERT INTO kci_events (id, ts, channel, owner, data)
+             VALUES ('\\x000102030405060708090a0b', now(), 'node', NULL, '{}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let woke = store
+        .wait_events(0, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(woke, 1);
+    let events = store.events_after(0, None, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].sequence_id, 1);
+}
+
 /// A listening connection killed under a running store comes back: a wait started
 /// after the kill is still woken by a later append.
 #[tokio::test]

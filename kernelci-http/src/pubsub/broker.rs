@@ -462,7 +462,13 @@ impl Broker {
         if let Some(text) = self.recent(seq) {
             return text;
         }
-        if seq > *self.high.borrow() {
+        // On an embedded store every event is this process's: one above the last
+        // broadcast is on its way to `broadcast`, so wait for it briefly. On a
+        // shared store most events read from the log come from other servers and
+        // no broadcast of theirs will come here: the envelope is rebuilt at once
+        // (a listen racing this server's own broadcast, a window of microseconds,
+        // may then miss a `/publish`'s extra attributes).
+        if !self.shared && seq > *self.high.borrow() {
             // Appended by this process and not broadcast yet: wait for it briefly.
             let mut rx = self.high.subscribe();
             let until = deadline.min(Instant::now() + BROADCAST_GRACE);

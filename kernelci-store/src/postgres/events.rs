@@ -6,60 +6,31 @@ use super::*;
 
 impl PgStore {
     /// Numbers the event staged as `stage` (and every other pending one): `event`
-    /// with its sequence id.
-    pub(super) async fn sequence_staged(
-        &self,
-        stage: Option<i64>,
-        event: NewEvent,
-    ) -> Result<Event> {
-        let stage = stage.ok_or_else(|| Error::Storage("event not staged".into()))?;
-        let client = self.client().await?;
-        let seq = self.sequence_pending(&client, stage).await?;
+    /// with its sequence id. The sequencer runs in a task of its own, so a caller
+    /// that goes away (its client disconnected) never leaves its committed event
+    /// unnumbered.
+    pub(super) async fn sequence_staged(&self, stage: i64, event: NewEvent) -> Result<Event> {
+        let pool = self.pool.clone();
+        let run = tokio::spawn(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            sequence(&client, &[stage]).await
+        });
+        let numbered = run
+            .await
+            .map_err(|e| Error::Storage(format!("event sequencer: {e}")))??;
+        let seq = numbered
+            .first()
+            .map(|(_, seq)| *seq)
+            .ok_or_else(|| Error::Storage("event left unsequenced".into()))?;
         Ok(event.with_sequence(seq))
-    }
-
-    /// Numbers every committed unsequenced event (see the module docs) and returns
-    /// the sequence id of the event staged as `stage`. One message, one round trip:
-    /// its statements run as one implicit transaction (the advisory lock is held to
-    /// its commit), each with a snapshot of its own (read committed, which `open`
-    /// sets for every session), so the numbering statement sees every event
-    /// committed before the lock was granted. A run that finds nothing to number
-    /// writes nothing.
-    pub(super) async fn sequence_pending(&self, client: &Object, stage: i64) -> Result<u64> {
-        // Only integers of ours are spliced in (the lock key, a stage number).
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK});
-             WITH pending AS (
-                 SELECT stage, row_number() OVER (ORDER BY stage) AS rn
-                 FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
-             bumped AS (
-                 UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
-                 WHERE EXISTS (SELECT 1 FROM pending)
-                 RETURNING last - (SELECT count(*) FROM pending) AS base),
-             numbered AS (
-                 UPDATE kci_events e SET seq = bumped.base + pending.rn
-                 FROM pending, bumped WHERE e.stage = pending.stage RETURNING e.seq)
-             SELECT pg_notify('{}', max(seq)::text) FROM numbered HAVING count(*) > 0;
-             SELECT seq FROM kci_events WHERE stage = {stage};",
-            notify::CHANNEL
-        );
-        let messages = client.simple_query(&sql).await.map_err(conv)?;
-        let seq = messages
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
-                _ => None,
-            })
-            .and_then(|t| t.parse::<u64>().ok());
-        seq.ok_or_else(|| Error::Storage("event left unsequenced".into()))
     }
 
     pub(super) async fn append_event_row(&self, event: NewEvent) -> Result<Event> {
-        let client = self.client().await?;
-        let stage = stage_event(&client, &event).await?;
-        let seq = self.sequence_pending(&client, stage).await?;
-        Ok(event.with_sequence(seq))
+        let stage = stage_event(&self.client().await?, &event).await?;
+        self.sequence_staged(stage, event).await
     }
 
     pub(super) async fn events_after_row(
@@ -276,4 +247,61 @@ pub(super) async fn stage_event(client: &impl GenericClient, event: &NewEvent) -
         .await
         .map_err(conv)?;
     Ok(row.get(0))
+}
+
+/// The sequencer (see the module docs of `postgres`): under the sequencer lock,
+/// numbers every committed unsequenced event after the last number given, in
+/// staging order, and notifies the listeners of every server. Statements of one
+/// simple-protocol message: they run as one implicit transaction (the advisory
+/// lock is held to its commit), each with a snapshot of its own (read committed,
+/// which `open` sets for every session), so the numbering statement sees every
+/// event committed before the lock was granted. A run that finds nothing to number
+/// writes nothing. Only constants of ours are spliced in.
+pub(super) fn sequencer_sql() -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK});
+         WITH pending AS (
+             SELECT stage, row_number() OVER (ORDER BY stage) AS rn
+             FROM kci_events WHERE seq IS NULL ORDER BY stage LIMIT 100000),
+         bumped AS (
+             UPDATE kci_event_seq SET last = last + (SELECT count(*) FROM pending)
+             WHERE EXISTS (SELECT 1 FROM pending)
+             RETURNING last - (SELECT count(*) FROM pending) AS base),
+         numbered AS (
+             UPDATE kci_events e SET seq = bumped.base + pending.rn
+             FROM pending, bumped WHERE e.stage = pending.stage RETURNING e.seq)
+         SELECT pg_notify('{}', max(seq)::text) FROM numbered HAVING count(*) > 0;",
+        notify::CHANNEL
+    )
+}
+
+/// Runs the sequencer and returns the sequence id of each event staged as one of
+/// `stages` (one round trip; the caller's stage numbers are the only other text).
+pub(super) async fn sequence(
+    client: &tokio_postgres::Client,
+    stages: &[i64],
+) -> Result<Vec<(i64, u64)>> {
+    let list: Vec<String> = stages.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "{} SELECT stage, seq FROM kci_events WHERE stage IN ({}) AND seq IS NOT NULL;",
+        sequencer_sql(),
+        list.join(", ")
+    );
+    let messages = client.simple_query(&sql).await.map_err(conv)?;
+    let mut out = Vec::new();
+    for m in &messages {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            if r.columns().len() == 2 {
+                let stage = r.get(0).and_then(|t| t.parse::<i64>().ok());
+                let seq = r.get(1).and_then(|t| t.parse::<u64>().ok());
+                if let (Some(stage), Some(seq)) = (stage, seq) {
+                    out.push((stage, seq));
+                }
+            }
+        }
+    }
+    if out.len() != stages.len() {
+        return Err(Error::Storage("event left unsequenced".into()));
+    }
+    Ok(out)
 }

@@ -28,6 +28,7 @@ use kernelci_core::{Error, Result};
 use tokio::sync::oneshot;
 
 use super::errors::{conv, is_unique_violation};
+use super::events::sequence;
 use super::nodes::{insert_values, NodeRow, StagedEvents, COPY_FROM};
 
 /// Most rows in one group (one statement: under [`COPY_FROM`]).
@@ -36,8 +37,9 @@ pub(super) const MAX_GROUP: usize = COPY_FROM;
 /// Most groups written at once (each on its own connection).
 pub(super) const MAX_IN_FLIGHT: usize = 2;
 
-/// What a grouped insert answers: the staging number of its event, if it had one.
-pub(super) type Staged = Option<i64>;
+/// What a grouped insert answers besides its own success: the sequence id of its
+/// event, if it had one (numbered by the group's task after the commit).
+pub(super) type Staged = Option<Result<u64>>;
 
 /// One queued insert and where its answer goes.
 struct Pending {
@@ -102,7 +104,9 @@ impl InsertGroups {
             start
         };
         if start {
-            tokio::spawn(drain(self.clone(), pool.clone()));
+            // The guard exists before the task: a task dropped before it first
+            // runs (a runtime shutting down) still gives its slot back.
+            tokio::spawn(drain(InFlight::new(self.clone(), pool.clone())));
         }
         answer
             .await
@@ -110,29 +114,50 @@ impl InsertGroups {
     }
 }
 
-/// Lowers the in-flight count when a drain task ends early (a panic); a task that
-/// finds the queue empty lowers it itself, under the lock that saw it empty, and
-/// disarms this.
+/// A drain task's slot among the [`MAX_IN_FLIGHT`]. A task that finds the queue
+/// empty gives the slot back itself, under the lock that saw it empty, and disarms
+/// this; otherwise (a panic, a task dropped by its runtime) dropping this gives it
+/// back, and a task that had started hands what is still queued to a new one.
 struct InFlight {
     groups: Arc<InsertGroups>,
+    pool: Pool,
     armed: bool,
+    started: bool,
+}
+
+impl InFlight {
+    fn new(groups: Arc<InsertGroups>, pool: Pool) -> Self {
+        Self {
+            groups,
+            pool,
+            armed: true,
+            started: false,
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.armed {
-            let mut q = self.groups.lock();
-            q.in_flight = q.in_flight.saturating_sub(1);
+        if !self.armed {
+            return;
+        }
+        let mut q = self.groups.lock();
+        q.in_flight = q.in_flight.saturating_sub(1);
+        // Only a task that ran respawns: one dropped unstarted belongs to a runtime
+        // that is going away.
+        if self.started && !q.pending.is_empty() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                q.in_flight += 1;
+                drop(q);
+                runtime.spawn(drain(InFlight::new(self.groups.clone(), self.pool.clone())));
+            }
         }
     }
 }
 
 /// Writes groups until the queue is empty.
-async fn drain(groups: Arc<InsertGroups>, pool: Pool) {
-    let mut guard = InFlight {
-        groups,
-        armed: true,
-    };
+async fn drain(mut guard: InFlight) {
+    guard.started = true;
     loop {
         let group: Vec<Pending> = {
             let mut q = guard.groups.lock();
@@ -152,7 +177,7 @@ async fn drain(groups: Arc<InsertGroups>, pool: Pool) {
             .groups
             .rows
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        write_group(&pool, group).await;
+        write_group(&guard.pool, group).await;
     }
 }
 
@@ -185,12 +210,29 @@ async fn write_group(pool: &Pool, group: Vec<Pending>) {
     }
     match insert_values(&client, &rows, &events).await {
         Ok(staged) => {
+            // Numbered here, in the group's task: a caller gone away meanwhile
+            // cannot leave its committed event without a number.
+            let stages: Vec<i64> = staged.iter().map(|(_, s)| *s).collect();
+            let numbered = if stages.is_empty() {
+                Ok(Vec::new())
+            } else {
+                sequence(&client, &stages).await
+            };
             for (_, event, done) in answers {
-                let stage = event.and_then(|e| {
+                let answer = event.map(|e| {
                     let id = e.id.bytes().to_vec();
-                    staged.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+                    let stage = staged.iter().find(|(i, _)| *i == id).map(|(_, s)| *s);
+                    match (&numbered, stage) {
+                        (Ok(seqs), Some(stage)) => seqs
+                            .iter()
+                            .find(|(s, _)| *s == stage)
+                            .map(|(_, seq)| *seq)
+                            .ok_or_else(|| Error::Storage("event left unsequenced".into())),
+                        (Err(e), _) => Err(e.clone()),
+                        (_, None) => Err(Error::Storage("event not staged".into())),
+                    }
                 });
-                let _ = done.send(Ok(stage));
+                let _ = done.send(Ok(answer));
             }
         }
         Err(e) if is_unique_violation(&e) && rows.len() > 1 => {
@@ -228,7 +270,14 @@ async fn write_one(
     let staged = insert_values(client, std::slice::from_ref(row), &events)
         .await
         .map_err(|e| single_error(e, id))?;
-    Ok(staged.first().map(|(_, s)| *s))
+    Ok(match staged.first() {
+        Some((_, stage)) => Some(
+            sequence(client, &[*stage])
+                .await
+                .map(|numbered| numbered.first().map_or(0, |(_, seq)| *seq)),
+        ),
+        None => None,
+    })
 }
 
 /// The caller's side of a pending insert, once its row is taken out.

@@ -417,12 +417,17 @@ impl Store for PgStore {
     async fn insert_node_with_event(&self, node: &Node, event: NewEvent) -> Result<Result<Event>> {
         // The event is committed with the node (unsequenced), so no crash separates
         // them; any later sequencer run numbers it should this one fail.
+        // The group's task numbers the events it wrote before answering.
         let row = NodeRow::new(node, 1)?;
-        let stage = self
+        let numbered = self
             .inserts
             .insert(&self.pool, node.id, row, Some(event.clone()))
             .await?;
-        Ok(self.sequence_staged(stage, event).await)
+        Ok(match numbered {
+            Some(Ok(seq)) => Ok(event.with_sequence(seq)),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Storage("event not staged".into())),
+        })
     }
 
     async fn replace_node_with_event(
@@ -432,7 +437,11 @@ impl Store for PgStore {
         event: NewEvent,
     ) -> Result<(Version, Result<Event>)> {
         let (version, stage) = self.replace(node, expected, Some(&event)).await?;
-        Ok((version, self.sequence_staged(stage, event).await))
+        let logged = match stage {
+            Some(stage) => self.sequence_staged(stage, event).await,
+            None => Err(Error::Storage("event not staged".into())),
+        };
+        Ok((version, logged))
     }
 
     async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
@@ -488,7 +497,7 @@ impl Store for PgStore {
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
         let mut client = self.client().await?;
         let t = translate(query, true);
-        if t.exact && t.order.is_some() {
+        if t.exact && t.order.is_some() && one_statement_fits(query, &t, false) {
             if let Some(one) = one_statement(&client, query, &t, true, false).await? {
                 return Ok(one.items);
             }
@@ -518,7 +527,7 @@ impl Store for PgStore {
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         let mut client = self.client().await?;
         let t = translate(query, true);
-        if t.exact && t.order.is_some() {
+        if t.exact && t.order.is_some() && one_statement_fits(query, &t, true) {
             if let Some(one) = one_statement(&client, query, &t, true, true).await? {
                 return Ok(Page {
                     items: one.items,

@@ -465,6 +465,19 @@ pub(super) async fn prepare_bounded(
     client.prepare_cached(sql).await.map_err(conv)
 }
 
+/// Most nodes a page may hold to come back as one `ARRAY(...)` value (a page with
+/// its total, or behind an irregular-row check); a larger or unlimited page goes
+/// through a transaction instead, in rows (one value is limited to 1 GB and built
+/// whole in the server's memory).
+pub(super) const ARRAY_PAGE_MAX: u64 = 10_000;
+
+/// Whether [`one_statement`] serves this page: always when it is the bare
+/// statement (no check, no total), else only for a bounded page.
+pub(super) fn one_statement_fits(q: &Query, t: &Translation, total: bool) -> bool {
+    let bare = t.irregular_mask == 0 && !total;
+    bare || q.limit.is_some_and(|l| l <= ARRAY_PAGE_MAX)
+}
+
 /// What [`one_statement`] answers.
 pub(super) struct OneStatement {
     /// The page (empty when not asked).
@@ -585,4 +598,39 @@ pub(super) async fn one_statement(
         items,
         total: u64::try_from(n).unwrap_or(0),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernelci_core::query::Mode;
+
+    fn q(s: &str, limit: Option<u64>) -> Query {
+        Query::parse_str(s, Mode::Page)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .with_window(limit, 0)
+    }
+
+    #[test]
+    fn only_bounded_pages_come_back_as_one_array() {
+        let checked = q(
+            "data.kernel_revision.tree=mainline",
+            Some(ARRAY_PAGE_MAX + 1),
+        );
+        let t = translate(&checked, true);
+        assert_ne!(t.irregular_mask, 0);
+        assert!(!one_statement_fits(&checked, &t, false));
+        assert!(!one_statement_fits(&checked, &t, true));
+        let unlimited = q("data.kernel_revision.tree=mainline", None);
+        assert!(!one_statement_fits(&unlimited, &t, false));
+        let bare = q("kind=test", None);
+        let t = translate(&bare, true);
+        assert!(
+            one_statement_fits(&bare, &t, false),
+            "a bare page streams rows"
+        );
+        assert!(!one_statement_fits(&bare, &t, true));
+        let page = q("kind=test", Some(50));
+        assert!(one_statement_fits(&page, &t, true));
+    }
 }

@@ -8,7 +8,9 @@
 //! dropped. A notification is only a wake-up: listeners read the event table,
 //! which is the truth, so a notification lost while the connection was down costs
 //! at most the listeners' periodic re-read (after a reconnection the listeners are
-//! woken with the last sequence id read from the table).
+//! woken with the last sequence id read from the table). The listening connection
+//! also runs the sequencer every few seconds, so an event whose writer could not
+//! number it (its sequencer call failed after the commit) is numbered anyway.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 
+use super::events::sequencer_sql;
 use super::tls::Connector;
 
 /// The notification channel of sequenced events.
@@ -23,6 +26,9 @@ pub(super) const CHANNEL: &str = "kci_events";
 
 /// The `application_name` of listening sessions.
 pub const APPLICATION_NAME: &str = "kernelci-server events";
+
+/// How often the listening connection runs the sequencer (see [`session`]).
+const SWEEP: Duration = Duration::from_secs(5);
 
 /// How long to wait before connecting again after the listening connection failed.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -127,7 +133,18 @@ async fn session(
         *h = (*h).max(last);
         newer
     });
-    let ended = driver.await;
+    // While it listens, the connection also runs the sequencer now and then: an
+    // event committed by a writer that could not number it (its sequencer call
+    // failed) is numbered within this period, even if nothing else is appended.
+    let mut driver = driver;
+    let ended = loop {
+        tokio::select! {
+            ended = &mut driver => break ended,
+            _ = tokio::time::sleep(SWEEP) => {
+                client.simple_query(&sequencer_sql()).await?;
+            }
+        }
+    };
     drop(client);
     match ended {
         Ok(r) => r,
