@@ -441,6 +441,19 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a subscriber. Atomic, durable.
     async fn put_subscriber(&self, state: &SubscriberState) -> Result<()>;
 
+    /// Creates the subscriber `state` unless one with its id exists, and returns the
+    /// existing one then (`None`: created). Atomic where several processes share the
+    /// store: of two creations of one id, exactly one creates it and the other gets
+    /// its record. This default reads, then writes: enough for a store used by one
+    /// process, whose broker serialises its subscriptions.
+    async fn create_subscriber(&self, state: &SubscriberState) -> Result<Option<SubscriberState>> {
+        if let Some(existing) = self.get_subscriber(&state.subscriber_id).await? {
+            return Ok(Some(existing));
+        }
+        self.put_subscriber(state).await?;
+        Ok(None)
+    }
+
     /// Records delivery up to `sequence_id` (kept only if greater than the stored
     /// position: "max" semantics) and the poll time. `NotFound` if unknown. Atomic,
     /// durable.

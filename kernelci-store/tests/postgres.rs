@@ -624,6 +624,48 @@ async fn a_committed_event_left_unnumbered_is_numbered_anyway() {
     assert_eq!(events[0].sequence_id, 1);
 }
 
+/// Servers creating the same new durable subscriber at once: exactly one creates
+/// it, every other gets the winner's record (so another user's id is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_subscriber_creations_have_one_winner() {
+    let Some((a, url)) = fresh().await else {
+        return;
+    };
+    let a = Arc::new(a);
+    let b = Arc::new(PgStore::open(&PgConfig::new(&url)).await.unwrap());
+    for round in 0..20 {
+        let sid = format!("svc-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let state = kernelci_core::store::SubscriberState {
+                    subscriber_id: sid.clone(),
+                    channel: "node".into(),
+                    user: format!("user-{i}"),
+                    promiscuous: false,
+                    last_event_id: i,
+                    created_at: Timestamp::now(),
+                    last_poll: None,
+                };
+                tokio::spawn(async move { (state.clone(), store.create_subscriber(&state).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut seen = Vec::new();
+        for t in tasks {
+            let (state, r) = t.await.unwrap();
+            match r.unwrap() {
+                None => winners.push(state),
+                Some(existing) => seen.push(existing),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        let stored = a.get_subscriber(&sid).await.unwrap().unwrap();
+        assert_eq!(stored, winners[0]);
+        assert!(seen.iter().all(|s| *s == stored), "round {round}");
+    }
+}
+
 /// A listening connection killed under a running store comes back: a wait started
 /// after the kill is still woken by a later append.
 #[tokio::test]

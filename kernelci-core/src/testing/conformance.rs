@@ -426,6 +426,27 @@ pub async fn subscribers_and_counters(store: &dyn Store) {
     assert!(!store.delete_subscriber("pipeline-1").await.unwrap());
     assert!(store.get_subscriber("pipeline-1").await.unwrap().is_none());
 
+    // Create-if-absent: the first creation wins, a later one gets its record.
+    let mine = SubscriberState {
+        subscriber_id: "pipeline-2".into(),
+        ..s.clone()
+    };
+    assert_eq!(store.create_subscriber(&mine).await.unwrap(), None);
+    let theirs = SubscriberState {
+        user: "bob".into(),
+        last_event_id: 99,
+        ..mine.clone()
+    };
+    assert_eq!(
+        store.create_subscriber(&theirs).await.unwrap(),
+        Some(mine.clone())
+    );
+    assert_eq!(
+        store.get_subscriber("pipeline-2").await.unwrap(),
+        Some(mine)
+    );
+    assert!(store.delete_subscriber("pipeline-2").await.unwrap());
+
     assert_eq!(store.next_counter("subscription").await.unwrap(), 1);
     assert_eq!(store.next_counter("subscription").await.unwrap(), 2);
     assert_eq!(store.next_counter("other").await.unwrap(), 1);

@@ -185,25 +185,25 @@ impl Broker {
         now: Timestamp,
         last: u64,
     ) -> Result<u64, PubSubError> {
-        // Serialises the check-and-create of this process's subscriber records.
+        // Serialises this process's creations; the store's create-if-absent makes
+        // them atomic across the servers sharing it.
         let _registry = self.registry.lock().await;
-        match self.store.get_subscriber(sid).await? {
+        let created = self
+            .store
+            .create_subscriber(&SubscriberState {
+                subscriber_id: sid.to_owned(),
+                channel: channel.to_owned(),
+                user: user.to_owned(),
+                promiscuous,
+                last_event_id: last,
+                created_at: now,
+                last_poll: None,
+            })
+            .await?;
+        match created {
             Some(state) if state.user != user => Err(PubSubError::SubscriberTaken(sid.to_owned())),
             Some(state) => Ok(state.last_event_id),
-            None => {
-                self.store
-                    .put_subscriber(&SubscriberState {
-                        subscriber_id: sid.to_owned(),
-                        channel: channel.to_owned(),
-                        user: user.to_owned(),
-                        promiscuous,
-                        last_event_id: last,
-                        created_at: now,
-                        last_poll: None,
-                    })
-                    .await?;
-                Ok(last)
-            }
+            None => Ok(last),
         }
     }
 

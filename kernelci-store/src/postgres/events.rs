@@ -179,6 +179,38 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn create_subscriber_row(
+        &self,
+        state: &SubscriberState,
+    ) -> Result<Option<SubscriberState>> {
+        let client = self.client().await?;
+        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
+        // Inserted unless present; a conflicting concurrent insert waits for the
+        // other transaction and then finds its row.
+        let created = client
+            .execute(
+                "INSERT INTO kci_subscribers
+                     (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (subscriber_id) DO NOTHING",
+                &[
+                    &state.subscriber_id,
+                    &state.channel,
+                    &state.user,
+                    &state.promiscuous,
+                    &last,
+                    &ts(state.created_at),
+                    &state.last_poll.map(ts),
+                ],
+            )
+            .await
+            .map_err(conv)?;
+        if created > 0 {
+            return Ok(None);
+        }
+        self.get_subscriber_row(&state.subscriber_id).await
+    }
+
     pub(super) async fn advance_subscriber_row(
         &self,
         subscriber_id: &str,

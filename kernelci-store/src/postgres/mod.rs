@@ -694,6 +694,10 @@ impl Store for PgStore {
         self.put_subscriber_row(state).await
     }
 
+    async fn create_subscriber(&self, state: &SubscriberState) -> Result<Option<SubscriberState>> {
+        self.create_subscriber_row(state).await
+    }
+
     async fn advance_subscriber(
         &self,
         subscriber_id: &str,
