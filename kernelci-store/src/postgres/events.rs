@@ -153,29 +153,14 @@ impl PgStore {
     }
 
     pub(super) async fn put_subscriber_row(&self, state: &SubscriberState) -> Result<()> {
-        let client = self.client().await?;
-        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
-        client
-            .execute(
-                "INSERT INTO kci_subscribers
-                     (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (subscriber_id) DO UPDATE SET
-                     channel = EXCLUDED.channel, username = EXCLUDED.username,
-                     promiscuous = EXCLUDED.promiscuous, last_event_id = EXCLUDED.last_event_id,
-                     created_at = EXCLUDED.created_at, last_poll = EXCLUDED.last_poll",
-                &[
-                    &state.subscriber_id,
-                    &state.channel,
-                    &state.user,
-                    &state.promiscuous,
-                    &last,
-                    &ts(state.created_at),
-                    &state.last_poll.map(ts),
-                ],
-            )
-            .await
-            .map_err(conv)?;
+        self.insert_subscriber(
+            state,
+            "DO UPDATE SET
+                 channel = EXCLUDED.channel, username = EXCLUDED.username,
+                 promiscuous = EXCLUDED.promiscuous, last_event_id = EXCLUDED.last_event_id,
+                 created_at = EXCLUDED.created_at, last_poll = EXCLUDED.last_poll",
+        )
+        .await?;
         Ok(())
     }
 
@@ -183,16 +168,27 @@ impl PgStore {
         &self,
         state: &SubscriberState,
     ) -> Result<Option<SubscriberState>> {
-        let client = self.client().await?;
-        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
         // Inserted unless present; a conflicting concurrent insert waits for the
         // other transaction and then finds its row.
-        let created = client
+        if self.insert_subscriber(state, "DO NOTHING").await? > 0 {
+            return Ok(None);
+        }
+        self.get_subscriber_row(&state.subscriber_id).await
+    }
+
+    /// Inserts `state`, with `on_conflict` (a constant of ours) as the action on an
+    /// existing id; returns the rows written.
+    async fn insert_subscriber(&self, state: &SubscriberState, on_conflict: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let last = i64::try_from(state.last_event_id).unwrap_or(i64::MAX);
+        client
             .execute(
-                "INSERT INTO kci_subscribers
-                     (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (subscriber_id) DO NOTHING",
+                &format!(
+                    "INSERT INTO kci_subscribers
+                         (subscriber_id, channel, username, promiscuous, last_event_id, created_at, last_poll)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (subscriber_id) {on_conflict}"
+                ),
                 &[
                     &state.subscriber_id,
                     &state.channel,
@@ -204,11 +200,7 @@ impl PgStore {
                 ],
             )
             .await
-            .map_err(conv)?;
-        if created > 0 {
-            return Ok(None);
-        }
-        self.get_subscriber_row(&state.subscriber_id).await
+            .map_err(conv)
     }
 
     pub(super) async fn advance_subscriber_row(
