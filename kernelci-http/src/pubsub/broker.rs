@@ -209,18 +209,8 @@ impl Broker {
 
     /// The subscription `id` if it is `user`'s.
     fn owned(&self, id: u64, user: &str) -> Result<Arc<Subscription>, PubSubError> {
-        let sub = self
-            .read_subs()
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| PubSubError::NotFound(id.to_string()))?;
-        if sub.user != user {
-            return Err(PubSubError::NotOwner {
-                id,
-                user: user.to_owned(),
-            });
-        }
-        Ok(sub)
+        let found = self.read_subs().get(&id).cloned();
+        owned_by(id, found, |s| &s.user, user)
     }
 
     /// Removes `user`'s subscription `id` (a durable subscriber's record is kept).
@@ -509,4 +499,22 @@ async fn wait(sub: &Subscription, deadline: Instant, stopping: &mut watch::Recei
         _ = tokio::time::sleep_until(deadline) => false,
         _ = crate::state::stopped(stopping) => false,
     }
+}
+
+/// The subscription `id` that was `found`, if it is `user`'s (`owner` reads its
+/// user): 404 when none was found, 403 when it is another user's.
+pub(super) fn owned_by<T>(
+    id: u64,
+    found: Option<T>,
+    owner: impl Fn(&T) -> &str,
+    user: &str,
+) -> Result<T, PubSubError> {
+    let sub = found.ok_or_else(|| PubSubError::NotFound(id.to_string()))?;
+    if owner(&sub) != user {
+        return Err(PubSubError::NotOwner {
+            id,
+            user: user.to_owned(),
+        });
+    }
+    Ok(sub)
 }

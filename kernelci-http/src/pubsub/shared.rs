@@ -35,7 +35,7 @@ use kernelci_core::Error as CoreError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::broker::{Broker, Delivery, LOG_BATCH, LOG_RECHECK};
+use super::broker::{owned_by, Broker, Delivery, LOG_BATCH, LOG_RECHECK};
 use super::envelope::Envelope;
 use super::subscription::{accepts, SubscriptionInfo};
 use super::PubSubError;
@@ -97,18 +97,8 @@ impl Broker {
 
     /// The registered subscription `id` if it is `user`'s.
     async fn owned_shared(&self, id: u64, user: &str) -> Result<SubscriptionRecord, PubSubError> {
-        let record = self
-            .store
-            .get_subscription(id)
-            .await?
-            .ok_or_else(|| PubSubError::NotFound(id.to_string()))?;
-        if record.user != user {
-            return Err(PubSubError::NotOwner {
-                id,
-                user: user.to_owned(),
-            });
-        }
-        Ok(record)
+        let found = self.store.get_subscription(id).await?;
+        owned_by(id, found, |r| &r.user, user)
     }
 
     /// [`Broker::unsubscribe`] on a shared store. A listen waiting on it, on any
