@@ -91,7 +91,7 @@ pub struct HttpConfig {
     pub invite_token_expire_seconds: u64,
     /// `PUBLIC_BASE_URL`: base of invite links (else derived from the request).
     pub public_base_url: Option<String>,
-    /// `KEEP_ALIVE_PERIOD`: seconds between BEEP keep-alives (> 0, < 60).
+    /// `KEEP_ALIVE_PERIOD`: seconds between BEEP keep-alives (< 60; 0: none).
     pub keep_alive_period: u64,
     /// `CLOUD_EVENTS_SOURCE`.
     pub cloud_events_source: String,
@@ -114,18 +114,35 @@ pub struct HttpConfig {
     pub smtp: Option<SmtpConfig>,
     /// Largest accepted request body (bytes); larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers, counted on a kept-alive
+    /// connection from the end of the previous answer: so also the time an idle
+    /// connection stays open.
     pub header_timeout_seconds: u64,
-    /// Time allowed to receive a request's body.
+    /// Time allowed to receive a request's body, plus one second for every
+    /// `body_min_rate` bytes received (a body that trickles in slower is cut off
+    /// with 408).
     pub body_timeout_seconds: u64,
+    /// The minimum transfer rate of a request body, in bytes per second (see
+    /// `body_timeout_seconds`).
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
     /// At shutdown, how long in-flight requests (and uploads in progress) may still
     /// take before the server stops without them.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
-    /// Most connections served at once; further clients wait in the listen backlog
-    /// until one closes (so a flood of idle connections cannot exhaust memory).
+    /// Most connections served at once; further connections are answered 503 at
+    /// once (so a flood of idle connections cannot exhaust memory, nor make other
+    /// clients wait in the kernel's backlog).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections served at once from one client address (0: no per-address
+    /// limit); further connections from it are answered 503 at once.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Addresses of the reverse proxies in front of the server: exempt from
+    /// `max_connections_per_ip` (every client behind a proxy shares its address).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Most live subscriptions one user may hold (429 beyond).
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_user: usize,
@@ -145,6 +162,14 @@ fn default_shutdown_grace() -> u64 {
 
 fn default_max_connections() -> usize {
     4096
+}
+
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+
+fn default_body_min_rate() -> u64 {
+    1024
 }
 
 fn default_max_subscriptions() -> usize {
@@ -172,10 +197,13 @@ impl Default for HttpConfig {
             background_jobs: true,
             smtp: None,
             max_body_bytes: 64 * 1024 * 1024,
-            header_timeout_seconds: 30,
-            body_timeout_seconds: 300,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 20,
+            body_min_rate: default_body_min_rate(),
             shutdown_grace_seconds: default_shutdown_grace(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            trusted_proxies: Vec::new(),
             max_subscriptions_per_user: default_max_subscriptions(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
@@ -213,15 +241,21 @@ impl HttpConfig {
                 self.algorithm
             ));
         }
-        if self.keep_alive_period == 0 || self.keep_alive_period >= 60 {
+        if self.keep_alive_period >= 60 {
             return Err(
-                "KEEP_ALIVE_PERIOD must be between 1 and 59 seconds (clients \
-                        time out at 60 s)"
+                "KEEP_ALIVE_PERIOD must be below 60 seconds (clients time out at 60 s); \
+                 0 turns keep-alives off"
                     .into(),
             );
         }
         if self.max_connections == 0 {
             return Err("max_connections must be positive".into());
+        }
+        if self.header_timeout_seconds == 0 || self.body_timeout_seconds == 0 {
+            return Err("header_timeout_seconds and body_timeout_seconds must be positive".into());
+        }
+        if self.body_min_rate == 0 {
+            return Err("body_min_rate must be positive".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());
@@ -229,8 +263,14 @@ impl HttpConfig {
         Ok(())
     }
 
-    /// The keep-alive period.
+    /// The keep-alive period: how long a listen waits before it answers a BEEP.
+    /// `KEEP_ALIVE_PERIOD=0` turns keep-alives off (as the reference, whose test
+    /// set-up uses it): a listen then waits for a message as long as its client
+    /// does (a year at most).
     pub fn keep_alive(&self) -> Duration {
-        Duration::from_secs(self.keep_alive_period)
+        match self.keep_alive_period {
+            0 => Duration::from_secs(365 * 24 * 3600),
+            s => Duration::from_secs(s),
+        }
     }
 }

@@ -22,7 +22,11 @@
 //! ## Modules
 //!
 //! - [`routes`]: prefixes (`/latest`, `/v0`, none), the route table, 404/405/307;
-//! - [`server`]: connections, body limits, one log line per request, panics → 500;
+//! - [`server`]: the connection loop and its limits (per address, in all, idle
+//!   and header timeouts);
+//! - [`service`]: the API as a `tower::Service` (body size and transfer rate,
+//!   routing, one log line per request, panics → 500) and its middleware
+//!   (request ids, compression), for [`serve`] or an embedder's own server;
 //! - [`handlers`]: one module per area (nodes, events, users, groups, pub/sub, KV,
 //!   telemetry, pages);
 //! - [`state`]: shared state and authentication; [`tokens`]: JWTs;
@@ -49,10 +53,12 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod tokens;
 
 pub use config::{HttpConfig, InitialAdmin, PasswordCost, SmtpConfig};
 pub use error::{ApiError, HttpError};
 pub use server::serve;
+pub use service::{api, ApiService, PeerAddr};
 pub use state::AppState;

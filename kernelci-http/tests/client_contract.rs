@@ -530,7 +530,12 @@ impl<'a> Api<'a> {
         if let Some(a) = &auth {
             headers.push(("authorization", a));
         }
-        let r = self.s.request(method, &target, &headers, bytes).await;
+        // urllib3 decodes the body it asked to be compressed.
+        let r = self
+            .s
+            .request(method, &target, &headers, bytes)
+            .await
+            .decoded();
         let status = r.code();
         if status < 400 {
             return Ok(r);

@@ -108,6 +108,11 @@ pub const NAMES: &[&str] = &[
     "kci_initial_admin_email",
     "max_body_bytes",
     "max_connections",
+    "max_connections_per_ip",
+    "trusted_proxies",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
+    "body_min_rate",
     "shutdown_grace_seconds",
     "database_url",
     "database_pool_size",
@@ -271,6 +276,26 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_connections") {
         http.max_connections = parse("max_connections", v)?;
+    }
+    if let Some(v) = get("max_connections_per_ip") {
+        http.max_connections_per_ip = parse("max_connections_per_ip", v)?;
+    }
+    if let Some(v) = get("trusted_proxies") {
+        http.trusted_proxies = v
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| parse("trusted_proxies", a))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = get("header_timeout_seconds") {
+        http.header_timeout_seconds = parse("header_timeout_seconds", v)?;
+    }
+    if let Some(v) = get("body_timeout_seconds") {
+        http.body_timeout_seconds = parse("body_timeout_seconds", v)?;
+    }
+    if let Some(v) = get("body_min_rate") {
+        http.body_min_rate = parse("body_min_rate", v)?;
     }
     if let Some(v) = get("state_period_seconds") {
         http.state_period_seconds = parse("state_period_seconds", v)?;

@@ -26,7 +26,13 @@
 //! A restart is backend-neutral: [`TestServer::stop`] hands back the data's
 //! [`Location`] (a sled directory, or a PostgreSQL database URL) and
 //! [`TestServer::start_at`] starts a new server and store on it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_macros,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -213,6 +219,28 @@ impl TestResponse {
             .iter()
             .map(|e| e["loc"].clone())
             .collect()
+    }
+
+    /// The answer with its body decoded as an HTTP client library does it
+    /// (`Content-Encoding: gzip` or `deflate`; the header is kept).
+    pub fn decoded(mut self) -> Self {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match self.header("content-encoding").as_deref() {
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Some("deflate") => {
+                flate2::read::ZlibDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            _ => return self,
+        }
+        self.body = Bytes::from(out);
+        self
     }
 
     /// A header as text.

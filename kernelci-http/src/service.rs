@@ -1,0 +1,335 @@
+//! The API as a [`tower::Service`]: what [`crate::serve`] runs on each connection,
+//! and what an embedder mounts in a server of its own.
+//!
+//! [`ApiService`] is the bare API: it reads each request's body within the size
+//! limit and the minimum transfer rate, rewrites and routes the path, runs the
+//! handler in its own task (a panic becomes a 500, never a dropped connection), logs
+//! one line and answers. [`api`] wraps it in the middleware [`crate::serve`] uses:
+//! a request id (`x-request-id`, kept when the client sends one) and gzip/deflate
+//! compression of answers of at least [`COMPRESS_MIN_BYTES`] for clients that ask
+//! for it (`Accept-Encoding`).
+//!
+//! The client's address comes from the [`PeerAddr`] request extension (an embedder
+//! inserts it; without it the peer is taken as `0.0.0.0:0`, a global address, so
+//! that no forwarding header is believed).
+//!
+//! Handler tasks outlive a client that goes away (a write the client gave up on
+//! still completes), except the long polls (`/pop`, `/listen`): their task is
+//! aborted when the request future is dropped, so that a client that timed out does
+//! not leave behind a waiter that would take the next queue item or message and
+//! drop it.
+//!
+//! Known limit: requests hyper itself refuses before routing (a malformed request
+//! line, invalid URI bytes, oversized headers: 400/431) are answered by hyper with an
+//! empty body, not a JSON `detail`; hyper 1.x offers no hook for these.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use tower::ServiceBuilder;
+use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::{Compression, CompressionLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+
+use crate::error::ApiError;
+use crate::handlers;
+use crate::request::Req;
+use crate::response::{self, Resp};
+use crate::routes::{self, Endpoint, Rewritten, RouteMatch};
+use crate::state::AppState;
+
+/// Answers smaller than this are sent as they are (compressing them saves less than
+/// it costs).
+pub const COMPRESS_MIN_BYTES: u64 = 1024;
+
+/// The request header that carries a request's id (set when the client sends none,
+/// and copied to the answer).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The client's address, as a request extension: [`crate::serve`] inserts the TCP
+/// peer; an embedder inserts what it knows (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The bare API (no middleware) as a [`tower::Service`] over any request body.
+#[derive(Clone)]
+pub struct ApiService {
+    state: AppState,
+}
+
+impl ApiService {
+    /// The API over `state`.
+    pub fn new(state: AppState) -> Self {
+        ApiService { state }
+    }
+}
+
+impl std::fmt::Debug for ApiService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiService").finish_non_exhaustive()
+    }
+}
+
+impl<B> tower::Service<Request<B>> for ApiService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(handle(state, req).await) })
+    }
+}
+
+/// When [`api`] compresses an answer: at least [`COMPRESS_MIN_BYTES`], and not an
+/// event stream.
+pub type Compressible = And<SizeAbove, NotForContentType>;
+
+/// The service [`api`] builds (outermost first): request id, its echo in the
+/// answer, compression, the API.
+pub type Api =
+    SetRequestId<PropagateRequestId<Compression<ApiService, Compressible>>, MakeRequestUuid>;
+
+/// The API with the middleware [`crate::serve`] runs: request ids and response
+/// compression around [`ApiService`] (see the module docs). Mount it in a hyper
+/// server with `hyper_util::service::TowerToHyperService`, inserting a [`PeerAddr`]
+/// into each request.
+pub fn api(state: AppState) -> Api {
+    let header = hyper::header::HeaderName::from_static(REQUEST_ID_HEADER);
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(header))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .deflate(true)
+                .compress_when(
+                    SizeAbove::new(COMPRESS_MIN_BYTES)
+                        .and(NotForContentType::const_new("text/event-stream")),
+                ),
+        )
+        .service(ApiService::new(state))
+}
+
+async fn handle<B>(state: AppState, req: Request<B>) -> Resp
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (resp, route) = answer(state, req).await;
+    tracing::info!(
+        %method,
+        route = route.unwrap_or(path.as_str()),
+        status = resp.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        request_id,
+        "request"
+    );
+    resp
+}
+
+async fn answer<B>(state: AppState, req: Request<B>) -> (Resp, Option<&'static str>)
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let peer = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |p| p.0);
+    let (parts, body) = req.into_parts();
+    let (prefix, rest) = match routes::rewrite(parts.uri.path()) {
+        Rewritten::Path { prefix, rest } => (prefix, rest),
+        Rewritten::UnsupportedVersion(token) => {
+            let body = format!("Unsupported API version: {token}");
+            let r = response::with_body(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", body);
+            return (r, None);
+        }
+        Rewritten::NotFound => return (not_found(), None),
+    };
+    let (endpoint, params, pattern) = match routes::route(&parts.method, &rest) {
+        RouteMatch::Found(e, p) => {
+            let pattern = routes::ROUTES
+                .iter()
+                .find(|(m, _, ep)| *ep == e && m == parts.method)
+                .map(|(_, p, _)| *p);
+            (e, p, pattern)
+        }
+        RouteMatch::MethodNotAllowed(allowed) => {
+            let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            let e = ApiError::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+                .with_header("allow", allow.join(", "));
+            return (response::error(e), None);
+        }
+        RouteMatch::Redirect(to) => return (redirect(&parts, prefix, &to), None),
+        RouteMatch::NotFound => return (not_found(), None),
+    };
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(r) => return (r, pattern),
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        prefix,
+        params,
+        query,
+        headers: parts.headers,
+        body,
+        peer,
+    };
+    // Each handler runs in its own task so that a bug that panics answers 500
+    // instead of dropping the connection.
+    let task = tokio::spawn(handlers::dispatch(state, endpoint, req));
+    let _abort = matches!(endpoint, Endpoint::Pop | Endpoint::Listen)
+        .then(|| AbortOnDrop(task.abort_handle()));
+    let resp = match task.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => response::error(e),
+        Err(join) => response::error(ApiError::internal(format!("handler failed: {join}"))),
+    };
+    (resp, pattern)
+}
+
+/// Reads the whole body within `max_body_bytes` and the transfer-rate rule: the body
+/// must be complete `body_timeout_seconds` after the request started plus one second
+/// for every `body_min_rate` bytes received ([`crate::HttpConfig`]). So a client that
+/// stalls, or trickles, is cut off whatever length it announced, and a large upload
+/// at any reasonable speed is not. A refusal closes the connection (the rest of the
+/// body is never read).
+async fn read_body<B>(state: &AppState, body: B) -> Result<Bytes, Resp>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let config = state.config();
+    let limit = config.max_body_bytes;
+    // A declared length over the limit is refused at once, without waiting for a
+    // body that will be refused anyway.
+    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > limit) {
+        return Err(closing(too_large(limit)));
+    }
+    let started = tokio::time::Instant::now();
+    let grace = Duration::from_secs(config.body_timeout_seconds);
+    let rate = config.body_min_rate.max(1) as f64;
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut received = BytesMut::new();
+    loop {
+        let earned = Duration::from_secs_f64(received.len() as f64 / rate);
+        let deadline = started + grace + earned;
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                let e = ApiError::detail(StatusCode::REQUEST_TIMEOUT, "Request body timed out");
+                return Err(closing(response::error(e)));
+            }
+            Ok(None) => return Ok(received.freeze()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(mut data) = frame.into_data() {
+                    while bytes::Buf::has_remaining(&data) {
+                        let chunk = bytes::Buf::chunk(&data);
+                        let n = chunk.len();
+                        received.extend_from_slice(chunk);
+                        bytes::Buf::advance(&mut data, n);
+                    }
+                }
+            }
+            Ok(Some(Err(e))) => {
+                let r = if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    too_large(limit)
+                } else {
+                    response::error(ApiError::bad_request("Could not read the request body"))
+                };
+                return Err(closing(r));
+            }
+        }
+    }
+}
+
+/// Asks hyper to close the connection after `r` (its request body is left unread).
+fn closing(mut r: Resp) -> Resp {
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Aborts a task when dropped: the request future of a long poll is dropped when its
+/// connection closes (see the module docs).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn too_large(limit: usize) -> Resp {
+    response::error(ApiError::detail(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body larger than {limit} bytes"),
+    ))
+}
+
+fn not_found() -> Resp {
+    response::error(ApiError::not_found("Not Found"))
+}
+
+fn redirect(parts: &hyper::http::request::Parts, prefix: &str, to: &str) -> Resp {
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let mut location = format!("http://{host}{prefix}{to}");
+    if let Some(q) = parts.uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
