@@ -221,7 +221,8 @@ impl EventQuery {
             );
         }
         let int = |v: &str| crate::node::kind::parse_python_int(v);
-        if let Some(v) = get("limit") {
+        // An empty value is no value, as the reference's `if limit:`.
+        if let Some(v) = get("limit").filter(|v| !v.is_empty()) {
             // MongoDB's limit: 0 is no limit, a negative n is n.
             let n = int(v)?;
             q.limit = (n != 0).then_some(n.unsigned_abs());
@@ -230,14 +231,10 @@ impl EventQuery {
             q.offset = u64::try_from(int(v)?).map_err(|_| bad("'offset' must not be negative"))?;
         }
         q.recursive = get("recursive").is_some_and(|v| !v.is_empty());
-        if q.recursive {
-            match q.limit {
-                Some(l) if l > RECURSIVE_MAX_LIMIT => {
-                    return Err(bad("Recursive limit is too large, max is 1000"))
-                }
-                None => q.limit = Some(RECURSIVE_MAX_LIMIT),
-                _ => {}
-            }
+        // As the reference, `recursive` needs a `limit` of at most 1000; `limit=0`
+        // (no limit), which the reference lets through, is refused too.
+        if q.recursive && q.limit.is_none_or(|l| l > RECURSIVE_MAX_LIMIT) {
+            return Err(bad("Recursive limit is too large, max is 1000"));
         }
         let mut reserved: Vec<&str> = RESERVED.to_vec();
         reserved.extend(DATA_KEYS);
@@ -354,9 +351,18 @@ mod tests {
             e("recursive=false&limit=1001"),
             "Recursive limit is too large, max is 1000"
         );
-        let q = EventQuery::parse(&pairs("recursive=0")).unwrap();
+        for without in [
+            "recursive=0",
+            "recursive=true&limit=",
+            "recursive=1&limit=0",
+        ] {
+            assert_eq!(e(without), "Recursive limit is too large, max is 1000");
+        }
+        let q = EventQuery::parse(&pairs("recursive=0&limit=1000")).unwrap();
         assert!(q.recursive);
         assert_eq!(q.limit, Some(1000));
+        let q = EventQuery::parse(&pairs("limit=")).unwrap();
+        assert_eq!(q.limit, None);
     }
 
     #[test]

@@ -81,9 +81,24 @@ impl Req {
             .filter(|t| !t.is_empty())
     }
 
+    /// Whether the body is to be read as JSON, by FastAPI's rule: no `Content-Type`,
+    /// `application/json` or `application/*+json`.
+    pub fn has_json_type(&self) -> bool {
+        let ct = self.content_type();
+        ct.is_empty()
+            || ct
+                .strip_prefix("application/")
+                .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+    }
+
     /// The body as JSON: 422 `json_invalid` (pydantic's shape, with the byte position)
     /// when it does not parse or is nested deeper than [`MAX_JSON_DEPTH`], and
     /// `missing` when it is empty.
+    ///
+    /// A body of another content type ([`Req::has_json_type`]) is not decoded: as
+    /// FastAPI does, it is the body's text, a JSON string, so that the endpoint's
+    /// validation refuses it with its own 422 (`model_attributes_type` for an
+    /// object, `list_type` for a list...) with the text as `input`.
     pub fn json(&self) -> ApiResult<Value> {
         if self.body.is_empty() {
             return Err(ApiError::unprocessable(
@@ -91,6 +106,11 @@ impl Req {
                 json!(["body"]),
                 "Field required",
                 Value::Null,
+            ));
+        }
+        if !self.has_json_type() {
+            return Ok(Value::String(
+                String::from_utf8_lossy(&self.body).into_owned(),
             ));
         }
         if let Some(pos) = too_deep(&self.body, MAX_JSON_DEPTH) {

@@ -132,7 +132,7 @@ async fn deep_json_bodies_are_refused_before_they_poison_the_event_log() {
     let r = s.post("/latest/node", Some(&token), &ok).await;
     assert_eq!(r.code(), 200, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    let r = s.get("/latest/events?recursive=1", None).await;
+    let r = s.get("/latest/events?recursive=1&limit=10", None).await;
     assert_eq!(r.code(), 200, "{}", r.text());
     assert_eq!(r.json()[0]["data"]["id"], id);
     let e = next_message(&s, sub, &token, 5)

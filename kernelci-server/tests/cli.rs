@@ -125,3 +125,60 @@ fn admin_create_then_login() {
     assert!(body.contains("\"is_superuser\":true"), "{body}");
     s.stop();
 }
+
+/// `KEEP_ALIVE_PERIOD=0` (kernelci-api's test set-up uses it) starts the server with
+/// keep-alives off: a listen answers with the next real message, however long after
+/// the keep-alive period it comes, and never with a BEEP.
+#[test]
+fn keep_alive_period_0_turns_keep_alives_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[("KEEP_ALIVE_PERIOD", "0")], &["--dev"]);
+    let password = s.password.clone().expect("a login hint");
+    let (status, body) = login(&s.addr, "admin", &password);
+    assert_eq!(status, 200, "{body}");
+    let auth = format!("Bearer {}", token_of(&body));
+    let (status, body) = http(
+        &s.addr,
+        "POST",
+        "/latest/subscribe/x",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = body
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let addr = s.addr.clone();
+    let listen_auth = auth.clone();
+    let listen = std::thread::spawn(move || {
+        http(
+            &addr,
+            "GET",
+            &format!("/latest/listen/{id}"),
+            &[("Authorization", &listen_auth)],
+            "",
+        )
+    });
+    // (It refused to start before.) A listen with nothing to deliver waits.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!listen.is_finished(), "the listen answered with no message");
+    let (status, body) = http(
+        &s.addr,
+        "POST",
+        "/latest/publish/x",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"data": {"hello": "world"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = listen.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello") && !body.contains("BEEP"), "{body}");
+    s.stop();
+}

@@ -29,16 +29,6 @@ pub async fn kv_get(state: &AppState, req: &Req) -> ApiResult<Resp> {
     Ok(ok(&json!(value)))
 }
 
-/// Whether the body is read as JSON: no content type, `application/json` or
-/// `application/<anything>+json`.
-fn is_json(req: &Req) -> bool {
-    let ct = req.content_type();
-    ct.is_empty()
-        || ct
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
-}
-
 /// The body before authentication: nothing, decoded JSON, or raw bytes.
 enum Body {
     Empty,
@@ -51,7 +41,7 @@ enum Body {
 pub async fn kv_set(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = if req.body.is_empty() {
         Body::Empty
-    } else if is_json(req) {
+    } else if req.has_json_type() {
         Body::Json(req.json()?)
     } else {
         Body::Raw

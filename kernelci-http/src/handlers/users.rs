@@ -849,10 +849,42 @@ pub async fn get_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
     Ok(response::ok(&user_json(&user)))
 }
 
-/// `DELETE /user/{id}` (admin): 200 `null` (not 204); 404 `Not Found`.
+/// Serialises, within this server, the changes that can take away an active
+/// superuser (delete, deactivate, demote), so that two administrators demoting each
+/// other at once cannot both pass [`keep_an_administrator`]. Servers sharing a
+/// store do not share it: across servers the check is the best effort of a read.
+static SUPERUSER_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// 409 when `user` is the last active superuser and the change would leave none:
+/// nobody could administer the instance any more (invite, reset, groups).
+async fn keep_an_administrator(state: &AppState, user: &User, action: &str) -> ApiResult<()> {
+    if !(user.is_active && user.is_superuser) {
+        return Ok(());
+    }
+    let pairs = [
+        ("is_superuser".to_owned(), "true".to_owned()),
+        ("is_active".to_owned(), "true".to_owned()),
+    ];
+    let filter = ExactFilter::from_pairs(&pairs, &[])?;
+    let admins = state.store().find_users(&filter, 2, 0).await?;
+    if admins.total <= 1 {
+        return Err(ApiError::detail(
+            StatusCode::CONFLICT,
+            format!("Cannot {action} the last active superuser"),
+        ));
+    }
+    Ok(())
+}
+
+/// `DELETE /user/{id}` (admin): 200 `null` (not 204); 404 `Not Found`; 409 for the
+/// last active superuser.
 pub async fn delete_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
     state.require_user(req, Operation::DeleteUser).await?;
     let id = user_id_or_404(req.param(0))?;
+    let _serialised = SUPERUSER_CHANGES.lock().await;
+    if let Some(user) = state.store().get_user(id).await? {
+        keep_an_administrator(state, &user, "delete").await?;
+    }
     if !state.store().delete_user(id).await? {
         return Err(ApiError::not_found("Not Found"));
     }
@@ -1002,6 +1034,13 @@ pub async fn patch_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
         user.groups = resolve_groups(state, &update.groups).await?;
     }
     apply_email_and_password(state, &mut user, &update).await?;
+    let _serialised = SUPERUSER_CHANGES.lock().await;
+    if update.is_active == Some(false) {
+        keep_an_administrator(state, &user, "deactivate").await?;
+    }
+    if update.is_superuser == Some(false) {
+        keep_an_administrator(state, &user, "demote").await?;
+    }
     if let Some(v) = update.is_active {
         user.is_active = v;
     }

@@ -1,0 +1,205 @@
+//! The last gaps against the reference found by running its own tests and clients
+//! (issue 11), each over real HTTP: content types of JSON bodies, `recursive` events
+//! and their limit, ...
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{every_backend, TestServer};
+use hyper::Method;
+use serde_json::{json, Value};
+
+/// Content types FastAPI does not read as JSON.
+const NOT_JSON: &[&str] = &[
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "application/octet-stream",
+    "text/json",
+];
+
+every_backend!(json_bodies_need_a_json_content_type);
+async fn json_bodies_need_a_json_content_type() {
+    let s = TestServer::start().await;
+    let (_, admin) = s.user("admin", true, true, &[]).await;
+    let checkout = json!({"kind": "checkout", "name": "c", "path": ["c"], "data": {}});
+    let id = s.post("/latest/node", Some(&admin), &checkout).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = s.get(&format!("/latest/node/{id}"), None).await.json();
+    let writes: Vec<(Method, String, Value)> = vec![
+        (Method::POST, "/latest/node".into(), checkout.clone()),
+        (Method::PUT, format!("/latest/node/{id}"), stored.clone()),
+        (
+            Method::PATCH,
+            format!("/latest/node/{id}"),
+            json!({"state": "done"}),
+        ),
+        (
+            Method::PUT,
+            format!("/latest/nodes/{id}"),
+            json!({"node": stored, "child_nodes": []}),
+        ),
+        (
+            Method::POST,
+            "/latest/user-groups".into(),
+            json!({"name": "g1"}),
+        ),
+        (
+            Method::PATCH,
+            "/latest/user/me".into(),
+            json!({"email": "new@example.org"}),
+        ),
+        (
+            Method::POST,
+            "/latest/telemetry".into(),
+            json!([{"kind": "job_result", "runtime": "lava-a"}]),
+        ),
+        (
+            Method::POST,
+            "/latest/publish/node".into(),
+            json!({"data": {"a": 1}}),
+        ),
+        (
+            Method::PUT,
+            "/latest/batch/nodeset".into(),
+            json!({"nodes": [id], "field": "processed_by_kcidb_bridge", "value": "True"}),
+        ),
+    ];
+    let auth = format!("Bearer {admin}");
+    let before = s.get("/latest/count", None).await.json();
+    for (method, path, body) in &writes {
+        let text = body.to_string();
+        for ct in NOT_JSON {
+            let headers = [("authorization", auth.as_str()), ("content-type", *ct)];
+            let r = s
+                .request(method.clone(), path, &headers, text.clone())
+                .await;
+            assert_eq!(r.code(), 422, "{method} {path} as {ct}: {}", r.text());
+            // pydantic's answer for a body that is not JSON: the text as `input`.
+            let first = &r.detail()[0];
+            assert_eq!(
+                first["loc"],
+                json!(["body"]),
+                "{method} {path}: {}",
+                r.text()
+            );
+            assert_eq!(first["input"], json!(text), "{method} {path}: {}", r.text());
+        }
+        // The same body as JSON is taken (and so is one without a content type,
+        // as FastAPI reads it).
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json; charset=utf-8"),
+        ];
+        let r = s
+            .request(method.clone(), path, &headers, text.clone())
+            .await;
+        assert!(
+            r.code() < 300,
+            "{method} {path} as JSON: {} {}",
+            r.code(),
+            r.text()
+        );
+    }
+    // Nothing was written by the refused requests: one node more (the POST as JSON).
+    assert_eq!(
+        s.get("/latest/count", None).await.json(),
+        json!(before.as_u64().unwrap() + 1)
+    );
+    let r = s
+        .request(
+            Method::POST,
+            "/latest/node",
+            &[("authorization", auth.as_str())],
+            checkout.to_string(),
+        )
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    s.stop().await;
+}
+
+every_backend!(recursive_events_need_a_limit_of_at_most_1000);
+async fn recursive_events_need_a_limit_of_at_most_1000() {
+    let s = TestServer::start().await;
+    for q in [
+        "recursive=true",
+        "recursive=1&limit=",
+        "recursive=1&limit=0",
+        "recursive=1&limit=1001",
+    ] {
+        let r = s.get(&format!("/latest/events?{q}"), None).await;
+        assert_eq!(r.code(), 400, "{q}: {}", r.text());
+        assert_eq!(
+            r.detail(),
+            json!("Recursive limit is too large, max is 1000")
+        );
+    }
+    for q in [
+        "recursive=1&limit=1000",
+        "recursive=false&limit=3",
+        "limit=",
+    ] {
+        let r = s.get(&format!("/latest/events?{q}"), None).await;
+        assert_eq!(r.code(), 200, "{q}: {}", r.text());
+    }
+    s.stop().await;
+}
+
+every_backend!(the_last_active_superuser_stays);
+async fn the_last_active_superuser_stays() {
+    let s = TestServer::start().await;
+    let (root, token) = s.user("root", true, true, &[]).await;
+    let (bob, _) = s.user("bob", false, true, &[]).await;
+    let me = format!("/latest/user/{}", root.id);
+    let refused = [
+        (
+            Method::DELETE,
+            None,
+            "Cannot delete the last active superuser",
+        ),
+        (
+            Method::PATCH,
+            Some(json!({"is_active": false})),
+            "Cannot deactivate the last active superuser",
+        ),
+        (
+            Method::PATCH,
+            Some(json!({"is_superuser": false})),
+            "Cannot demote the last active superuser",
+        ),
+    ];
+    for (method, body, detail) in &refused {
+        let r = s
+            .send_json(method.clone(), &me, Some(&token), body.as_ref())
+            .await;
+        assert_eq!(
+            (r.code(), r.detail()),
+            (409, json!(detail)),
+            "{method} {body:?}"
+        );
+    }
+    let r = s.get(&me, Some(&token)).await.json();
+    assert_eq!(
+        (r["is_active"].clone(), r["is_superuser"].clone()),
+        (json!(true), json!(true))
+    );
+    // Other users come and go; with a second administrator, the first may go.
+    let r = s
+        .delete(&format!("/latest/user/{}", bob.id), Some(&token))
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let (second, second_token) = s.user("second", true, true, &[]).await;
+    let r = s
+        .patch(&me, Some(&second_token), &json!({"is_superuser": false}))
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    // Now the second is the last one.
+    let r = s
+        .delete(&format!("/latest/user/{}", second.id), Some(&second_token))
+        .await;
+    assert_eq!(r.code(), 409, "{}", r.text());
+    s.stop().await;
+}
