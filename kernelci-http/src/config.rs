@@ -114,6 +114,10 @@ pub struct HttpConfig {
     pub smtp: Option<SmtpConfig>,
     /// Largest accepted request body (bytes); larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest node, as JSON (bytes): a write that would store a larger one gets
+    /// 413 (default 16 MiB, MongoDB's document limit).
+    #[serde(default = "default_max_node_bytes")]
+    pub max_node_bytes: usize,
     /// Time allowed to receive a request's headers, counted on a kept-alive
     /// connection from the end of the previous answer: so also the time an idle
     /// connection stays open.
@@ -168,6 +172,10 @@ fn default_max_connections_per_ip() -> usize {
     256
 }
 
+fn default_max_node_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
 fn default_body_min_rate() -> u64 {
     1024
 }
@@ -197,6 +205,7 @@ impl Default for HttpConfig {
             background_jobs: true,
             smtp: None,
             max_body_bytes: 64 * 1024 * 1024,
+            max_node_bytes: default_max_node_bytes(),
             header_timeout_seconds: 10,
             body_timeout_seconds: 20,
             body_min_rate: default_body_min_rate(),

@@ -203,3 +203,70 @@ async fn the_last_active_superuser_stays() {
     assert_eq!(r.code(), 409, "{}", r.text());
     s.stop().await;
 }
+
+every_backend!(nodes_larger_than_the_maximum_get_413);
+async fn nodes_larger_than_the_maximum_get_413() {
+    let s = TestServer::start_with(kernelci_http::HttpConfig {
+        max_node_bytes: 10_000,
+        ..kernelci_http::HttpConfig::for_tests(common::SECRET)
+    })
+    .await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let big = "x".repeat(12_000);
+    let node = |name: &str, blob: &str| json!({"kind": "checkout", "name": name, "path": [name], "data": {"blob": blob}});
+    let too_large = |r: &common::TestResponse| {
+        assert_eq!(r.code(), 413, "{}", r.text());
+        let d = r.detail();
+        let d = d.as_str().unwrap();
+        assert!(
+            d.starts_with("Node too large: ") && d.ends_with("at most 10000"),
+            "{d}"
+        );
+    };
+    too_large(
+        &s.post("/latest/node", Some(&token), &node("big", &big))
+            .await,
+    );
+    // Just under the limit is fine.
+    let r = s
+        .post(
+            "/latest/node",
+            Some(&token),
+            &node("ok", &"x".repeat(9_000)),
+        )
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let stored = r.json();
+    let id = stored["id"].as_str().unwrap().to_owned();
+    // Growing it past the limit: PUT, PATCH, or as the root of a hierarchy; a
+    // hierarchy with one large child writes nothing at all.
+    let mut grown = stored.clone();
+    grown["data"]["blob"] = json!(big);
+    too_large(
+        &s.put(&format!("/latest/node/{id}"), Some(&token), &grown)
+            .await,
+    );
+    too_large(
+        &s.patch(
+            &format!("/latest/node/{id}"),
+            Some(&token),
+            &json!({"data": {"blob": big}}),
+        )
+        .await,
+    );
+    let tree = json!({"node": stored, "child_nodes": [
+        {"node": {"kind": "kbuild", "name": "small", "path": ["ok", "small"]}, "child_nodes": []},
+        {"node": {"kind": "kbuild", "name": "large", "path": ["ok", "large"], "data": {"error_msg": big}},
+         "child_nodes": []},
+    ]});
+    too_large(
+        &s.put(&format!("/latest/nodes/{id}"), Some(&token), &tree)
+            .await,
+    );
+    assert_eq!(s.get("/latest/count", None).await.json(), json!(1));
+    assert_eq!(
+        s.get(&format!("/latest/node/{id}"), None).await.json(),
+        stored
+    );
+    s.stop().await;
+}

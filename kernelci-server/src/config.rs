@@ -109,6 +109,7 @@ pub const NAMES: &[&str] = &[
     "max_body_bytes",
     "max_connections",
     "max_connections_per_ip",
+    "max_node_bytes",
     "trusted_proxies",
     "header_timeout_seconds",
     "body_timeout_seconds",
@@ -276,6 +277,9 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_connections") {
         http.max_connections = parse("max_connections", v)?;
+    }
+    if let Some(v) = get("max_node_bytes") {
+        http.max_node_bytes = parse("max_node_bytes", v)?;
     }
     if let Some(v) = get("max_connections_per_ip") {
         http.max_connections_per_ip = parse("max_connections_per_ip", v)?;

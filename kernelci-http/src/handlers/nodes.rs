@@ -46,6 +46,34 @@ use crate::state::AppState;
 /// How many times a write re-reads a node that changed under it before giving up.
 pub const CAS_ATTEMPTS: usize = 64;
 
+/// 413 when `node`, as JSON, is larger than `max_node_bytes` (a node is written
+/// whole on each change of it, and the reference's MongoDB refuses documents over
+/// 16 MB).
+fn check_size(state: &AppState, node: &Node) -> ApiResult<()> {
+    /// Counts bytes instead of keeping them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let max = state.config().max_node_bytes;
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, node)
+        .map_err(|e| ApiError::internal(format!("node not serialisable: {e}")))?;
+    if n.0 > max {
+        return Err(ApiError::detail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Node too large: {} bytes as JSON, at most {max}", n.0),
+        ));
+    }
+    Ok(())
+}
+
 fn body_loc() -> Vec<Value> {
     vec![Value::from("body")]
 }
@@ -173,6 +201,7 @@ pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
         IdGenerator::global().next_id(),
         now,
     )?;
+    check_size(state, &node)?;
     if let Some(parent) = node.parent {
         if state.store().get_node(parent).await?.is_none() {
             return Err(ApiError::not_found(format!(
@@ -213,6 +242,7 @@ async fn edit_node(
         may_edit_node(principal, &stored.value)?;
         let now = Timestamp::now();
         let new = apply(&stored.value, now)?;
+        check_size(state, &new)?;
         let written = if event {
             let ev = node_event(&new, updated_op(&stored.value), false, now);
             state
@@ -429,6 +459,9 @@ pub async fn submit_hierarchy(state: &AppState, req: &Req) -> ApiResult<Resp> {
         IdGenerator::global(),
         now,
     )?;
+    for w in &writes {
+        check_size(state, &w.node)?;
+    }
     // Every node referenced by id must exist before anything is written.
     let mut versions: Vec<Option<Version>> = Vec::with_capacity(writes.len());
     for w in &writes {
