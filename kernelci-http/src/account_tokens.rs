@@ -110,6 +110,13 @@ pub fn verify_invite(state: &AppState, token: &str) -> Result<Invite, InviteErro
     let data = decode::<Map<String, Value>>(token, &DecodingKey::from_secret(tokens.secret()), &v)
         .map_err(|_| InviteError::Undecodable)?;
     let claims = data.claims;
+    // python-jose: an `iat` must read as an integer.
+    if claims
+        .get("iat")
+        .is_some_and(|iat| crate::tokens::python_int(iat).is_none())
+    {
+        return Err(InviteError::Undecodable);
+    }
     if claims.get("purpose").and_then(Value::as_str) != Some(INVITE_PURPOSE) {
         return Err(InviteError::NotAnInvite);
     }

@@ -21,9 +21,37 @@ struct AccessClaims {
     exp: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct VerifiedClaims {
-    sub: String,
+/// A JWT's `iat` as Python's `int()` reads it (PyJWT and python-jose both do): an
+/// integer, a float (truncated), a boolean, or a string of an integer; `None` for
+/// anything else (text, `null`, objects), which both libraries refuse.
+pub fn python_int(v: &serde_json::Value) -> Option<i64> {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 9.2e18)
+                .map(|f| f.trunc() as i64)
+        }),
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::String(s) => {
+            let t = s.trim();
+            let digits = t.strip_prefix(['+', '-']).unwrap_or(t).replace('_', "");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            t.replace('_', "").parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// PyJWT's `iat` rule for access tokens: when present, an integer ([`python_int`])
+/// not later than now ("The token is not yet valid (iat)").
+fn iat_acceptable(iat: Option<&serde_json::Value>, now_secs: i64) -> bool {
+    match iat {
+        None => true,
+        Some(v) => python_int(v).is_some_and(|t| t <= now_secs),
+    }
 }
 
 /// Signs and verifies access tokens.
@@ -104,9 +132,14 @@ impl Tokens {
         v.validate_exp = true;
         v.validate_nbf = true;
         let mut out = Vec::new();
+        let now = Timestamp::now().to_chrono().timestamp();
         for key in &self.decoding {
-            if let Ok(data) = decode::<VerifiedClaims>(token, key, &v) {
-                if let Ok(id) = ObjectId::parse(&data.claims.sub) {
+            if let Ok(data) = decode::<serde_json::Map<String, serde_json::Value>>(token, key, &v) {
+                if !iat_acceptable(data.claims.get("iat"), now) {
+                    continue;
+                }
+                let sub = data.claims.get("sub").and_then(serde_json::Value::as_str);
+                if let Some(Ok(id)) = sub.map(ObjectId::parse) {
                     if !out.contains(&id) {
                         out.push(id);
                     }
@@ -173,6 +206,28 @@ mod tests {
             unified_secret: unified.into(),
             ..HttpConfig::default()
         }
+    }
+
+    #[test]
+    fn iat_as_python_reads_it() {
+        use serde_json::json;
+        for (v, want) in [
+            (json!(12), Some(12)),
+            (json!(12.9), Some(12)),
+            (json!(true), Some(1)),
+            (json!(" -7 "), Some(-7)),
+            (json!("1_000"), Some(1000)),
+            (json!("1.5"), None),
+            (json!("soon"), None),
+            (json!(null), None),
+            (json!([1]), None),
+        ] {
+            assert_eq!(python_int(&v), want, "{v}");
+        }
+        assert!(iat_acceptable(None, 100));
+        assert!(iat_acceptable(Some(&json!(100)), 100));
+        assert!(!iat_acceptable(Some(&json!(101)), 100));
+        assert!(!iat_acceptable(Some(&json!("yesterday")), 100));
     }
 
     #[test]

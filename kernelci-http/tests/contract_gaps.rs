@@ -270,3 +270,47 @@ async fn nodes_larger_than_the_maximum_get_413() {
     );
     s.stop().await;
 }
+
+/// An access token for `sub` with `iat`, signed with the test secret.
+fn token_with_iat(sub: &str, iat: Value) -> String {
+    let claims = json!({"sub": sub, "aud": ["fastapi-users:auth"], "iat": iat});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+every_backend!(an_access_token_issued_in_the_future_or_with_a_text_iat_is_refused);
+async fn an_access_token_issued_in_the_future_or_with_a_text_iat_is_refused() {
+    let s = TestServer::start().await;
+    let (user, _) = s.user("alice", false, true, &[]).await;
+    let sub = user.id.to_string();
+    let now = kernelci_core::time::Timestamp::now()
+        .to_chrono()
+        .timestamp();
+    for iat in [
+        json!(now + 3600),
+        json!("yesterday"),
+        json!(null),
+        json!({"t": 1}),
+    ] {
+        let r = s
+            .get("/latest/whoami", Some(&token_with_iat(&sub, iat.clone())))
+            .await;
+        assert_eq!(r.code(), 401, "iat {iat}: {}", r.text());
+    }
+    for iat in [
+        json!(now - 10),
+        json!(now),
+        json!((now - 5).to_string()),
+        json!(1.5),
+    ] {
+        let r = s
+            .get("/latest/whoami", Some(&token_with_iat(&sub, iat.clone())))
+            .await;
+        assert_eq!(r.code(), 200, "iat {iat}: {}", r.text());
+    }
+    s.stop().await;
+}
