@@ -87,6 +87,9 @@ pub struct FieldError {
     pub msg: String,
     /// The offending input value (`null` when missing).
     pub input: serde_json::Value,
+    /// pydantic's `ctx`: the rule's parameters (`{"expected": ...}` for an enum,
+    /// `{"max_length": n}` for a string too long); `None` when the type has none.
+    pub ctx: Option<serde_json::Value>,
 }
 
 /// A non-empty list of [`FieldError`]s.
@@ -107,6 +110,25 @@ impl ValidationErrors {
             kind,
             msg: msg.into(),
             input,
+            ctx: None,
+        });
+    }
+
+    /// Adds one error with pydantic's `ctx`.
+    pub fn push_ctx(
+        &mut self,
+        loc: Vec<serde_json::Value>,
+        kind: &'static str,
+        msg: impl Into<String>,
+        input: serde_json::Value,
+        ctx: serde_json::Value,
+    ) {
+        self.0.push(FieldError {
+            loc,
+            kind,
+            msg: msg.into(),
+            input,
+            ctx: Some(ctx),
         });
     }
 

@@ -56,6 +56,15 @@ impl ApiError {
         }
     }
 
+    /// 422 with a pydantic-style list of one error that has a `ctx`.
+    pub fn unprocessable_ctx(kind: &str, loc: Value, msg: &str, input: Value, ctx: Value) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({"detail": [{"type": kind, "loc": loc, "msg": msg, "input": input, "ctx": ctx}]}),
+            headers: Vec::new(),
+        }
+    }
+
     /// 500 for a failure that is not the client's fault; the cause is logged, not
     /// sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -90,7 +99,14 @@ impl ApiError {
             CoreError::Validation(errs) => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 body: json!({ "detail": errs.0.iter().map(|f| {
-                    json!({"type": f.kind, "loc": f.loc, "msg": f.msg, "input": f.input})
+                {
+                    let mut item =
+                        json!({"type": f.kind, "loc": f.loc, "msg": f.msg, "input": f.input});
+                    if let (Some(ctx), Some(m)) = (&f.ctx, item.as_object_mut()) {
+                        m.insert("ctx".into(), ctx.clone());
+                    }
+                    item
+                }
                 }).collect::<Vec<_>>() }),
                 headers: Vec::new(),
             },

@@ -119,6 +119,14 @@ impl Req {
                 format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
             ));
         }
+        if let Some((pos, literal)) = wide_integer(&self.body) {
+            return Err(ApiError::unprocessable(
+                "value_error",
+                json!(["body", pos]),
+                "Value error, integers must fit in 64 bits",
+                Value::String(literal),
+            ));
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| json_invalid(byte_offset(&self.body, e.line(), e.column()), e.to_string()))
     }
@@ -308,6 +316,59 @@ pub fn page_window(req: &Req) -> ApiResult<(u64, u64)> {
     }
 }
 
+/// The byte position and text of the first integer literal (outside strings) that
+/// fits neither `i64` nor `u64`: serde_json would read it as a float and store a
+/// different number (and MongoDB, the reference's store, refuses it). Floats
+/// (with `.`, `e` or `E`) are left alone; malformed text is left to the parser.
+fn wide_integer(body: &[u8]) -> Option<(usize, String)> {
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            i += 1;
+            while i < body.len() && body[i].is_ascii_digit() {
+                i += 1;
+            }
+            let is_float = i < body.len() && matches!(body[i], b'.' | b'e' | b'E');
+            let text = String::from_utf8_lossy(&body[start..i]).into_owned();
+            let digits = text.trim_start_matches('-');
+            // Only long literals can be out of range.
+            if !is_float
+                && digits.len() >= 19
+                && text.parse::<i64>().is_err()
+                && text.parse::<u64>().is_err()
+            {
+                return Some((start, text));
+            }
+            while i < body.len() && matches!(body[i], b'.' | b'e' | b'E' | b'+' | b'-')
+                || i < body.len() && body[i].is_ascii_digit()
+            {
+                i += 1;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
 /// serde_json reports 1-based line and column; the reference reports a byte offset.
 fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     let mut offset = 0;
@@ -332,6 +393,26 @@ mod tests {
         // Brackets inside strings (escaped quotes included) do not count.
         assert_eq!(too_deep(br#"["[[[", "\"[[[", "\\"]"#, 1), None);
         assert_eq!(too_deep(br#"["\\", [1]]"#, 1), Some(7));
+    }
+
+    #[test]
+    fn integers_wider_than_64_bits() {
+        assert_eq!(wide_integer(br#"{"n": 18446744073709551615}"#), None);
+        assert_eq!(wide_integer(br#"{"n": -9223372036854775808}"#), None);
+        assert_eq!(
+            wide_integer(br#"{"n": 18446744073709551616}"#),
+            Some((6, "18446744073709551616".into()))
+        );
+        assert_eq!(
+            wide_integer(br#"[1, -9223372036854775809]"#),
+            Some((4, "-9223372036854775809".into()))
+        );
+        // Floats, and digits inside strings (escaped quotes included), are not.
+        assert_eq!(wide_integer(br#"[1.8446744073709551616e25, 1e400]"#), None);
+        assert_eq!(
+            wide_integer(br#"["99999999999999999999", "\"99999999999999999999"]"#),
+            None
+        );
     }
 
     #[test]

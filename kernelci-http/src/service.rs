@@ -195,6 +195,9 @@ where
         RouteMatch::Redirect(to) => return (redirect(&parts, prefix, &to), None),
         RouteMatch::NotFound => return (not_found(), None),
     };
+    if let Some(r) = overlong_param(pattern.unwrap_or(""), &params) {
+        return (r, pattern);
+    }
     let body = match read_body(&state, body).await {
         Ok(b) => b,
         Err(r) => return (r, pattern),
@@ -283,6 +286,32 @@ where
             }
         }
     }
+}
+
+/// The longest path parameter accepted (a channel, queue, KV namespace or key...),
+/// in characters.
+pub const MAX_PATH_PARAM_CHARS: usize = 1024;
+
+/// 422 `string_too_long` (loc `["path", <name>]`) for the first parameter of
+/// `params` longer than [`MAX_PATH_PARAM_CHARS`]; the names come from `pattern`
+/// (`/kv/{ns}/{key}`). Checked before authentication.
+fn overlong_param(pattern: &str, params: &[String]) -> Option<Resp> {
+    let names = pattern
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'));
+    for (name, value) in names.zip(params) {
+        let max = MAX_PATH_PARAM_CHARS;
+        if value.len() > max && value.chars().count() > max {
+            return Some(response::error(ApiError::unprocessable_ctx(
+                "string_too_long",
+                serde_json::json!(["path", name]),
+                &format!("String should have at most {max} characters"),
+                serde_json::Value::String(value.clone()),
+                serde_json::json!({ "max_length": max }),
+            )));
+        }
+    }
+    None
 }
 
 /// Asks hyper to close the connection after `r` (its request body is left unread).

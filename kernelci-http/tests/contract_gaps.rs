@@ -314,3 +314,139 @@ async fn an_access_token_issued_in_the_future_or_with_a_text_iat_is_refused() {
     }
     s.stop().await;
 }
+
+every_backend!(names_keys_and_channels_have_length_limits);
+async fn names_keys_and_channels_have_length_limits() {
+    let s = TestServer::start().await;
+    let (_, admin) = s.user("admin", true, true, &[]).await;
+    let long = |n: usize| "x".repeat(n);
+    let too_long = |r: &common::TestResponse, loc: Value, max: usize| {
+        assert_eq!(r.code(), 422, "{}", r.text());
+        let d = &r.detail()[0];
+        assert_eq!(d["type"], "string_too_long", "{d}");
+        assert_eq!(d["loc"], loc, "{d}");
+        assert_eq!(d["ctx"], json!({"max_length": max}), "{d}");
+        assert_eq!(
+            d["msg"],
+            format!("String should have at most {max} characters")
+        );
+    };
+    let node =
+        |name: &str, path: Vec<String>| json!({"kind": "checkout", "name": name, "path": path});
+    let r = s
+        .post(
+            "/latest/node",
+            Some(&admin),
+            &node(&long(1025), vec!["c".into()]),
+        )
+        .await;
+    too_long(&r, json!(["body", "name"]), 1024);
+    let r = s
+        .post(
+            "/latest/node",
+            Some(&admin),
+            &node("c", vec!["c".into(), long(1025)]),
+        )
+        .await;
+    too_long(&r, json!(["body", "path", 1]), 1024);
+    // At the limit (in characters, not bytes) it is taken.
+    let r = s
+        .post(
+            "/latest/node",
+            Some(&admin),
+            &node(&"é".repeat(1024), vec!["c".into()]),
+        )
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let r = s
+        .post(
+            "/latest/user-groups",
+            Some(&admin),
+            &json!({"name": long(257)}),
+        )
+        .await;
+    too_long(&r, json!(["body", "name"]), 256);
+    let r = s
+        .post(
+            "/latest/user/invite",
+            Some(&admin),
+            &json!({"username": long(129), "email": "a@example.org"}),
+        )
+        .await;
+    too_long(&r, json!(["body", "username"]), 128);
+    let r = s
+        .patch(
+            "/latest/user/me",
+            Some(&admin),
+            &json!({"username": long(129)}),
+        )
+        .await;
+    too_long(&r, json!(["body", "username"]), 128);
+    let r = s
+        .post(
+            &format!("/latest/subscribe/{}", long(1025)),
+            Some(&admin),
+            &json!(null),
+        )
+        .await;
+    too_long(&r, json!(["path", "channel"]), 1024);
+    let r = s
+        .get(&format!("/latest/kv/ns/{}", long(1025)), Some(&admin))
+        .await;
+    too_long(&r, json!(["path", "key"]), 1024);
+    // Nothing of those was stored.
+    assert_eq!(s.get("/latest/count", None).await.json(), json!(1));
+    s.stop().await;
+}
+
+every_backend!(integers_wider_than_64_bits_are_refused_not_rounded);
+async fn integers_wider_than_64_bits_are_refused_not_rounded() {
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body =
+        r#"{"kind": "checkout", "name": "c", "path": ["c"], "data": {"n": 18446744073709551616}}"#;
+    let r = s
+        .request(Method::POST, "/latest/node", &headers, body)
+        .await;
+    assert_eq!(r.code(), 422, "{}", r.text());
+    assert_eq!(r.detail()[0]["input"], json!("18446744073709551616"));
+    // The largest 64-bit values are kept exactly.
+    let body = r#"{"kind": "checkout", "name": "c", "path": ["c"],
+                   "data": {"u": 18446744073709551615, "i": -9223372036854775808}}"#;
+    let r = s
+        .request(Method::POST, "/latest/node", &headers, body)
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let text = s.get(&format!("/latest/node/{id}"), None).await.text();
+    assert!(
+        text.contains("18446744073709551615") && text.contains("-9223372036854775808"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+every_backend!(an_invalid_enum_value_names_the_expected_ones_in_ctx);
+async fn an_invalid_enum_value_names_the_expected_ones_in_ctx() {
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let r = s
+        .post(
+            "/latest/node",
+            Some(&token),
+            &json!({"kind": "checkout", "name": "c", "path": ["c"], "state": "x"}),
+        )
+        .await;
+    assert_eq!(r.code(), 422, "{}", r.text());
+    let d = &r.detail()[0];
+    assert_eq!(d["type"], "enum");
+    let expected = "'running', 'available', 'closing' or 'done'";
+    assert_eq!(d["ctx"], json!({"expected": expected}), "{d}");
+    assert_eq!(d["msg"], format!("Input should be {expected}"));
+    s.stop().await;
+}

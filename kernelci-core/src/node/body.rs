@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::check::{self, at, Loc};
-use super::{Node, NodeResult, State, DEFAULT_TIMEOUT_SECS};
+use super::{Node, NodeResult, State, DEFAULT_TIMEOUT_SECS, MAX_NAME_CHARS};
 use crate::error::{Error, Result, ValidationErrors};
 use crate::id::ObjectId;
 use crate::time::Timestamp;
@@ -56,15 +56,25 @@ impl NodeBody {
             node.kind = check::string(e, l("kind"), v).unwrap_or_default();
         }
         match field("name") {
-            Some(v) => node.name = check::string(e, l("name"), v).unwrap_or_default(),
+            Some(v) => {
+                node.name =
+                    check::bounded_string(e, l("name"), v, MAX_NAME_CHARS).unwrap_or_default()
+            }
             None => missing(e, l("name"), body),
         }
         match field("path") {
-            Some(v) => node.path = check::string_list(e, l("path"), v).unwrap_or_default(),
+            Some(v) => {
+                node.path =
+                    check::bounded_string_list(e, l("path"), v, MAX_NAME_CHARS).unwrap_or_default()
+            }
             None => missing(e, l("path"), body),
         }
         if let Some(v) = field("group") {
-            node.group = check::opt_string(e, l("group"), v).flatten();
+            node.group = if v.is_null() {
+                None
+            } else {
+                check::bounded_string(e, l("group"), v, MAX_NAME_CHARS)
+            };
         }
         if let Some(v) = field("parent") {
             node.parent = check::opt_object_id(e, l("parent"), v).flatten();

@@ -50,6 +50,16 @@ pub(crate) fn opt_string(
 }
 
 pub(crate) fn string_list(errs: &mut ValidationErrors, loc: Loc, v: &Value) -> Option<Vec<String>> {
+    bounded_string_list(errs, loc, v, usize::MAX)
+}
+
+/// A list of strings of at most `max` characters each.
+pub(crate) fn bounded_string_list(
+    errs: &mut ValidationErrors,
+    loc: Loc,
+    v: &Value,
+    max: usize,
+) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errs.push(loc, "list_type", "Input should be a valid list", v.clone());
         return None;
@@ -58,7 +68,7 @@ pub(crate) fn string_list(errs: &mut ValidationErrors, loc: Loc, v: &Value) -> O
     let out: Vec<String> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| string(errs, at(&loc, i), item))
+        .filter_map(|(i, item)| bounded_string(errs, at(&loc, i), item, max))
         .collect();
     (errs.0.len() == before).then_some(out)
 }
@@ -229,14 +239,42 @@ pub(crate) fn enum_str<'a>(
         return Some(found);
     }
     let quoted: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();
-    let msg = match quoted.split_last() {
-        Some((last, rest)) if !rest.is_empty() => {
-            format!("Input should be {} or {last}", rest.join(", "))
-        }
-        _ => format!("Input should be {}", quoted.join("")),
+    let expected = match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
     };
-    errs.push(loc, "enum", msg, v.clone());
+    errs.push_ctx(
+        loc,
+        "enum",
+        format!("Input should be {expected}"),
+        v.clone(),
+        serde_json::json!({ "expected": expected }),
+    );
     None
+}
+
+/// The longest node name, group or path element accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 1024;
+
+/// A string of at most `max` characters: pydantic's `string_too_long` otherwise.
+pub(crate) fn bounded_string(
+    errs: &mut ValidationErrors,
+    loc: Loc,
+    v: &Value,
+    max: usize,
+) -> Option<String> {
+    let s = string(errs, loc.clone(), v)?;
+    if s.len() > max && s.chars().count() > max {
+        errs.push_ctx(
+            loc,
+            "string_too_long",
+            format!("String should have at most {max} characters"),
+            v.clone(),
+            serde_json::json!({ "max_length": max }),
+        );
+        return None;
+    }
+    Some(s)
 }
 
 /// A map of artifact names to http(s) URLs, normalised.

@@ -18,6 +18,8 @@
 
 pub mod body;
 pub(crate) mod check;
+
+pub use check::MAX_NAME_CHARS;
 pub mod kind;
 mod url;
 

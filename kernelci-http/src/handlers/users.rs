@@ -59,6 +59,24 @@ pub const RESET_SUBJECT: &str = "Reset Password Token for KernelCI API account";
 
 // ---- request validation (pydantic's 422 answers) -----------------------------------
 
+/// The longest username accepted, in characters.
+pub const MAX_USERNAME_CHARS: usize = 128;
+/// The longest group name accepted, in characters.
+pub const MAX_GROUP_NAME_CHARS: usize = 256;
+/// The longest e-mail address accepted (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// The length limit of a string field of a user or group body (422
+/// `string_too_long` beyond); passwords are not limited here.
+fn max_chars(key: &str) -> usize {
+    match key {
+        "username" => MAX_USERNAME_CHARS,
+        "name" => MAX_GROUP_NAME_CHARS,
+        "email" => MAX_EMAIL_CHARS,
+        _ => usize::MAX,
+    }
+}
+
 /// A JSON object body validated field by field, collecting pydantic-style errors
 /// (`loc: ["body", field, ...]`) so that one 422 lists them all.
 #[derive(Debug)]
@@ -105,7 +123,20 @@ impl Fields {
 
     fn string(&mut self, key: &str, v: &Value) -> Option<String> {
         match v {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => {
+                let max = max_chars(key);
+                if s.len() > max && s.chars().count() > max {
+                    self.push(
+                        "string_too_long",
+                        json!(["body", key]),
+                        &format!("String should have at most {max} characters"),
+                        v.clone(),
+                        Some(json!({ "max_length": max })),
+                    );
+                    return None;
+                }
+                Some(s.clone())
+            }
             other => {
                 self.push(
                     "string_type",
