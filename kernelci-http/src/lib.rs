@@ -48,6 +48,7 @@ pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod passwords;
+pub mod public_url;
 pub mod pubsub;
 pub mod request;
 pub mod response;

@@ -192,7 +192,7 @@ where
                 .with_header("allow", allow.join(", "));
             return (response::error(e), None);
         }
-        RouteMatch::Redirect(to) => return (redirect(&parts, prefix, &to), None),
+        RouteMatch::Redirect(to) => return (redirect(state.config(), &parts, prefix, &to), None),
         RouteMatch::NotFound => return (not_found(), None),
     };
     if let Some(r) = overlong_param(pattern.unwrap_or(""), &params) {
@@ -342,17 +342,18 @@ fn not_found() -> Resp {
     response::error(ApiError::not_found("Not Found"))
 }
 
-fn redirect(parts: &hyper::http::request::Parts, prefix: &str, to: &str) -> Resp {
-    let host = parts
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let mut location = format!("http://{host}{prefix}{to}");
+fn redirect(
+    config: &crate::HttpConfig,
+    parts: &hyper::http::request::Parts,
+    prefix: &str,
+    to: &str,
+) -> Resp {
+    let mut target = format!("{prefix}{to}");
     if let Some(q) = parts.uri.query() {
-        location.push('?');
-        location.push_str(q);
+        target.push('?');
+        target.push_str(q);
     }
+    let location = crate::public_url::redirect_location(config, &target);
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     if let Ok(v) = HeaderValue::from_str(&location) {

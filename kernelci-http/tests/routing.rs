@@ -23,12 +23,12 @@ async fn prefixes_versions_and_errors() {
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
     assert!(r.text().contains("KernelCI API"));
     // `/latest` redirects to `/latest/`; a trailing slash to the plain spelling.
-    let r = s.get("/latest", None).await;
+    // Relative: the client's Host header never ends up in a Location.
+    let r = s
+        .request(Method::GET, "/latest", &[("host", "evil.example.org")], "")
+        .await;
     assert_eq!(r.code(), 307);
-    assert_eq!(
-        r.header("location").unwrap(),
-        format!("http://{}/latest/", s.addr)
-    );
+    assert_eq!(r.header("location").unwrap(), "/latest/");
     let r = s.get("/latest/count/?kind=x", None).await;
     assert_eq!(r.code(), 307);
     assert!(r
@@ -93,6 +93,29 @@ async fn pages_assets_and_metrics() {
     assert!(r
         .text()
         .starts_with("http_requests_total{instance=\"api\"} "));
+    s.stop().await;
+}
+
+every_backend!(redirects_use_the_public_base_url_when_it_is_set);
+async fn redirects_use_the_public_base_url_when_it_is_set() {
+    let s = TestServer::start_with(HttpConfig {
+        public_base_url: Some("https://api.example.org/".into()),
+        ..HttpConfig::for_tests(common::SECRET)
+    })
+    .await;
+    let r = s
+        .request(
+            Method::GET,
+            "/latest/count/?kind=x",
+            &[("host", "evil.example.org")],
+            "",
+        )
+        .await;
+    assert_eq!(r.code(), 307);
+    assert_eq!(
+        r.header("location").unwrap(),
+        "https://api.example.org/latest/count?kind=x"
+    );
     s.stop().await;
 }
 

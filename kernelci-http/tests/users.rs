@@ -1012,9 +1012,14 @@ fn payload_or(token: &str) -> String {
 }
 
 every_backend!(public_base_url_resolution);
-/// AUTH.md §6 step 3 over real HTTP (the peer is loopback, a "proxy").
+/// AUTH.md §6 step 3 over real HTTP (the peer is loopback, configured as a trusted
+/// proxy; then not).
 async fn public_base_url_resolution() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(HttpConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..HttpConfig::for_tests(SECRET)
+    })
+    .await;
     let admin = admin(&s).await;
     let auth = format!("Bearer {admin}");
     let url = |headers: Vec<(&'static str, &'static str)>| {
@@ -1084,6 +1089,25 @@ async fn public_base_url_resolution() {
         .as_str()
         .unwrap()
         .starts_with("https://kernelci.example.org/user/accept-invite?token=ey"));
+    s.stop().await;
+
+    // From a peer that is not a trusted proxy (loopback is not trusted for being
+    // loopback), forwarding headers are ignored.
+    let s = TestServer::start().await;
+    let admin = s.user("admin", true, true, &[]).await.1;
+    let r = s
+        .request(
+            Method::GET,
+            "/latest/user/invite/url",
+            &[
+                ("authorization", &format!("Bearer {admin}")),
+                ("x-forwarded-host", "evil.example.org"),
+                ("forwarded", "host=evil.example.org;proto=https"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.json()["public_base_url"], format!("http://{}", s.addr));
     s.stop().await;
 
     // PUBLIC_BASE_URL wins, its trailing slash stripped.

@@ -17,12 +17,8 @@
 //!   operator can mint one with [`crate::account_tokens::reset_token`].
 //! - E-mail addresses are compared exactly after normalisation (the domain in lower
 //!   case), as [`crate::mail::normalize_address`] returns them.
-//! - Public base URLs: forwarded hosts and protocols are only taken from a peer
-//!   with a non-global address (a reverse proxy), and only when they look like a
-//!   host (`[A-Za-z0-9.:_\[\]-]`) and `http`/`https`; anything else falls back to
-//!   the request's own `Host`.
-
-use std::net::IpAddr;
+//! - Public base URLs: see [`crate::public_url`] (forwarding headers believed from
+//!   the configured trusted proxies only).
 
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
@@ -444,103 +440,10 @@ async fn resolve_groups(state: &AppState, names: &[String]) -> ApiResult<Vec<Use
     Ok(out)
 }
 
-/// Whether `ip` is not globally routable (private, loopback, link-local, shared,
-/// documentation, reserved...), as Python's `ipaddress` `is_global` is false: the
-/// peers whose forwarding headers are believed.
-pub fn is_non_global(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let a = u32::from(v4);
-            const NETS: &[(u32, u32)] = &[
-                (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
-                (0x0A00_0000, 8),  // 10.0.0.0/8
-                (0x6440_0000, 10), // 100.64.0.0/10 shared address space
-                (0x7F00_0000, 8),  // 127.0.0.0/8 loopback
-                (0xA9FE_0000, 16), // 169.254.0.0/16 link-local
-                (0xAC10_0000, 12), // 172.16.0.0/12
-                (0xC000_0000, 24), // 192.0.0.0/24 protocol assignments
-                (0xC000_0200, 24), // 192.0.2.0/24 documentation
-                (0xC0A8_0000, 16), // 192.168.0.0/16
-                (0xC612_0000, 15), // 198.18.0.0/15 benchmarking
-                (0xC633_6400, 24), // 198.51.100.0/24 documentation
-                (0xCB00_7100, 24), // 203.0.113.0/24 documentation
-                (0xF000_0000, 4),  // 240.0.0.0/4 reserved, broadcast
-            ];
-            NETS.iter().any(|(net, bits)| (a ^ net) >> (32 - bits) == 0)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_non_global(IpAddr::V4(v4));
-            }
-            let a = u128::from(v6);
-            const NETS: &[(u128, u32)] = &[
-                (0, 128),                          // ::
-                (1, 128),                          // ::1
-                (0x0064_ff9b_0001_u128 << 80, 48), // 64:ff9b:1::/48
-                (0x0100_u128 << 112, 64),          // 100::/64 discard
-                (0x2001_u128 << 112, 23),          // 2001::/23 IETF
-                (0x2001_0db8_u128 << 96, 32),      // 2001:db8::/32 documentation
-                (0xfc00_u128 << 112, 7),           // fc00::/7 unique local
-                (0xfe80_u128 << 112, 10),          // fe80::/10 link-local
-            ];
-            NETS.iter()
-                .any(|(net, bits)| (a ^ net) >> (128 - bits) == 0)
-        }
-    }
-}
-
-fn plausible_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".:-_[]".contains(&b))
-}
-
-/// The public base URL of invite links (AUTH.md §6 step 3), without a trailing `/`.
+/// The public base URL of invite links (AUTH.md §6 step 3), without a trailing `/`
+/// (see [`crate::public_url`]).
 pub fn public_base_url(state: &AppState, req: &Req) -> String {
-    if let Some(base) = &state.config().public_base_url {
-        let base = base.trim().trim_end_matches('/');
-        if !base.is_empty() {
-            return base.to_owned();
-        }
-    }
-    let mut host: Option<String> = None;
-    let mut proto: Option<String> = None;
-    if is_non_global(req.peer.ip()) {
-        if let Some(fwd) = req.header("forwarded") {
-            let first_hop = fwd.split(',').next().unwrap_or("");
-            for pair in first_hop.split(';') {
-                let Some((k, v)) = pair.split_once('=') else {
-                    continue;
-                };
-                let v = v.trim().trim_matches('"').to_owned();
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "host" => host = Some(v),
-                    "proto" => proto = Some(v),
-                    _ => {}
-                }
-            }
-        }
-        let first = |name: &str| {
-            req.header(name)
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_owned())
-        };
-        host = host.or_else(|| first("x-forwarded-host"));
-        proto = proto.or_else(|| first("x-forwarded-proto"));
-    }
-    let proto = proto
-        .map(|p| p.to_ascii_lowercase())
-        .filter(|p| p == "http" || p == "https");
-    if let Some(h) = host.filter(|h| plausible_host(h)) {
-        return format!("{}://{h}", proto.as_deref().unwrap_or("http"));
-    }
-    let own = req
-        .header("host")
-        .map(str::trim)
-        .filter(|h| plausible_host(h))
-        .unwrap_or("localhost");
-    format!("http://{own}")
+    crate::public_url::base_url(state.config(), &req.headers, req.peer)
 }
 
 fn accept_invite_url(base: &str) -> String {
@@ -1198,115 +1101,6 @@ pub async fn accept_invite_page(_state: &AppState, _req: &Req) -> ApiResult<Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn non_global_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.0.1",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "2001:db8::1",
-        ] {
-            assert!(
-                is_non_global(ip.parse().unwrap_or(IpAddr::from([8, 8, 8, 8]))),
-                "{ip}"
-            );
-        }
-        for ip in [
-            "8.8.8.8",
-            "172.32.0.1",
-            "1.1.1.1",
-            "2a00:1450::1",
-            "::ffff:8.8.8.8",
-            "192.169.0.1",
-        ] {
-            let parsed: IpAddr = ip.parse().unwrap_or(IpAddr::from([10, 0, 0, 1]));
-            assert!(!is_non_global(parsed), "{ip}");
-        }
-    }
-
-    /// AUTH.md §6 step 3 for peers the integration tests cannot be (they always
-    /// connect from loopback): a global peer's forwarding headers are ignored.
-    #[test]
-    fn public_base_url_trusts_only_non_global_peers() {
-        use std::sync::Arc;
-        let state = |public: Option<&str>| {
-            let mut config = crate::HttpConfig::for_tests("k");
-            config.public_base_url = public.map(str::to_owned);
-            AppState::new(Arc::new(kernelci_core::testing::NaiveStore::new()), config)
-        };
-        let Ok(plain) = state(None) else {
-            panic!("state")
-        };
-        let req = |peer: &str, headers: &[(&'static str, &str)]| {
-            let mut map = hyper::HeaderMap::new();
-            for (k, v) in headers {
-                if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
-                    map.insert(*k, v);
-                }
-            }
-            Req {
-                method: hyper::Method::GET,
-                path: "/user/invite/url".into(),
-                prefix: "/latest",
-                params: Vec::new(),
-                query: Vec::new(),
-                headers: map,
-                body: bytes::Bytes::new(),
-                peer: peer
-                    .parse()
-                    .unwrap_or(std::net::SocketAddr::from(([10, 0, 0, 1], 1))),
-            }
-        };
-        let fwd = [
-            ("host", "api.internal:8001"),
-            ("forwarded", "for=1.2.3.4;host=api.example.org;proto=https"),
-            ("x-forwarded-host", "x.example.org"),
-        ];
-        assert_eq!(
-            public_base_url(&plain, &req("8.8.8.8:5000", &fwd)),
-            "http://api.internal:8001"
-        );
-        assert_eq!(
-            public_base_url(&plain, &req("10.0.0.2:5000", &fwd)),
-            "https://api.example.org"
-        );
-        assert_eq!(
-            public_base_url(&plain, &req("[2a00:1450::1]:5000", &fwd[..1])),
-            "http://api.internal:8001"
-        );
-        // A proto that is not http(s) and a host that is not a host are not used.
-        let odd = [
-            ("host", "api.internal"),
-            ("x-forwarded-host", "evil.example.org/path"),
-            ("x-forwarded-proto", "javascript"),
-        ];
-        assert_eq!(
-            public_base_url(&plain, &req("127.0.0.1:1", &odd)),
-            "http://api.internal"
-        );
-        assert_eq!(
-            public_base_url(&plain, &req("127.0.0.1:1", &[])),
-            "http://localhost"
-        );
-        let Ok(fixed) = state(Some("https://kernelci.example.org/api/")) else {
-            panic!("state")
-        };
-        assert_eq!(
-            public_base_url(&fixed, &req("10.0.0.2:5000", &fwd)),
-            "https://kernelci.example.org/api"
-        );
-    }
 
     #[test]
     fn credentials_form_errors() {

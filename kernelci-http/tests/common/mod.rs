@@ -331,10 +331,10 @@ impl TestServer {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
+        let mut b = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("host", self.addr.to_string());
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }

@@ -1,0 +1,158 @@
+//! The server's public URL: the base of the links it writes (invite links,
+//! `/user/invite/url`) and of its redirects.
+//!
+//! With `PUBLIC_BASE_URL` set ([`HttpConfig::public_base_url`]), that is the base,
+//! whatever the request says. Without it:
+//! - links are built from the request: the forwarding headers (`Forwarded`'s first
+//!   hop, else `X-Forwarded-Host` / `X-Forwarded-Proto`) only when the peer is one of
+//!   [`HttpConfig::trusted_proxies`], else the request's own `Host`; a host is used
+//!   only when it looks like one (`[A-Za-z0-9.:_\[\]-]`, at most 255 bytes) and a
+//!   protocol only when it is `http` or `https`;
+//! - redirects are relative (`Location: /latest/`): no request header ends up in
+//!   them.
+
+use std::net::SocketAddr;
+
+use hyper::HeaderMap;
+
+use crate::config::HttpConfig;
+
+/// The configured `PUBLIC_BASE_URL`, without a trailing `/` (`None` when unset or
+/// blank).
+pub fn configured(config: &HttpConfig) -> Option<&str> {
+    config
+        .public_base_url
+        .as_deref()
+        .map(|b| b.trim().trim_end_matches('/'))
+        .filter(|b| !b.is_empty())
+}
+
+/// The public base URL for links in the answer to a request with `headers` from
+/// `peer`, without a trailing `/` (see the module docs).
+pub fn base_url(config: &HttpConfig, headers: &HeaderMap, peer: SocketAddr) -> String {
+    if let Some(base) = configured(config) {
+        return base.to_owned();
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut host: Option<String> = None;
+    let mut proto: Option<String> = None;
+    if config.trusted_proxies.contains(&peer.ip()) {
+        if let Some(fwd) = header("forwarded") {
+            let first_hop = fwd.split(',').next().unwrap_or("");
+            for pair in first_hop.split(';') {
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"').to_owned();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = Some(v),
+                    "proto" => proto = Some(v),
+                    _ => {}
+                }
+            }
+        }
+        let first = |name: &str| {
+            header(name)
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+        };
+        host = host.or_else(|| first("x-forwarded-host"));
+        proto = proto.or_else(|| first("x-forwarded-proto"));
+    }
+    let proto = proto
+        .map(|p| p.to_ascii_lowercase())
+        .filter(|p| p == "http" || p == "https");
+    if let Some(h) = host.filter(|h| plausible_host(h)) {
+        return format!("{}://{h}", proto.as_deref().unwrap_or("http"));
+    }
+    let own = header("host")
+        .map(str::trim)
+        .filter(|h| plausible_host(h))
+        .unwrap_or("localhost");
+    format!("http://{own}")
+}
+
+/// The `Location` of a redirect to `path_and_query` (which starts with `/`):
+/// absolute under `PUBLIC_BASE_URL` when it is set, else relative.
+pub fn redirect_location(config: &HttpConfig, path_and_query: &str) -> String {
+    match configured(config) {
+        Some(base) => format!("{base}{path_and_query}"),
+        None => path_and_query.to_owned(),
+    }
+}
+
+fn plausible_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:-_[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(list: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in list {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+                map.insert(*k, v);
+            }
+        }
+        map
+    }
+
+    fn peer(s: &str) -> SocketAddr {
+        s.parse().unwrap_or(SocketAddr::from(([10, 0, 0, 1], 1)))
+    }
+
+    /// Peers the integration tests cannot be (they connect from loopback).
+    #[test]
+    fn forwarding_headers_are_believed_from_trusted_proxies_only() {
+        let mut config = HttpConfig::for_tests("k");
+        config.trusted_proxies = vec!["10.0.0.2".parse().unwrap_or([10, 0, 0, 2].into())];
+        let fwd = headers(&[
+            ("host", "api.internal:8001"),
+            ("forwarded", "for=1.2.3.4;host=api.example.org;proto=https"),
+            ("x-forwarded-host", "x.example.org"),
+        ]);
+        assert_eq!(
+            base_url(&config, &fwd, peer("8.8.8.8:5000")),
+            "http://api.internal:8001"
+        );
+        // A private address is not trusted for being private.
+        assert_eq!(
+            base_url(&config, &fwd, peer("10.0.0.3:5000")),
+            "http://api.internal:8001"
+        );
+        assert_eq!(
+            base_url(&config, &fwd, peer("10.0.0.2:5000")),
+            "https://api.example.org"
+        );
+        // A proto that is not http(s) and a host that is not a host are not used.
+        let odd = headers(&[
+            ("host", "api.internal"),
+            ("x-forwarded-host", "evil.example.org/path"),
+            ("x-forwarded-proto", "javascript"),
+        ]);
+        assert_eq!(
+            base_url(&config, &odd, peer("10.0.0.2:1")),
+            "http://api.internal"
+        );
+        assert_eq!(
+            base_url(&config, &headers(&[]), peer("10.0.0.2:1")),
+            "http://localhost"
+        );
+        config.public_base_url = Some("https://kernelci.example.org/api/".into());
+        assert_eq!(
+            base_url(&config, &fwd, peer("10.0.0.2:5000")),
+            "https://kernelci.example.org/api"
+        );
+        assert_eq!(
+            redirect_location(&config, "/latest/?a=1"),
+            "https://kernelci.example.org/api/latest/?a=1"
+        );
+        config.public_base_url = None;
+        assert_eq!(redirect_location(&config, "/latest/"), "/latest/");
+    }
+}
