@@ -283,7 +283,15 @@ impl EventQuery {
 
 /// The event as its stored document (the shape `/events` filters and returns).
 pub fn event_document(event: &Event) -> Value {
-    serde_json::to_value(event).unwrap_or(Value::Null)
+    // The reference's order: the stored fields, then `id` (set last from `_id`).
+    let mut doc = serde_json::Map::new();
+    doc.insert("timestamp".into(), serde_json::json!(event.timestamp));
+    doc.insert("sequence_id".into(), event.sequence_id.into());
+    doc.insert("channel".into(), event.channel.clone().into());
+    doc.insert("owner".into(), serde_json::json!(event.owner));
+    doc.insert("data".into(), event.data.clone());
+    doc.insert("id".into(), serde_json::json!(event.id));
+    Value::Object(doc)
 }
 
 #[cfg(test)]

@@ -323,8 +323,9 @@ pub struct ParamError {
     pub msg: String,
     /// The value as received.
     pub input: String,
-    /// The constraint (`{"ge": 1}`...), when the error type has one.
-    pub ctx: Option<Value>,
+    /// The constraint (`{"ge": 1}`...), when the error type has one (boxed: it is
+    /// rare, and keeps the error small).
+    pub ctx: Option<Box<Value>>,
 }
 
 impl ParamError {
@@ -336,7 +337,7 @@ impl ParamError {
             "msg": self.msg,
             "input": self.input,
         });
-        if let (Some(ctx), Value::Object(m)) = (&self.ctx, &mut v) {
+        if let (Some(ctx), Value::Object(m)) = (self.ctx.as_deref(), &mut v) {
             m.insert("ctx".into(), ctx.clone());
         }
         v
@@ -385,7 +386,7 @@ pub fn int_param(
             kind: "greater_than_equal",
             msg: format!("Input should be greater than or equal to {ge}"),
             input: raw.to_owned(),
-            ctx: Some(json!({ "ge": ge })),
+            ctx: Some(Box::new(json!({ "ge": ge }))),
         });
     }
     Ok(value)
@@ -421,14 +422,14 @@ pub fn float_param(
         return Err(err(
             "greater_than_equal",
             format!("Input should be greater than or equal to {ge}"),
-            Some(json!({ "ge": ge })),
+            Some(Box::new(json!({ "ge": ge }))),
         ));
     }
     if value > le {
         return Err(err(
             "less_than_equal",
             format!("Input should be less than or equal to {le}"),
-            Some(json!({ "le": le })),
+            Some(Box::new(json!({ "le": le }))),
         ));
     }
     Ok(value)
@@ -828,7 +829,7 @@ impl AnomalyQuery {
                 kind: "literal_error",
                 msg: "Input should be 'device_type' or 'device'".into(),
                 input: other.to_owned(),
-                ctx: Some(json!({"expected": "'device_type' or 'device'"})),
+                ctx: Some(Box::new(json!({"expected": "'device_type' or 'device'"}))),
             }),
         };
         let (threshold, min_total, scope) = match (threshold, min_total, scope) {
@@ -1155,7 +1156,7 @@ mod tests {
         );
         let e = float_param(&pairs("x=1.5"), "x", 0.5, 0.0, 1.0).unwrap_err();
         assert_eq!(e.msg, "Input should be less than or equal to 1");
-        assert_eq!(e.ctx, Some(json!({"le": 1.0})));
+        assert_eq!(e.ctx.as_deref(), Some(&json!({"le": 1.0})));
     }
 
     #[test]
@@ -1310,7 +1311,7 @@ mod tests {
         match AnomalyQuery::parse(&pairs("threshold=-0.1&min_total=x")) {
             Err(Rejection::Params(errs)) => {
                 assert_eq!(errs[0].msg, "Input should be greater than or equal to 0");
-                assert_eq!(errs[0].ctx, Some(json!({"ge": 0.0})));
+                assert_eq!(errs[0].ctx.as_deref(), Some(&json!({"ge": 0.0})));
                 assert_eq!(errs[1].kind, "int_parsing");
             }
             other => panic!("{other:?}"),

@@ -450,3 +450,110 @@ async fn an_invalid_enum_value_names_the_expected_ones_in_ctx() {
     assert_eq!(d["msg"], format!("Input should be {expected}"));
     s.stop().await;
 }
+
+/// The keys of the JSON object `text` (an answer body), in the order written.
+fn keys_in_order(text: &str) -> Vec<String> {
+    let v: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+    v.keys().cloned().collect()
+}
+
+every_backend!(json_objects_keep_the_models_field_order);
+async fn json_objects_keep_the_models_field_order() {
+    let s = TestServer::start().await;
+    let (_, admin) = s.user("admin", true, true, &[]).await;
+    // kernelci-api's own e2e suite asserts this order (test_create_regular_user).
+    let me = s.get("/latest/whoami", Some(&admin)).await;
+    assert_eq!(
+        keys_in_order(&me.text()),
+        [
+            "id",
+            "email",
+            "is_active",
+            "is_superuser",
+            "is_verified",
+            "username",
+            "groups"
+        ]
+    );
+    let body = json!({"kind": "checkout", "name": "c", "path": ["c"],
+                      "data": {"zeta": 1, "alpha": {"y": 1, "b": 2}}});
+    let node = s.post("/latest/node", Some(&admin), &body).await;
+    assert_eq!(
+        keys_in_order(&node.text()),
+        [
+            "id",
+            "kind",
+            "name",
+            "path",
+            "group",
+            "parent",
+            "state",
+            "result",
+            "artifacts",
+            "data",
+            "debug",
+            "jobfilter",
+            "platform_filter",
+            "created",
+            "updated",
+            "timeout",
+            "holdoff",
+            "owner",
+            "submitter",
+            "treeid",
+            "user_groups",
+            "processed_by_kcidb_bridge",
+            "retry_counter"
+        ]
+    );
+    // A node's data keeps the order it was sent in, as MongoDB keeps it.
+    let id = node.json()["id"].as_str().unwrap().to_owned();
+    let text = s.get(&format!("/latest/node/{id}"), None).await.text();
+    assert!(
+        text.contains(r#""data":{"zeta":1,"alpha":{"y":1,"b":2}"#),
+        "{text}"
+    );
+    let page = s.get("/latest/nodes?kind=checkout", None).await;
+    assert_eq!(
+        keys_in_order(&page.text()),
+        ["items", "total", "limit", "offset"]
+    );
+    let events = s
+        .get("/latest/events?limit=1&recursive=1", None)
+        .await
+        .json();
+    let event = serde_json::to_string(&events[0]).unwrap();
+    assert_eq!(
+        keys_in_order(&event),
+        [
+            "timestamp",
+            "sequence_id",
+            "channel",
+            "owner",
+            "data",
+            "id",
+            "node"
+        ]
+    );
+    let group = s
+        .post("/latest/user-groups", Some(&admin), &json!({"name": "g"}))
+        .await;
+    assert_eq!(keys_in_order(&group.text()), ["id", "name"]);
+    let sub = s
+        .post("/latest/subscribe/node", Some(&admin), &json!(null))
+        .await;
+    assert_eq!(
+        keys_in_order(&sub.text()),
+        ["id", "channel", "user", "promiscuous"]
+    );
+    let bad = s
+        .post(
+            "/latest/node",
+            Some(&admin),
+            &json!({"name": "c", "path": ["c"], "state": "x"}),
+        )
+        .await;
+    let item = serde_json::to_string(&bad.detail()[0]).unwrap();
+    assert_eq!(keys_in_order(&item), ["type", "loc", "msg", "input", "ctx"]);
+    s.stop().await;
+}

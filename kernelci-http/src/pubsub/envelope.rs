@@ -163,8 +163,8 @@ mod tests {
             format!(
                 "{{\"specversion\": \"1.0\", \"id\": \"{id}\", \"source\": \
                  \"https://api.kernelci.org/\", \"type\": \"api.kernelci.org\", \"time\": \
-                 \"2024-01-04T10:48:39.974782+00:00\", \"data\": {{\"n\": 1.0, \"name\": \
-                 \"caf\\u00e9 \\ud83e\\udd80\"}}, \"owner\": \"bob\", \"zeta\": \"\\u00e9\", \
+                 \"2024-01-04T10:48:39.974782+00:00\", \"data\": {{\"name\": \"caf\\u00e9 \\ud83e\\udd80\", \
+                 \"n\": 1.0}}, \"owner\": \"bob\", \"zeta\": \"\\u00e9\", \
                  \"_sequence_id\": 42}}"
             )
         );

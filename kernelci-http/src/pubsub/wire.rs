@@ -78,7 +78,7 @@ impl Fields {
         out
     }
 
-    /// The object as a serde_json value (keys sorted).
+    /// The object as a serde_json value (keys in their order).
     pub fn to_value(&self) -> Value {
         Value::Object(self.0.iter().cloned().collect())
     }
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(f.get("z"), Some(&json!(3)), "the last value wins");
         assert_eq!(
             f.to_text(Style::Python),
-            r#"{"z": 3, "a": 2, "m": {"b": 2, "y": 1}}"#
+            r#"{"z": 3, "a": 2, "m": {"y": 1, "b": 2}}"#
         );
         assert!(parse_fields(b"[1]").is_err());
     }
