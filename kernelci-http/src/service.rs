@@ -5,9 +5,9 @@
 //! limit and the minimum transfer rate, rewrites and routes the path, runs the
 //! handler in its own task (a panic becomes a 500, never a dropped connection), logs
 //! one line and answers. [`api`] wraps it in the middleware [`crate::serve`] uses:
-//! a request id (`x-request-id`, kept when the client sends one) and gzip/deflate
+//! a request id (`x-request-id`, kept when the client sends one), gzip/deflate
 //! compression of answers of at least [`COMPRESS_MIN_BYTES`] for clients that ask
-//! for it (`Accept-Encoding`).
+//! for it (`Accept-Encoding`), and a JSON 500 for a panic outside the handlers.
 //!
 //! The client's address comes from the [`PeerAddr`] request extension (an embedder
 //! inserts it; without it the peer is taken as `0.0.0.0:0`, a global address, so
@@ -36,6 +36,7 @@ use hyper::body::Body;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use tower::ServiceBuilder;
+use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{Compression, CompressionLayer};
 use tower_http::request_id::{
@@ -105,10 +106,31 @@ where
 /// event stream.
 pub type Compressible = And<SizeAbove, NotForContentType>;
 
+/// What answers a panic that escapes [`ApiService`] (handlers run in their own
+/// tasks, so only the routing and body code could panic here): a JSON 500, the
+/// cause logged, not sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PanicAnswer;
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = Full<Bytes>;
+
+    fn response_for_panic(&mut self, cause: Box<dyn std::any::Any + Send + 'static>) -> Resp {
+        let what = cause
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| cause.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        response::error(ApiError::internal(format!("panic: {what}")))
+    }
+}
+
 /// The service [`api`] builds (outermost first): request id, its echo in the
-/// answer, compression, the API.
-pub type Api =
-    SetRequestId<PropagateRequestId<Compression<ApiService, Compressible>>, MakeRequestUuid>;
+/// answer, compression, a panic as a JSON 500, the API.
+pub type Api = SetRequestId<
+    PropagateRequestId<Compression<CatchPanic<ApiService, PanicAnswer>, Compressible>>,
+    MakeRequestUuid,
+>;
 
 /// The API with the middleware [`crate::serve`] runs: request ids and response
 /// compression around [`ApiService`] (see the module docs). Mount it in a hyper
@@ -128,6 +150,7 @@ pub fn api(state: AppState) -> Api {
                         .and(NotForContentType::const_new("text/event-stream")),
                 ),
         )
+        .layer(CatchPanicLayer::custom(PanicAnswer))
         .service(ApiService::new(state))
 }
 
@@ -362,4 +385,35 @@ fn redirect(
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_service_is_a_json_500() {
+        let panicking = tower::service_fn(|_: Request<Full<Bytes>>| async {
+            if true {
+                panic!("routing bug");
+            }
+            Ok::<Resp, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        let svc = ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(PanicAnswer))
+            .service(panicking);
+        let req = Request::new(Full::new(Bytes::new()));
+        let Ok(r) = tower::ServiceExt::oneshot(svc, req).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        assert_eq!(
+            &body[..],
+            br#"{"detail":"Internal server error, check the server logs"}"#
+        );
+    }
 }
