@@ -116,6 +116,9 @@ pub(crate) fn irregular_key(index: &IndexDef) -> Vec<u8> {
     key(keys::COUNT, &[&[index.id, keys::IRREGULAR]])
 }
 
+/// Telemetry events written per store batch (see `Engine::insert_telemetry`).
+pub(crate) const TELEMETRY_BATCH: usize = 4096;
+
 impl<K: Kv> Engine<K> {
     pub(crate) fn new(kv: K) -> Self {
         Self {
@@ -815,12 +818,20 @@ impl<K: Kv> Engine<K> {
                 )));
             }
         }
-        let mut writes = Vec::with_capacity(events.len() * 2);
-        for e in events {
-            writes.push((Self::telemetry_key(e.id), Some(to_json(e))));
-            writes.push((Self::telemetry_ts_key(e.ts, e.id), Some(Vec::new())));
+        // In batches of TELEMETRY_BATCH events: sled keeps every tree node a batch
+        // replaces until the batch ends (one epoch guard), so one batch of 400k
+        // writes held gigabytes (see docs/PERFORMANCE.md, memory). The lock is held
+        // throughout and the ids were checked above; a crash in the middle keeps the
+        // batches written before it.
+        for part in events.chunks(TELEMETRY_BATCH) {
+            let mut writes = Vec::with_capacity(part.len() * 2);
+            for e in part {
+                writes.push((Self::telemetry_key(e.id), Some(to_json(e))));
+                writes.push((Self::telemetry_ts_key(e.ts, e.id), Some(Vec::new())));
+            }
+            self.kv.apply(writes)?;
         }
-        Ok(self.kv.apply(writes)?)
+        Ok(())
     }
 
     /// The ids of the time-index entries with `since <= ts <= until`, ascending.

