@@ -147,6 +147,10 @@ pub struct HttpConfig {
     /// `max_connections_per_ip` (every client behind a proxy shares its address).
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Origins whose browser pages may call the API (CORS), e.g.
+    /// `https://dashboard.example.org`; `*` for any; empty (the default): CORS off.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// Most live subscriptions one user may hold (429 beyond).
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_user: usize,
@@ -213,6 +217,7 @@ impl Default for HttpConfig {
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
             max_subscriptions_per_user: default_max_subscriptions(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
@@ -265,6 +270,17 @@ impl HttpConfig {
         }
         if self.body_min_rate == 0 {
             return Err("body_min_rate must be positive".into());
+        }
+        for o in &self.cors_origins {
+            let ok = o == "*"
+                || (url::Url::parse(o).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.path() == "/" && !o.ends_with('/')
+                }));
+            if !ok {
+                return Err(format!(
+                    "cors_origins: {o:?} is not an origin (scheme://host[:port], or *)"
+                ));
+            }
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());

@@ -7,7 +7,8 @@
 //! one line and answers. [`api`] wraps it in the middleware [`crate::serve`] uses:
 //! a request id (`x-request-id`, kept when the client sends one), gzip/deflate
 //! compression of answers of at least [`COMPRESS_MIN_BYTES`] for clients that ask
-//! for it (`Accept-Encoding`), and a JSON 500 for a panic outside the handlers.
+//! for it (`Accept-Encoding`), a JSON 500 for a panic outside the handlers, and,
+//! when configured ([`cors`]), CORS for browser pages of other origins.
 //!
 //! The client's address comes from the [`PeerAddr`] request extension (an embedder
 //! inserts it; without it the peer is taken as `0.0.0.0:0`, a global address, so
@@ -35,10 +36,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
+use tower::util::Either;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{Compression, CompressionLayer};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
 };
@@ -128,9 +131,45 @@ impl ResponseForPanic for PanicAnswer {
 /// The service [`api`] builds (outermost first): request id, its echo in the
 /// answer, compression, a panic as a JSON 500, the API.
 pub type Api = SetRequestId<
-    PropagateRequestId<Compression<CatchPanic<ApiService, PanicAnswer>, Compressible>>,
+    PropagateRequestId<
+        Compression<CatchPanic<Either<Cors<ApiService>, ApiService>, PanicAnswer>, Compressible>,
+    >,
     MakeRequestUuid,
 >;
+
+/// The CORS rules of `config.cors_origins` (`None`: CORS off, the default): the
+/// listed origins (or any, for `*`) may call every endpoint from a browser with a
+/// bearer token (no cookies are involved, so no credentials mode); `x-request-id` is
+/// readable by the page; preflights are cached 10 minutes.
+pub fn cors(config: &crate::HttpConfig) -> Option<CorsLayer> {
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origins = if config.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                hyper::Method::GET,
+                hyper::Method::POST,
+                hyper::Method::PUT,
+                hyper::Method::PATCH,
+                hyper::Method::DELETE,
+            ])
+            .allow_headers([hyper::header::AUTHORIZATION, hyper::header::CONTENT_TYPE])
+            .expose_headers([hyper::header::HeaderName::from_static(REQUEST_ID_HEADER)])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
 
 /// The API with the middleware [`crate::serve`] runs: request ids and response
 /// compression around [`ApiService`] (see the module docs). Mount it in a hyper
@@ -151,6 +190,7 @@ pub fn api(state: AppState) -> Api {
                 ),
         )
         .layer(CatchPanicLayer::custom(PanicAnswer))
+        .option_layer(cors(state.config()))
         .service(ApiService::new(state))
 }
 

@@ -329,3 +329,105 @@ async fn an_embedder_can_call_the_api_as_a_tower_service() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_answers_the_configured_origins() {
+    Backend::Sled
+        .run(async {
+            let origin = [("origin", "https://dashboard.example.org")];
+            let preflight = [
+                ("origin", "https://dashboard.example.org"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                ),
+            ];
+            // Off: no CORS headers, and a preflight is an unknown method.
+            let s = TestServer::start().await;
+            let r = s
+                .request(hyper::Method::GET, "/latest/count", &origin, Bytes::new())
+                .await;
+            assert_eq!(r.header("access-control-allow-origin"), None);
+            let r = s
+                .request(
+                    hyper::Method::OPTIONS,
+                    "/latest/node",
+                    &preflight,
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(r.code(), 405);
+            s.stop().await;
+
+            let s = TestServer::start_with(HttpConfig {
+                cors_origins: vec!["https://dashboard.example.org".into()],
+                ..HttpConfig::for_tests(SECRET)
+            })
+            .await;
+            let r = s
+                .request(
+                    hyper::Method::OPTIONS,
+                    "/latest/node",
+                    &preflight,
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(r.code(), 200, "{}", r.text());
+            assert_eq!(
+                r.header("access-control-allow-origin").as_deref(),
+                Some("https://dashboard.example.org")
+            );
+            let methods = r.header("access-control-allow-methods").unwrap_or_default();
+            assert!(
+                methods.contains("POST") && methods.contains("PATCH"),
+                "{methods}"
+            );
+            let r = s
+                .request(hyper::Method::GET, "/latest/count", &origin, Bytes::new())
+                .await;
+            assert_eq!(r.code(), 200);
+            assert_eq!(
+                r.header("access-control-allow-origin").as_deref(),
+                Some("https://dashboard.example.org")
+            );
+            assert!(r
+                .header("access-control-expose-headers")
+                .is_some_and(|h| h.contains("x-request-id")));
+            // Another origin gets no permission.
+            let r = s
+                .request(
+                    hyper::Method::GET,
+                    "/latest/count",
+                    &[("origin", "https://evil.example.org")],
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(r.header("access-control-allow-origin"), None);
+            s.stop().await;
+        })
+        .await;
+}
+
+#[test]
+fn cors_origins_must_be_origins() {
+    for bad in [
+        "dashboard.example.org",
+        "https://x.org/path",
+        "https://x.org/",
+        "ftp://x.org",
+    ] {
+        let config = HttpConfig {
+            cors_origins: vec![bad.into()],
+            ..HttpConfig::for_tests(SECRET)
+        };
+        assert!(config.validate().is_err(), "{bad}");
+    }
+    for good in ["*", "https://x.org", "http://127.0.0.1:8080"] {
+        let config = HttpConfig {
+            cors_origins: vec![good.into()],
+            ..HttpConfig::for_tests(SECRET)
+        };
+        assert!(config.validate().is_ok(), "{good}");
+    }
+}

@@ -111,6 +111,7 @@ pub const NAMES: &[&str] = &[
     "max_connections_per_ip",
     "max_node_bytes",
     "trusted_proxies",
+    "cors_origins",
     "header_timeout_seconds",
     "body_timeout_seconds",
     "body_min_rate",
@@ -291,6 +292,14 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
             .filter(|a| !a.is_empty())
             .map(|a| parse("trusted_proxies", a))
             .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = get("cors_origins") {
+        http.cors_origins = v
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
     }
     if let Some(v) = get("header_timeout_seconds") {
         http.header_timeout_seconds = parse("header_timeout_seconds", v)?;
