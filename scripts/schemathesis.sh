@@ -17,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+target_dir=$(cd "$target_dir" && pwd)
 venv="$target_dir/schemathesis-venv"
 max_examples=${SCHEMATHESIS_MAX_EXAMPLES:-100}
 max_time=${SCHEMATHESIS_MAX_TIME:-150}
@@ -73,7 +75,8 @@ EOF
 echo "== schemathesis run (at most $max_examples cases per operation, ${max_time}s)"
 start=$(date +%s)
 status=0
-"$venv/bin/schemathesis" run "http://$addr/latest/openapi.json" \
+# From the temporary directory: schemathesis keeps a replay cache in the working one.
+(cd "$work" && "$venv/bin/schemathesis" run "http://$addr/latest/openapi.json" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance \
     --header "Authorization: Bearer $token" \
     --exclude-path "/latest/pop/{list}" \
@@ -84,7 +87,7 @@ status=0
     --suppress-health-check all \
     --report vcr --report-vcr-path "$work/cassette.yaml" \
     --warnings off \
-    --generation-database none \
+    --generation-database none) \
     || status=$?
 echo "schemathesis took $(( $(date +%s) - start ))s"
 if [ "$status" -ne 0 ]; then
