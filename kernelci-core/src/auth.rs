@@ -68,6 +68,7 @@ impl User {
 
 /// A user group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserGroup {
     /// Database id.
     pub id: ObjectId,

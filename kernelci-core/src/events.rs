@@ -23,6 +23,7 @@ pub const RECURSIVE_MAX_LIMIT: u64 = 1000;
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Event id.
     pub id: ObjectId,

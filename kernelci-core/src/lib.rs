@@ -88,6 +88,8 @@ pub mod time;
 
 #[cfg(feature = "arbitrary")]
 pub mod arbitrary;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -59,6 +59,7 @@ pub const OPTIONAL_FIELDS: [&str; 12] = [
 
 /// One telemetry event (MODELS.md §10), as stored and returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TelemetryEvent {
     /// Assigned by the server (never taken from the client).
     pub id: ObjectId,
@@ -113,6 +114,7 @@ pub struct TelemetryEvent {
     pub retry: i64,
     /// Anything else.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub extra: Map<String, Value>,
 }
 

@@ -55,6 +55,13 @@ async fn prefixes_versions_and_errors() {
     let r = s.get("/latest/openapi.json", None).await;
     assert_eq!(r.code(), 200);
     assert!(r.json()["paths"]["/latest/nodes"]["get"].is_object());
+    assert_eq!(r.json()["openapi"], "3.1.0");
+    // The same document under every spelling of the prefix.
+    for path in ["/v0/openapi.json", "/openapi.json"] {
+        let other = s.get(path, None).await;
+        assert_eq!(other.code(), 200, "{path}");
+        assert_eq!(other.json(), r.json(), "{path}");
+    }
     s.stop().await;
 }
 

@@ -254,6 +254,58 @@ const REGRESSION: &[Field] = &[
     opt("device", Ty::Str),
 ];
 
+#[cfg(feature = "openapi")]
+impl Kind {
+    /// The JSON Schema of this kind's `data`, built from the table the kind check
+    /// interprets; `None` for `process` (no data model). Extra keys are allowed, as
+    /// in the check.
+    pub fn data_schema(&self) -> Option<Value> {
+        self.data_model().map(model_schema)
+    }
+}
+
+#[cfg(feature = "openapi")]
+fn model_schema(model: &[Field]) -> Value {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for f in model {
+        props.insert(f.name.to_owned(), field_schema(f));
+        if f.required {
+            required.push(Value::from(f.name));
+        }
+    }
+    let mut schema = serde_json::json!({"type": "object", "properties": props});
+    if !required.is_empty() {
+        schema["required"] = Value::Array(required);
+    }
+    schema
+}
+
+#[cfg(feature = "openapi")]
+fn field_schema(f: &Field) -> Value {
+    use crate::openapi::{nullable, object_id_input};
+    use serde_json::json;
+    let s = match f.ty {
+        Ty::Str => json!({"type": "string"}),
+        Ty::Url => json!({"type": "string", "format": "uri"}),
+        Ty::StrList => json!({"type": "array", "items": {"type": "string"}}),
+        Ty::ObjectId => object_id_input(),
+        Ty::ObjectIdList => json!({"type": "array", "items": object_id_input()}),
+        Ty::ErrorCode => json!({"type": "string", "enum": ERROR_CODES}),
+        Ty::CheckoutErrorCode => json!({"type": "string", "enum": CHECKOUT_ERROR_CODES}),
+        Ty::Bool => json!({"type": "boolean"}),
+        Ty::Object => json!({"type": "object"}),
+        Ty::StrictInt => json!({"type": "integer", "format": "int64"}),
+        Ty::Revision => model_schema(REVISION),
+        Ty::Version => model_schema(VERSION),
+    };
+    if !f.required && f.default == Default::Null {
+        nullable(s)
+    } else {
+        s
+    }
+}
+
 /// The kind of `node`, or `Unsupported node kind: <kind>`.
 pub fn kind_of(node: &Node) -> Result<Kind> {
     Kind::parse(&node.kind)

@@ -41,6 +41,7 @@ pub const DEFAULT_TIMEOUT_SECS: i64 = 6 * 3600;
 
 /// A node as stored and as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     /// Database id.
     pub id: ObjectId,
@@ -62,8 +63,10 @@ pub struct Node {
     /// Artifact name to normalised http(s) URL.
     pub artifacts: Option<BTreeMap<String, String>>,
     /// Kind-specific data (free-form at the base layer).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub data: Option<Map<String, Value>>,
     /// Free-form debugging data.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub debug: Option<Map<String, Value>>,
     /// Job filter.
     pub jobfilter: Option<Vec<String>>,
@@ -149,6 +152,7 @@ impl Node {
 
 /// Lifecycle state of a node (MODELS.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Scheduled, no result yet.
@@ -194,6 +198,7 @@ impl fmt::Display for State {
 
 /// Outcome of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum NodeResult {
     /// Passed.
