@@ -233,7 +233,7 @@ impl SledStore {
             }
         };
         migrate(&db)?;
-        let engine = Engine::new(Tiered::new(SledKv { db: db.clone() })?);
+        let engine = Engine::new(Tiered::new(SledKv::new(db.clone())?)?);
         let layout = engine.open_checks()?;
         if !engine.kv.load_snapshot(path)? {
             engine.rebuild_indexes()?;
