@@ -144,7 +144,10 @@ pub(crate) fn encode_val(out: &mut Vec<u8>, v: Val<'_>) -> Option<()> {
         }
         Val::Object(o) => {
             out.push(T_OBJ);
-            push_str(out, Value::Object(o.clone()).to_string().as_bytes());
+            push_str(
+                out,
+                canonical(&Value::Object(o.clone())).to_string().as_bytes(),
+            );
         }
         Val::StrMap(m) => {
             out.push(T_OBJ);
@@ -153,7 +156,10 @@ pub(crate) fn encode_val(out: &mut Vec<u8>, v: Val<'_>) -> Option<()> {
         }
         Val::Array(a) => {
             out.push(T_ARR);
-            push_str(out, Value::Array(a.to_vec()).to_string().as_bytes());
+            push_str(
+                out,
+                canonical(&Value::Array(a.to_vec())).to_string().as_bytes(),
+            );
         }
         Val::Strings(s) => {
             out.push(T_ARR);
@@ -162,6 +168,25 @@ pub(crate) fn encode_val(out: &mut Vec<u8>, v: Val<'_>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// `v` with the keys of every object in byte order: objects keep the order they were
+/// sent in (serde_json's `preserve_order`), but equality in the query language
+/// ignores key order, so index entries must not depend on it.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Encodes a query value the same way, or `None` when an index cannot look it up
