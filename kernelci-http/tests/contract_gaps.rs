@@ -558,9 +558,9 @@ async fn json_objects_keep_the_models_field_order() {
     s.stop().await;
 }
 
+every_backend!(queries_on_sub_documents_do_not_depend_on_key_order);
 /// Objects keep the order they were sent in; queries must not depend on it (the
 /// index of `data.platform` once encoded objects in that order).
-every_backend!(queries_on_sub_documents_do_not_depend_on_key_order);
 async fn queries_on_sub_documents_do_not_depend_on_key_order() {
     let s = TestServer::start().await;
     let (_, token) = s.user("alice", false, true, &[]).await;
