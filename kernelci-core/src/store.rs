@@ -539,8 +539,11 @@ pub trait Store: Send + Sync + 'static {
     // ---- telemetry ---------------------------------------------------------------
 
     /// Inserts telemetry events (ids assigned by the caller, increasing in posting
-    /// order). All-or-nothing: on `Conflict` (an id that exists or repeats) nothing is
-    /// inserted. Atomic and durable when it returns.
+    /// order). On `Conflict` (an id that exists or repeats) nothing is inserted.
+    /// Durable when it returns. A store may write a large call in several batches
+    /// (sled: 4,096 events each, to bound its memory): readers may then see part of
+    /// it while it runs, and a storage failure or a crash part-way keeps the batches
+    /// written before it (the reference's `insert_many` is not atomic either).
     async fn insert_telemetry(&self, events: &[TelemetryEvent]) -> Result<()>;
 
     /// One page of the events `query` matches ([`TelemetryQuery::matches`]), by

@@ -126,6 +126,10 @@ pub struct HttpConfig {
     /// `body_min_rate` bytes received (a body that trickles in slower is cut off
     /// with 408).
     pub body_timeout_seconds: u64,
+    /// How long an answer's write may make no progress (the client reads nothing)
+    /// before the connection is closed.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_seconds: u64,
     /// The minimum transfer rate of a request body, in bytes per second (see
     /// `body_timeout_seconds`).
     #[serde(default = "default_body_min_rate")]
@@ -176,6 +180,10 @@ fn default_max_connections_per_ip() -> usize {
     256
 }
 
+fn default_write_timeout() -> u64 {
+    30
+}
+
 fn default_max_node_bytes() -> usize {
     16 * 1024 * 1024
 }
@@ -213,6 +221,7 @@ impl Default for HttpConfig {
             header_timeout_seconds: 10,
             body_timeout_seconds: 20,
             body_min_rate: default_body_min_rate(),
+            write_timeout_seconds: default_write_timeout(),
             shutdown_grace_seconds: default_shutdown_grace(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
@@ -265,8 +274,15 @@ impl HttpConfig {
         if self.max_connections == 0 {
             return Err("max_connections must be positive".into());
         }
-        if self.header_timeout_seconds == 0 || self.body_timeout_seconds == 0 {
-            return Err("header_timeout_seconds and body_timeout_seconds must be positive".into());
+        // At most a day: larger values would overflow the timers' deadlines.
+        for (name, v) in [
+            ("header_timeout_seconds", self.header_timeout_seconds),
+            ("body_timeout_seconds", self.body_timeout_seconds),
+            ("write_timeout_seconds", self.write_timeout_seconds),
+        ] {
+            if v == 0 || v > 86_400 {
+                return Err(format!("{name} must be between 1 and 86400"));
+            }
         }
         if self.body_min_rate == 0 {
             return Err("body_min_rate must be positive".into());

@@ -3,8 +3,9 @@
 //!
 //! With `PUBLIC_BASE_URL` set ([`HttpConfig::public_base_url`]), that is the base,
 //! whatever the request says. Without it:
-//! - links are built from the request: the forwarding headers (`Forwarded`'s first
-//!   hop, else `X-Forwarded-Host` / `X-Forwarded-Proto`) only when the peer is one of
+//! - links are built from the request: the forwarding headers (`Forwarded`'s last
+//!   hop, else the last value of `X-Forwarded-Host` / `X-Forwarded-Proto`: what the
+//!   proxy itself added) only when the peer is one of
 //!   [`HttpConfig::trusted_proxies`], else the request's own `Host`; a host is used
 //!   only when it looks like one (`[A-Za-z0-9.:_\[\]-]`, at most 255 bytes) and a
 //!   protocol only when it is `http` or `https`;
@@ -36,10 +37,12 @@ pub fn base_url(config: &HttpConfig, headers: &HeaderMap, peer: SocketAddr) -> S
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut host: Option<String> = None;
     let mut proto: Option<String> = None;
-    if config.trusted_proxies.contains(&peer.ip()) {
+    if config.trusted_proxies.contains(&peer.ip().to_canonical()) {
+        // The last hop: the one the trusted proxy itself added (a client's own
+        // `Forwarded` header is passed on in front of it by many proxies).
         if let Some(fwd) = header("forwarded") {
-            let first_hop = fwd.split(',').next().unwrap_or("");
-            for pair in first_hop.split(';') {
+            let last_hop = fwd.rsplit(',').next().unwrap_or("");
+            for pair in last_hop.split(';') {
                 let Some((k, v)) = pair.split_once('=') else {
                     continue;
                 };
@@ -51,13 +54,13 @@ pub fn base_url(config: &HttpConfig, headers: &HeaderMap, peer: SocketAddr) -> S
                 }
             }
         }
-        let first = |name: &str| {
+        let last = |name: &str| {
             header(name)
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .map(|v| v.trim().to_owned())
         };
-        host = host.or_else(|| first("x-forwarded-host"));
-        proto = proto.or_else(|| first("x-forwarded-proto"));
+        host = host.or_else(|| last("x-forwarded-host"));
+        proto = proto.or_else(|| last("x-forwarded-proto"));
     }
     let proto = proto
         .map(|p| p.to_ascii_lowercase())

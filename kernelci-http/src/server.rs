@@ -4,22 +4,27 @@
 //! Connection limits ([`HttpConfig`](crate::HttpConfig)), so that slow or idle
 //! clients cannot keep the server from answering others:
 //! - at most `max_connections` connections at once, and at most
-//!   `max_connections_per_ip` from one client address (addresses listed in
-//!   `trusted_proxies` are exempt: every client behind a proxy shares its address);
+//!   `max_connections_per_ip` from one client address (an IPv6 client by its /64;
+//!   addresses listed in `trusted_proxies` are exempt: every client behind a proxy
+//!   shares its address);
 //! - a connection over either limit is answered at once with 503 and a JSON
 //!   `detail`, then closed, rather than left waiting in the kernel's backlog (at most
 //!   [`MAX_REFUSING`] such answers are in progress; beyond, the connection is closed
 //!   without one);
 //! - `header_timeout_seconds` to send a request's headers, counted on a kept-alive
 //!   connection from the end of the previous answer (so it is also the idle timeout);
-//! - the body's minimum transfer rate (see [`crate::service`]).
+//! - the body's minimum transfer rate (see [`crate::service`]);
+//! - `write_timeout_seconds` for an answer's writes to make progress: a client that
+//!   stops reading gives its connection back.
 //!
 //! Shutdown waits for in-flight requests at most `shutdown_grace_seconds`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -27,7 +32,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -72,15 +77,29 @@ struct Admitted {
     ip: IpAddr,
 }
 
+/// The address a client is counted under: an IPv4 address as itself (also when it
+/// arrives IPv4-mapped on an IPv6 socket), an IPv6 address by its /64 (one host
+/// usually has a whole /64 to pick addresses from).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
+
 impl Limits {
     /// A place for a connection from `ip`, or `None` over a limit.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let exempt = self.exempt.contains(&ip.to_canonical());
+        let ip = client_key(ip);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if c.total >= self.max_total {
             return None;
         }
         let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
-        if self.max_per_ip > 0 && mine >= self.max_per_ip && !self.exempt.contains(&ip) {
+        if self.max_per_ip > 0 && mine >= self.max_per_ip && !exempt {
             return None;
         }
         c.total += 1;
@@ -131,6 +150,98 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+/// A connection whose writes must make progress: a write (or flush) that cannot
+/// proceed for `limit` fails with `TimedOut`, which ends the connection. So a client
+/// that stops reading its answers gives its place back (hyper has no write timeout,
+/// and `header_timeout_seconds` only runs while a request's head is read).
+struct WriteProgress<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteProgress<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        WriteProgress {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What to answer for a write that returned `poll`: progress clears the
+    /// timer; a stall starts it, and fails once it has run out.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteProgress<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteProgress<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting,
 /// lets in-flight requests finish (long polls are woken and answer at once; at most
 /// `shutdown_grace_seconds`), stops the background jobs and flushes the store.
@@ -155,6 +266,7 @@ pub async fn serve(
     });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let header_timeout = Duration::from_secs(config.header_timeout_seconds);
+    let write_timeout = Duration::from_secs(config.write_timeout_seconds);
     let api = crate::service::api(state.clone());
     loop {
         let (stream, peer) = tokio::select! {
@@ -187,7 +299,10 @@ pub async fn serve(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .serve_connection(
+                TokioIo::new(WriteProgress::new(stream, write_timeout)),
+                TowerToHyperService::new(service),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -211,4 +326,18 @@ pub async fn serve(
     jobs.stop().await;
     state.store().flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_by_address_and_ipv6_by_64() {
+        let key = |s: &str| client_key(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(key("10.1.2.3"), key("::ffff:10.1.2.3"));
+        assert_ne!(key("10.1.2.3"), key("10.1.2.4"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

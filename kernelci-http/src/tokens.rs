@@ -35,8 +35,13 @@ pub fn python_int(v: &serde_json::Value) -> Option<i64> {
         Value::Bool(b) => Some(i64::from(*b)),
         Value::String(s) => {
             let t = s.trim();
-            let digits = t.strip_prefix(['+', '-']).unwrap_or(t).replace('_', "");
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            // Digits, single underscores between them only.
+            let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+            if body.is_empty()
+                || !body
+                    .split('_')
+                    .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+            {
                 return None;
             }
             t.replace('_', "").parse().ok()
@@ -218,6 +223,9 @@ mod tests {
             (json!(" -7 "), Some(-7)),
             (json!("1_000"), Some(1000)),
             (json!("1.5"), None),
+            (json!("_1"), None),
+            (json!("1__0"), None),
+            (json!("1_"), None),
             (json!("soon"), None),
             (json!(null), None),
             (json!([1]), None),

@@ -431,3 +431,57 @@ fn cors_origins_must_be_origins() {
         assert!(config.validate().is_ok(), "{good}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gives_its_connection_back() {
+    Backend::Sled
+        .run(async {
+            let s = TestServer::start_with(HttpConfig {
+                max_connections: 1,
+                write_timeout_seconds: 1,
+                ..HttpConfig::for_tests(SECRET)
+            })
+            .await;
+            // About 12 MB of answer: more than the socket buffers hold.
+            let now = kernelci_core::time::Timestamp::now();
+            let nodes: Vec<Node> = (0..8000)
+                .map(|i| {
+                    let mut n = Node::new("test", &format!("baseline.dmesg.{i}"), now);
+                    n.path = vec!["x".repeat(700), format!("t{i}")];
+                    n
+                })
+                .collect();
+            s.store.insert_nodes(&nodes).await.unwrap();
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut stalled = socket.connect(s.addr).await.unwrap();
+            stalled
+                .write_all(b"GET /latest/nodes?limit=8000 HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            // The only place is taken until the server gives up on the stalled write.
+            let served = tokio::time::timeout(PATIENCE, async {
+                loop {
+                    let mut c = connect_from(Ipv4Addr::LOCALHOST, s.addr).await;
+                    c.write_all(
+                        b"GET /latest/count HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                    let answer = read_for(&mut c, Duration::from_secs(2)).await;
+                    if answer.starts_with("HTTP/1.1 200") {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            assert!(
+                served.is_ok(),
+                "a client that reads nothing kept the only place"
+            );
+            drop(stalled);
+            s.stop().await;
+        })
+        .await;
+}

@@ -1045,7 +1045,7 @@ async fn public_base_url_resolution() {
     assert_eq!(
         url(vec![(
             "forwarded",
-            "for=203.0.113.9;host=api.example.org;proto=https, host=second.example.org"
+            "host=client-chosen.example.org, for=203.0.113.9;host=api.example.org;proto=https"
         )])
         .await,
         "https://api.example.org"

@@ -115,6 +115,7 @@ pub const NAMES: &[&str] = &[
     "header_timeout_seconds",
     "body_timeout_seconds",
     "body_min_rate",
+    "write_timeout_seconds",
     "shutdown_grace_seconds",
     "database_url",
     "database_pool_size",
@@ -306,6 +307,9 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("body_timeout_seconds") {
         http.body_timeout_seconds = parse("body_timeout_seconds", v)?;
+    }
+    if let Some(v) = get("write_timeout_seconds") {
+        http.write_timeout_seconds = parse("write_timeout_seconds", v)?;
     }
     if let Some(v) = get("body_min_rate") {
         http.body_min_rate = parse("body_min_rate", v)?;

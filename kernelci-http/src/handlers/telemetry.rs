@@ -37,7 +37,8 @@ fn params_error(errs: &[ParamError]) -> ApiError {
     }
 }
 
-/// `POST /telemetry`: stores a JSON array of events, all or none; `{"inserted": n}`.
+/// `POST /telemetry`: stores a JSON array of events, all validated before any is
+/// written (see `Store::insert_telemetry` for large arrays); `{"inserted": n}`.
 ///
 /// 422 for malformed JSON (even without a token), a missing body, a body that is not
 /// an array or an element that is not an object; 401 without a valid token; 400
