@@ -126,6 +126,13 @@ pub struct HttpConfig {
     /// `body_min_rate` bytes received (a body that trickles in slower is cut off
     /// with 408).
     pub body_timeout_seconds: u64,
+    /// The longest a request body may take in any case (see `body_timeout_seconds`).
+    #[serde(default = "default_body_max_seconds")]
+    pub body_max_seconds: u64,
+    /// The bytes of request bodies the server holds at once, over all requests;
+    /// a body that would go past it gets 503 (default 1 GiB).
+    #[serde(default = "default_max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: usize,
     /// How long an answer's write may make no progress (the client reads nothing)
     /// before the connection is closed.
     #[serde(default = "default_write_timeout")]
@@ -180,6 +187,14 @@ fn default_max_connections_per_ip() -> usize {
     256
 }
 
+fn default_body_max_seconds() -> u64 {
+    300
+}
+
+fn default_max_inflight_body_bytes() -> usize {
+    1 << 30
+}
+
 fn default_write_timeout() -> u64 {
     30
 }
@@ -222,6 +237,8 @@ impl Default for HttpConfig {
             body_timeout_seconds: 20,
             body_min_rate: default_body_min_rate(),
             write_timeout_seconds: default_write_timeout(),
+            body_max_seconds: default_body_max_seconds(),
+            max_inflight_body_bytes: default_max_inflight_body_bytes(),
             shutdown_grace_seconds: default_shutdown_grace(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
@@ -279,10 +296,14 @@ impl HttpConfig {
             ("header_timeout_seconds", self.header_timeout_seconds),
             ("body_timeout_seconds", self.body_timeout_seconds),
             ("write_timeout_seconds", self.write_timeout_seconds),
+            ("body_max_seconds", self.body_max_seconds),
         ] {
             if v == 0 || v > 86_400 {
                 return Err(format!("{name} must be between 1 and 86400"));
             }
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err("max_inflight_body_bytes must be at least max_body_bytes".into());
         }
         if self.body_min_rate == 0 {
             return Err("body_min_rate must be positive".into());

@@ -28,6 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::util::Either;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
@@ -70,12 +72,18 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone)]
 pub struct ApiService {
     state: AppState,
+    /// The bytes of request bodies held at once, in KiB (see [`read_body`]).
+    bodies: Arc<Semaphore>,
 }
 
 impl ApiService {
     /// The API over `state`.
     pub fn new(state: AppState) -> Self {
-        ApiService { state }
+        let kib = (state.config().max_inflight_body_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        ApiService {
+            state,
+            bodies: Arc::new(Semaphore::new(kib)),
+        }
     }
 }
 
@@ -101,7 +109,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(state, req).await) })
+        let bodies = Arc::clone(&self.bodies);
+        Box::pin(async move { Ok(handle(state, bodies, req).await) })
     }
 }
 
@@ -194,7 +203,7 @@ pub fn api(state: AppState) -> Api {
         .service(ApiService::new(state))
 }
 
-async fn handle<B>(state: AppState, req: Request<B>) -> Resp
+async fn handle<B>(state: AppState, bodies: Arc<Semaphore>, req: Request<B>) -> Resp
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -209,7 +218,7 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let (resp, route) = answer(state, req).await;
+    let (resp, route) = answer(state, bodies, req).await;
     tracing::info!(
         %method,
         route = route.unwrap_or(path.as_str()),
@@ -221,7 +230,11 @@ where
     resp
 }
 
-async fn answer<B>(state: AppState, req: Request<B>) -> (Resp, Option<&'static str>)
+async fn answer<B>(
+    state: AppState,
+    bodies: Arc<Semaphore>,
+    req: Request<B>,
+) -> (Resp, Option<&'static str>)
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -261,7 +274,8 @@ where
     if let Some(r) = overlong_param(pattern.unwrap_or(""), &params) {
         return (r, pattern);
     }
-    let body = match read_body(&state, body).await {
+    // The body's share of the budget is held until the handler is done with it.
+    let (body, _held) = match read_body(&state, &bodies, body).await {
         Ok(b) => b,
         Err(r) => return (r, pattern),
     };
@@ -295,11 +309,18 @@ where
 
 /// Reads the whole body within `max_body_bytes` and the transfer-rate rule: the body
 /// must be complete `body_timeout_seconds` after the request started plus one second
-/// for every `body_min_rate` bytes received ([`crate::HttpConfig`]). So a client that
-/// stalls, or trickles, is cut off whatever length it announced, and a large upload
-/// at any reasonable speed is not. A refusal closes the connection (the rest of the
-/// body is never read).
-async fn read_body<B>(state: &AppState, body: B) -> Result<Bytes, Resp>
+/// for every `body_min_rate` bytes received, and within `body_max_seconds` in any
+/// case ([`crate::HttpConfig`]). So a client that stalls, or trickles, is cut off
+/// whatever length it announced, and a large upload at any reasonable speed is not.
+/// The bytes received count against `max_inflight_body_bytes`, shared by every
+/// request (`bodies`, in KiB): past it the request gets 503, so the bodies held at
+/// once never exceed it however many clients send them. A refusal closes the
+/// connection (the rest of the body is never read).
+async fn read_body<B>(
+    state: &AppState,
+    bodies: &Arc<Semaphore>,
+    body: B,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Resp>
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -314,18 +335,20 @@ where
     }
     let started = tokio::time::Instant::now();
     let grace = Duration::from_secs(config.body_timeout_seconds);
+    let cap = started + Duration::from_secs(config.body_max_seconds);
     let rate = config.body_min_rate.max(1) as f64;
     let mut body = std::pin::pin!(Limited::new(body, limit));
     let mut received = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         let earned = Duration::from_secs_f64(received.len() as f64 / rate);
-        let deadline = started + grace + earned;
+        let deadline = (started + grace + earned).min(cap);
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 let e = ApiError::detail(StatusCode::REQUEST_TIMEOUT, "Request body timed out");
                 return Err(closing(response::error(e)));
             }
-            Ok(None) => return Ok(received.freeze()),
+            Ok(None) => return Ok((received.freeze(), held)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(mut data) = frame.into_data() {
                     while bytes::Buf::has_remaining(&data) {
@@ -333,6 +356,26 @@ where
                         let n = chunk.len();
                         received.extend_from_slice(chunk);
                         bytes::Buf::advance(&mut data, n);
+                    }
+                }
+                // Whole KiB received so far, against those already held.
+                let want = received.len().div_ceil(1024);
+                let have = held.as_ref().map_or(0, |p| p.num_permits());
+                if want > have {
+                    let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+                    match Arc::clone(bodies).try_acquire_many_owned(more) {
+                        Ok(p) => match held.as_mut() {
+                            Some(h) => h.merge(p),
+                            None => held = Some(p),
+                        },
+                        Err(_) => {
+                            let e = ApiError::detail(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "Server busy: too many request bodies in progress",
+                            )
+                            .with_header("retry-after", "1");
+                            return Err(closing(response::error(e)));
+                        }
                     }
                 }
             }

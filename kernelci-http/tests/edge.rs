@@ -485,3 +485,87 @@ async fn a_client_that_stops_reading_gives_its_connection_back() {
         })
         .await;
 }
+
+/// Starts `POST /latest/node` with a declared length of `declared` and sends `sent`
+/// bytes of it.
+async fn partial_post(s: &TestServer, declared: usize, sent: usize) -> TcpStream {
+    let mut c = connect_from(Ipv4Addr::LOCALHOST, s.addr).await;
+    let head = format!(
+        "POST /latest/node HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {declared}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&vec![b' '; sent]).await.unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_at_once_are_bounded() {
+    Backend::Sled
+        .run(async {
+            let s = TestServer::start_with(HttpConfig {
+                max_body_bytes: 100_000,
+                max_inflight_body_bytes: 150_000,
+                ..HttpConfig::for_tests(SECRET)
+            })
+            .await;
+            let mut a = partial_post(&s, 100_000, 90_000).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A second body would take the bodies held past 150,000 bytes.
+            let mut b = partial_post(&s, 100_000, 90_000).await;
+            let answer = read_for(&mut b, PATIENCE).await;
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("too many request bodies"), "{answer}");
+            // The first completes (and is answered by its handler: a body of spaces
+            // is not JSON).
+            a.write_all(&vec![b' '; 10_000]).await.unwrap();
+            let answer = read_for(&mut a, Duration::from_secs(3)).await;
+            assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+            drop(a);
+            // Its share is given back: another large body is read.
+            let mut c = partial_post(&s, 100_000, 100_000).await;
+            let answer = read_for(&mut c, Duration::from_secs(3)).await;
+            assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+            s.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_may_not_last_longer_than_body_max_seconds() {
+    Backend::Sled
+        .run(async {
+            let s = TestServer::start_with(HttpConfig {
+                body_timeout_seconds: 1,
+                body_min_rate: 100,
+                body_max_seconds: 2,
+                ..HttpConfig::for_tests(SECRET)
+            })
+            .await;
+            // 1,000 bytes every 0.3 s: ten times the minimum rate, but never done.
+            let mut c = partial_post(&s, 1_000_000, 1_000).await;
+            let started = std::time::Instant::now();
+            let mut answer = String::new();
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if c.write_all(&[b' '; 1_000]).await.is_err() {
+                    break;
+                }
+                answer = read_for(&mut c, Duration::from_millis(1)).await;
+                if !answer.is_empty() {
+                    break;
+                }
+            }
+            if answer.is_empty() {
+                answer = read_for(&mut c, Duration::from_secs(2)).await;
+            }
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(
+                started.elapsed() < PATIENCE,
+                "cut off after {:?}",
+                started.elapsed()
+            );
+            s.stop().await;
+        })
+        .await;
+}

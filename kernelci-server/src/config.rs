@@ -116,6 +116,8 @@ pub const NAMES: &[&str] = &[
     "body_timeout_seconds",
     "body_min_rate",
     "write_timeout_seconds",
+    "body_max_seconds",
+    "max_inflight_body_bytes",
     "shutdown_grace_seconds",
     "database_url",
     "database_pool_size",
@@ -307,6 +309,12 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("body_timeout_seconds") {
         http.body_timeout_seconds = parse("body_timeout_seconds", v)?;
+    }
+    if let Some(v) = get("body_max_seconds") {
+        http.body_max_seconds = parse("body_max_seconds", v)?;
+    }
+    if let Some(v) = get("max_inflight_body_bytes") {
+        http.max_inflight_body_bytes = parse("max_inflight_body_bytes", v)?;
     }
     if let Some(v) = get("write_timeout_seconds") {
         http.write_timeout_seconds = parse("write_timeout_seconds", v)?;
