@@ -298,8 +298,8 @@ fn marker_chunks(v: &[u8]) -> Option<(u64, u32)> {
 /// leaves and rewrites a whole leaf at every split and every tenth change to it, so
 /// a 20 MB node made every write of a key sharing its leaf (the next nodes, the
 /// store's counters, the end of the event log) write 20 MB again: a hierarchy
-/// submission took 25 times as long after one such node. A value of [`SPILL_MIN`]
-/// bytes or more is written as 64 KiB chunks under their own keys (`0xFD` + key +
+/// submission took 25 times as long after one such node. A value of 64 KiB
+/// or more is written as 64 KiB chunks under their own keys (`0xFD` + key +
 /// chunk number), behind a fence of keys that are never written, and its key holds
 /// a 14-byte marker; the chunks, the marker and the removal of the chunks of the
 /// value it replaces are one batch. Reads put the value together again; scans
