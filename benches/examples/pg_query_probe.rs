@@ -8,9 +8,6 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Instant;
-
-use kernelci_core::store::Store;
 use kernelci_store::postgres::{PgConfig, PgStore};
 
 fn main() {
@@ -31,19 +28,7 @@ fn main() {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == &shape.name) {
             continue;
         }
-        let q = shape.parse().unwrap();
-        let mut times = Vec::new();
-        let mut len = 0;
-        for _ in 0..iters {
-            let t = Instant::now();
-            len = match shape.endpoint.as_str() {
-                "nodes" => rt.block_on(store.find_page(&q)).unwrap().total as usize,
-                "fast" => rt.block_on(store.find_nodes(&q)).unwrap().len(),
-                _ => rt.block_on(store.count_nodes(&q)).unwrap() as usize,
-            };
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
+        let (times, len) = kernelci_benches::time_shape(&rt, &store, &shape, iters).unwrap();
         println!(
             "{:<34} {:>8.3} ms (min {:.3})  ({len}: total, items or count)",
             shape.name,
@@ -51,7 +36,10 @@ fn main() {
             times[0]
         );
         if std::env::var_os("EXPLAIN").is_some() {
-            println!("{}", rt.block_on(store.explain(&q)).unwrap());
+            println!(
+                "{}",
+                rt.block_on(store.explain(&shape.parse().unwrap())).unwrap()
+            );
         }
     }
 }

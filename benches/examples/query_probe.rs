@@ -8,8 +8,6 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Instant;
-
 use kernelci_core::store::Store;
 use kernelci_store::{SledConfig, SledStore};
 
@@ -27,24 +25,12 @@ fn main() {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == &shape.name) {
             continue;
         }
-        let q = shape.parse().unwrap();
-        let mut times = Vec::new();
-        let mut len = 0;
         let iters: usize = std::env::var("ITERS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(25);
-        for _ in 0..iters {
-            // The API-equivalent call, as in the criterion benchmark.
-            let t = Instant::now();
-            len = match shape.endpoint.as_str() {
-                "nodes" => rt.block_on(store.find_page(&q)).unwrap().total as usize,
-                "fast" => rt.block_on(store.find_nodes(&q)).unwrap().len(),
-                _ => rt.block_on(store.count_nodes(&q)).unwrap() as usize,
-            };
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
+        // The API-equivalent call, as in the criterion benchmark.
+        let (times, len) = kernelci_benches::time_shape(&rt, &store, &shape, iters).unwrap();
         println!(
             "{:<34} {:>8.3} ms  ({len}: total, items or count)",
             shape.name,

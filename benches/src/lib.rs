@@ -144,3 +144,31 @@ pub fn shapes(n: usize, seed: u64) -> std::io::Result<Vec<Shape>> {
         })
         .collect())
 }
+
+/// Times `iters` API-equivalent calls of `shape` on `store` (`find_page` for
+/// `/nodes`, `find_nodes` for `/nodes/fast`, `count_nodes` for `/count`), each
+/// `block_on` of `rt`; returns the sorted times in milliseconds and the last
+/// call's total, item count or count.
+pub fn time_shape(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn kernelci_core::store::Store,
+    shape: &Shape,
+    iters: usize,
+) -> kernelci_core::Result<(Vec<f64>, usize)> {
+    let q = shape
+        .parse()
+        .map_err(|e| kernelci_core::Error::Invalid(e.to_string()))?;
+    let mut times = Vec::with_capacity(iters);
+    let mut len = 0;
+    for _ in 0..iters.max(1) {
+        let t = std::time::Instant::now();
+        len = match shape.endpoint.as_str() {
+            "nodes" => rt.block_on(store.find_page(&q))?.total as usize,
+            "fast" => rt.block_on(store.find_nodes(&q))?.len(),
+            _ => rt.block_on(store.count_nodes(&q))? as usize,
+        };
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times, len))
+}
