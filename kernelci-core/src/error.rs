@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::node::State;
 use crate::query::QueryError;
+pub use crate::validation::{FieldError, ValidationErrors};
 
 /// Everything that can go wrong in kernelci-core and in a [`crate::store::Store`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -72,120 +73,6 @@ impl fmt::Display for Denied {
             Denied::NotVerified | Denied::NotSuperuser => "Forbidden",
             Denied::NodeEdit => "Unauthorized to complete the operation",
         })
-    }
-}
-
-/// One schema violation: where (`loc`), what kind (`kind`, pydantic's error type
-/// names such as `missing`, `string_type`, `enum`), a sentence, and the input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    /// Path to the offending value, e.g. `["body", "state"]` or `["body", "path", 2]`.
-    pub loc: Vec<serde_json::Value>,
-    /// Machine-readable error type (pydantic's names).
-    pub kind: &'static str,
-    /// Human-readable message.
-    pub msg: String,
-    /// The offending input value (`null` when missing).
-    pub input: serde_json::Value,
-    /// pydantic's `ctx`: the rule's parameters (`{"expected": ...}` for an enum,
-    /// `{"max_length": n}` for a string too long); `None` when the type has none.
-    pub ctx: Option<serde_json::Value>,
-}
-
-/// A non-empty list of [`FieldError`]s.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ValidationErrors(pub Vec<FieldError>);
-
-impl ValidationErrors {
-    /// Adds one error.
-    pub fn push(
-        &mut self,
-        loc: Vec<serde_json::Value>,
-        kind: &'static str,
-        msg: impl Into<String>,
-        input: serde_json::Value,
-    ) {
-        self.0.push(FieldError {
-            loc,
-            kind,
-            msg: msg.into(),
-            input,
-            ctx: None,
-        });
-    }
-
-    /// Adds one error with pydantic's `ctx`.
-    pub fn push_ctx(
-        &mut self,
-        loc: Vec<serde_json::Value>,
-        kind: &'static str,
-        msg: impl Into<String>,
-        input: serde_json::Value,
-        ctx: serde_json::Value,
-    ) {
-        self.0.push(FieldError {
-            loc,
-            kind,
-            msg: msg.into(),
-            input,
-            ctx: Some(ctx),
-        });
-    }
-
-    /// True when nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Ok(())` when empty, else the errors as [`Error::Validation`].
-    pub fn into_result(self) -> Result<(), Error> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Validation(self))
-        }
-    }
-}
-
-impl ValidationErrors {
-    /// The pydantic-style text naming the model:
-    /// `1 validation error for Checkout\ndata.kernel_revision.url\n  Input should be...`.
-    pub fn describe(&self, model: &str) -> String {
-        let mut out = self.header();
-        out.push_str(" for ");
-        out.push_str(model);
-        self.append_items(&mut out);
-        out
-    }
-
-    fn header(&self) -> String {
-        let n = self.0.len();
-        format!("{n} validation error{}", if n == 1 { "" } else { "s" })
-    }
-
-    fn append_items(&self, out: &mut String) {
-        for e in &self.0 {
-            let loc: Vec<String> = e
-                .loc
-                .iter()
-                .map(|p| match p {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            out.push('\n');
-            out.push_str(&loc.join("."));
-            out.push_str("\n  ");
-            out.push_str(&e.msg);
-        }
-    }
-}
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = self.header();
-        self.append_items(&mut out);
-        f.write_str(&out)
     }
 }
 

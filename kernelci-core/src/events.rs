@@ -221,7 +221,7 @@ impl EventQuery {
                     .truncate_to_millis(),
             );
         }
-        let int = |v: &str| crate::node::kind::parse_python_int(v);
+        let int = |v: &str| crate::validation::text::python_int_text(v);
         // An empty value is no value, as the reference's `if limit:`.
         if let Some(v) = get("limit").filter(|v| !v.is_empty()) {
             // MongoDB's limit: 0 is no limit, a negative n is n.

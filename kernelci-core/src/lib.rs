@@ -85,6 +85,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod validation;
 
 #[cfg(feature = "arbitrary")]
 pub mod arbitrary;

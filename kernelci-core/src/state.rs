@@ -29,6 +29,7 @@ use crate::id::{IdGenerator, ObjectId};
 use crate::node::body::NodeBody;
 use crate::node::{kind, Node, NodePatch, NodeResult, State};
 use crate::time::Timestamp;
+use crate::validation::FieldError;
 
 /// Whether the state machine allows `from` → `to` (MODELS.md §5): states only move
 /// forward (running → available → closing → done), any forward jump is allowed, and
@@ -243,17 +244,12 @@ impl HierarchyBody {
             )));
         }
         let Value::Object(obj) = v else {
-            errs.push(
-                loc.to_vec(),
-                "model_attributes_type",
-                "Input should be a valid dictionary or object to extract fields from",
-                v.clone(),
-            );
+            errs.add(FieldError::model_attributes_type(loc.to_vec(), v.clone()));
             return Err(Error::Validation(errs));
         };
         let node_loc = at(loc, "node");
         let Some(node_json) = obj.get("node") else {
-            errs.push(node_loc, "missing", "Field required", v.clone());
+            errs.add(FieldError::missing(node_loc, v.clone()));
             return Err(Error::Validation(errs));
         };
         let node = NodeBody::from_json(node_json, &node_loc, now)?;
@@ -266,12 +262,7 @@ impl HierarchyBody {
                 .map(|(i, c)| Self::parse(c, &at(&child_loc, i), now, depth + 1, count))
                 .collect::<Result<_>>()?,
             Some(other) => {
-                errs.push(
-                    child_loc,
-                    "list_type",
-                    "Input should be a valid list",
-                    other.clone(),
-                );
+                errs.add(FieldError::list_type(child_loc, other.clone()));
                 return Err(Error::Validation(errs));
             }
         };

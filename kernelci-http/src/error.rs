@@ -10,6 +10,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use kernelci_core::error::{Denied, Error as CoreError};
+use kernelci_core::validation::{text, FieldError, ValidationErrors};
 
 /// A client-visible failure: status, JSON body, and extra headers.
 #[derive(Debug, Clone)]
@@ -47,20 +48,12 @@ impl ApiError {
         Self::detail(StatusCode::UNAUTHORIZED, "Unauthorized")
     }
 
-    /// 422 with a pydantic-style list of one error.
-    pub fn unprocessable(kind: &str, loc: Value, msg: &str, input: Value) -> Self {
+    /// 422 with FastAPI's list of validation errors (one [`FieldError`] or a
+    /// [`ValidationErrors`]).
+    pub fn invalid(errs: impl Into<ValidationErrors>) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({"detail": [{"type": kind, "loc": loc, "msg": msg, "input": input}]}),
-            headers: Vec::new(),
-        }
-    }
-
-    /// 422 with a pydantic-style list of one error that has a `ctx`.
-    pub fn unprocessable_ctx(kind: &str, loc: Value, msg: &str, input: Value, ctx: Value) -> Self {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({"detail": [{"type": kind, "loc": loc, "msg": msg, "input": input, "ctx": ctx}]}),
+            body: json!({ "detail": errs.into().to_json() }),
             headers: Vec::new(),
         }
     }
@@ -96,20 +89,7 @@ impl ApiError {
     pub fn from_core(e: CoreError) -> Self {
         match e {
             CoreError::NotFound(m) => Self::not_found(m),
-            CoreError::Validation(errs) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                body: json!({ "detail": errs.0.iter().map(|f| {
-                {
-                    let mut item =
-                        json!({"type": f.kind, "loc": f.loc, "msg": f.msg, "input": f.input});
-                    if let (Some(ctx), Some(m)) = (&f.ctx, item.as_object_mut()) {
-                        m.insert("ctx".into(), ctx.clone());
-                    }
-                    item
-                }
-                }).collect::<Vec<_>>() }),
-                headers: Vec::new(),
-            },
+            CoreError::Validation(errs) => Self::invalid(errs),
             e @ (CoreError::Invalid(_)
             | CoreError::BadQuery(_)
             | CoreError::InvalidTransition { .. }) => Self::bad_request(e.to_string()),
@@ -142,23 +122,19 @@ impl ApiError {
         if e.kind != QueryErrorKind::Pagination {
             return Self::from_core(CoreError::BadQuery(e));
         }
-        let input = req.query_last(&e.param).unwrap_or_default().to_owned();
-        let (kind, ctx) = if input.trim().parse::<i64>().is_ok() {
-            let ge = if e.param == "limit" { 1 } else { 0 };
-            ("greater_than_equal", json!({ "ge": ge }))
-        } else {
-            ("int_parsing", Value::Null)
+        let input = Value::from(req.query_last(&e.param).unwrap_or_default());
+        let loc = vec![Value::from("query"), Value::from(e.param.as_str())];
+        let item = match input.as_str().and_then(text::lax_int) {
+            Some(_) => {
+                let ge = if e.param == "limit" { 1 } else { 0 };
+                FieldError::greater_than_equal(loc, input, ge)
+            }
+            None => FieldError::int_parsing(loc, input),
         };
-        let mut item =
-            json!({"type": kind, "loc": ["query", e.param], "msg": e.reason, "input": input});
-        if let (false, Some(obj)) = (ctx.is_null(), item.as_object_mut()) {
-            obj.insert("ctx".into(), ctx);
-        }
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": [item] }),
-            headers: Vec::new(),
-        }
+        Self::invalid(FieldError {
+            msg: e.reason,
+            ..item
+        })
     }
 }
 
@@ -189,4 +165,16 @@ pub enum HttpError {
     /// The store failed at start or shutdown.
     #[error("store: {0}")]
     Store(#[from] CoreError),
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errs: ValidationErrors) -> Self {
+        Self::invalid(errs)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::invalid(e)
+    }
 }

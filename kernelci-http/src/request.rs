@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use kernelci_core::validation::{params, FieldError, ValidationErrors};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -101,12 +103,7 @@ impl Req {
     /// object, `list_type` for a list...) with the text as `input`.
     pub fn json(&self) -> ApiResult<Value> {
         if self.body.is_empty() {
-            return Err(ApiError::unprocessable(
-                "missing",
-                json!(["body"]),
-                "Field required",
-                Value::Null,
-            ));
+            return Err(body_missing());
         }
         if !self.has_json_type() {
             return Ok(Value::String(
@@ -120,12 +117,11 @@ impl Req {
             ));
         }
         if let Some((pos, literal)) = wide_integer(&self.body) {
-            return Err(ApiError::unprocessable(
-                "value_error",
-                json!(["body", pos]),
-                "Value error, integers must fit in 64 bits",
+            return Err(ApiError::invalid(FieldError::value_error(
+                vec!["body".into(), pos.into()],
+                "integers must fit in 64 bits",
                 Value::String(literal),
-            ));
+            )));
         }
         serde_json::from_slice(&self.body)
             .map_err(|e| json_invalid(byte_offset(&self.body, e.line(), e.column()), e.to_string()))
@@ -153,21 +149,22 @@ impl Req {
 /// The body of [`Req::json_opt`], required: 422 `missing` (loc `["body"]`) when there
 /// was none.
 pub fn require_body(body: Option<Value>) -> ApiResult<Value> {
-    body.ok_or_else(|| {
-        ApiError::unprocessable("missing", json!(["body"]), "Field required", Value::Null)
-    })
+    body.ok_or_else(body_missing)
+}
+
+/// 422 `missing` at `["body"]`: a required body was not sent.
+pub fn body_missing() -> ApiError {
+    ApiError::invalid(FieldError::missing(vec!["body".into()], Value::Null))
 }
 
 /// A body that must be an object: 422 `model_attributes_type` otherwise.
 pub fn into_object(body: Value) -> ApiResult<serde_json::Map<String, Value>> {
     match body {
         Value::Object(m) => Ok(m),
-        other => Err(ApiError::unprocessable(
-            "model_attributes_type",
-            json!(["body"]),
-            "Input should be a valid dictionary or object to extract fields from",
+        other => Err(ApiError::invalid(FieldError::model_attributes_type(
+            vec!["body".into()],
             other,
-        )),
+        ))),
     }
 }
 
@@ -186,33 +183,6 @@ impl Req {
     }
 }
 
-/// Required string fields of a form: 422 listing each missing one (loc
-/// `["body", name]`).
-pub fn form_fields<'a>(
-    pairs: &'a [(String, String)],
-    required: &[&str],
-) -> ApiResult<Vec<&'a str>> {
-    let mut found = Vec::new();
-    let mut missing = Vec::new();
-    for name in required {
-        match pairs.iter().rev().find(|(k, _)| k == name) {
-            Some((_, v)) => found.push(v.as_str()),
-            None => missing.push(
-                json!({"type": "missing", "loc": ["body", name], "msg": "Field required", "input": null}),
-            ),
-        }
-    }
-    if missing.is_empty() {
-        Ok(found)
-    } else {
-        Err(ApiError {
-            status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": missing }),
-            headers: Vec::new(),
-        })
-    }
-}
-
 /// How deeply request JSON may nest (arrays and objects), as MongoDB's limit for
 /// the reference's documents. Stored documents wrap request values in a few more
 /// levels (an event holds a node's `data` two levels down), and the store reads
@@ -223,17 +193,7 @@ pub const MAX_JSON_DEPTH: usize = 100;
 
 /// pydantic's `json_invalid` answer at byte `pos`.
 fn json_invalid(pos: usize, error: String) -> ApiError {
-    ApiError {
-        status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
-        body: json!({"detail": [{
-            "type": "json_invalid",
-            "loc": ["body", pos],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": {"error": error},
-        }]}),
-        headers: Vec::new(),
-    }
+    ApiError::invalid(FieldError::json_invalid(pos, error))
 }
 
 /// The byte position of the first `[` or `{` (outside strings) that opens level
@@ -269,50 +229,17 @@ fn too_deep(body: &[u8], max: usize) -> Option<usize> {
 /// 50, no maximum) and `offset` ≥ 0 (default 0), the last value of each winning;
 /// 422 with `loc: ["query", "limit" | "offset"]` otherwise.
 pub fn page_window(req: &Req) -> ApiResult<(u64, u64)> {
-    let mut errors = Vec::new();
-    let mut read = |key: &str, default: u64, min: u64| -> u64 {
-        let Some(raw) = req.query_last(key) else {
-            return default;
-        };
-        let t = raw.trim();
-        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(json!({
-                "type": "int_parsing", "loc": ["query", key],
-                "msg": "Input should be a valid integer, unable to parse string as an integer",
-                "input": raw,
-            }));
-            return default;
-        }
-        let negative = t.starts_with('-') && digits.bytes().any(|b| b != b'0');
-        // Integers are unbounded in the reference: very large ones saturate.
-        let value = if negative {
-            None
-        } else {
-            Some(digits.parse::<u64>().unwrap_or(u64::MAX))
-        };
-        match value {
-            Some(v) if v >= min => v,
-            _ => {
-                errors.push(json!({
-                    "type": "greater_than_equal", "loc": ["query", key],
-                    "msg": format!("Input should be greater than or equal to {min}"),
-                    "input": raw, "ctx": {"ge": min},
-                }));
-                default
-            }
-        }
-    };
-    let limit = read("limit", 50, 1);
-    let offset = read("offset", 0, 0);
-    if errors.is_empty() {
-        Ok((limit, offset))
-    } else {
-        Err(ApiError {
-            status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": errors }),
-            headers: Vec::new(),
-        })
+    let limit = params::uint_param(&req.query, "limit", 50, 1);
+    let offset = params::uint_param(&req.query, "offset", 0, 0);
+    match (limit, offset) {
+        (Ok(l), Ok(o)) => Ok((l, o)),
+        (l, o) => Err(ApiError::invalid(
+            [l.err(), o.err()]
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e.0)
+                .collect::<ValidationErrors>(),
+        )),
     }
 }
 

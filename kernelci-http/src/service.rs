@@ -48,6 +48,9 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
 };
 
+use kernelci_core::validation::value::too_long;
+use kernelci_core::validation::FieldError;
+
 use crate::error::ApiError;
 use crate::handlers;
 use crate::request::Req;
@@ -407,13 +410,13 @@ fn overlong_param(pattern: &str, params: &[String]) -> Option<Resp> {
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'));
     for (name, value) in names.zip(params) {
         let max = MAX_PATH_PARAM_CHARS;
-        if value.len() > max && value.chars().count() > max {
-            return Some(response::error(ApiError::unprocessable_ctx(
-                "string_too_long",
-                serde_json::json!(["path", name]),
-                &format!("String should have at most {max} characters"),
-                serde_json::Value::String(value.clone()),
-                serde_json::json!({ "max_length": max }),
+        if too_long(value, max) {
+            return Some(response::error(ApiError::invalid(
+                FieldError::string_too_long(
+                    vec!["path".into(), name.into()],
+                    serde_json::Value::String(value.clone()),
+                    max,
+                ),
             )));
         }
     }

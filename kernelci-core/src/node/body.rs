@@ -6,11 +6,12 @@
 
 use serde_json::{Map, Value};
 
-use super::check::{self, at, Loc};
+use super::check;
 use super::{Node, NodeResult, State, DEFAULT_TIMEOUT_SECS, MAX_NAME_CHARS};
 use crate::error::{Error, Result, ValidationErrors};
 use crate::id::ObjectId;
 use crate::time::Timestamp;
+use crate::validation::{at, value, FieldError, Loc};
 
 /// The wire names of the states, in order.
 const STATES: [&str; 4] = ["running", "available", "closing", "done"];
@@ -35,12 +36,10 @@ impl NodeBody {
     pub fn from_json(body: &Value, loc: &[Value], now: Timestamp) -> Result<Self> {
         let mut errs = ValidationErrors::default();
         let Value::Object(obj) = body else {
-            errs.push(
+            errs.add(FieldError::model_attributes_type(
                 loc.to_vec(),
-                "model_attributes_type",
-                "Input should be a valid dictionary or object to extract fields from",
                 body.clone(),
-            );
+            ));
             return Err(Error::Validation(errs));
         };
         let mut node = Node::new("node", "", now);
@@ -50,22 +49,22 @@ impl NodeBody {
         let l = |key: &str| at(loc, key);
 
         let id = field("id")
-            .and_then(|v| check::opt_object_id(e, l("id"), v))
+            .and_then(|v| value::opt_object_id(e, l("id"), v))
             .flatten();
         if let Some(v) = field("kind") {
-            node.kind = check::string(e, l("kind"), v).unwrap_or_default();
+            node.kind = value::string(e, l("kind"), v).unwrap_or_default();
         }
         match field("name") {
             Some(v) => {
                 node.name =
-                    check::bounded_string(e, l("name"), v, MAX_NAME_CHARS).unwrap_or_default()
+                    value::bounded_string(e, l("name"), v, MAX_NAME_CHARS).unwrap_or_default()
             }
             None => missing(e, l("name"), body),
         }
         match field("path") {
             Some(v) => {
                 node.path =
-                    check::bounded_string_list(e, l("path"), v, MAX_NAME_CHARS).unwrap_or_default()
+                    value::bounded_string_list(e, l("path"), v, MAX_NAME_CHARS).unwrap_or_default()
             }
             None => missing(e, l("path"), body),
         }
@@ -73,14 +72,14 @@ impl NodeBody {
             node.group = if v.is_null() {
                 None
             } else {
-                check::bounded_string(e, l("group"), v, MAX_NAME_CHARS)
+                value::bounded_string(e, l("group"), v, MAX_NAME_CHARS)
             };
         }
         if let Some(v) = field("parent") {
-            node.parent = check::opt_object_id(e, l("parent"), v).flatten();
+            node.parent = value::opt_object_id(e, l("parent"), v).flatten();
         }
         if let Some(v) = field("state") {
-            node.state = check::enum_str(e, l("state"), v, &STATES)
+            node.state = value::enum_str(e, l("state"), v, &STATES)
                 .and_then(State::parse)
                 .unwrap_or(State::Running);
         }
@@ -91,41 +90,41 @@ impl NodeBody {
             node.artifacts = check::artifacts(e, l("artifacts"), v).flatten();
         }
         if let Some(v) = field("data") {
-            node.data = check::opt_object(e, l("data"), v).flatten();
+            node.data = value::opt_object(e, l("data"), v).flatten();
         }
         if let Some(v) = field("debug") {
-            node.debug = check::opt_object(e, l("debug"), v).flatten();
+            node.debug = value::opt_object(e, l("debug"), v).flatten();
         }
         if let Some(v) = field("jobfilter") {
-            node.jobfilter = check::opt_string_list(e, l("jobfilter"), v).flatten();
+            node.jobfilter = value::opt_string_list(e, l("jobfilter"), v).flatten();
         }
         if let Some(v) = field("platform_filter") {
-            node.platform_filter = check::opt_string_list(e, l("platform_filter"), v).flatten();
+            node.platform_filter = value::opt_string_list(e, l("platform_filter"), v).flatten();
         }
         if let Some(v) = field("created") {
-            node.created = check::datetime(e, l("created"), v).unwrap_or(now);
+            node.created = value::datetime(e, l("created"), v).unwrap_or(now);
         }
         if let Some(v) = field("updated") {
-            node.updated = check::datetime(e, l("updated"), v).unwrap_or(now);
+            node.updated = value::datetime(e, l("updated"), v).unwrap_or(now);
         }
         if let Some(v) = field("timeout") {
-            node.timeout = check::datetime(e, l("timeout"), v)
+            node.timeout = value::datetime(e, l("timeout"), v)
                 .unwrap_or(now.plus_seconds(DEFAULT_TIMEOUT_SECS));
         }
         if let Some(v) = field("holdoff") {
-            node.holdoff = check::opt_datetime(e, l("holdoff"), v).flatten();
+            node.holdoff = value::opt_datetime(e, l("holdoff"), v).flatten();
         }
         if let Some(v) = field("owner") {
-            node.owner = check::opt_string(e, l("owner"), v).flatten();
+            node.owner = value::opt_string(e, l("owner"), v).flatten();
         }
         if let Some(v) = field("submitter") {
-            node.submitter = check::opt_string(e, l("submitter"), v).flatten();
+            node.submitter = value::opt_string(e, l("submitter"), v).flatten();
         }
         if let Some(v) = field("treeid") {
-            node.treeid = check::opt_string(e, l("treeid"), v).flatten();
+            node.treeid = value::opt_string(e, l("treeid"), v).flatten();
         }
         if let Some(v) = field("user_groups") {
-            if let Some(groups) = check::string_list(e, l("user_groups"), v) {
+            if let Some(groups) = value::string_list(e, l("user_groups"), v) {
                 if has_duplicates(&groups) {
                     e.push(
                         l("user_groups"),
@@ -139,10 +138,10 @@ impl NodeBody {
         }
         if let Some(v) = field("processed_by_kcidb_bridge") {
             node.processed_by_kcidb_bridge =
-                check::lax_bool(e, l("processed_by_kcidb_bridge"), v).unwrap_or(false);
+                value::lax_bool(e, l("processed_by_kcidb_bridge"), v).unwrap_or(false);
         }
         if let Some(v) = field("retry_counter") {
-            node.retry_counter = check::strict_int(e, l("retry_counter"), v).unwrap_or(0);
+            node.retry_counter = value::strict_int(e, l("retry_counter"), v).unwrap_or(0);
         }
         errs.into_result()?;
         Ok(Self { id, node })
@@ -150,7 +149,7 @@ impl NodeBody {
 }
 
 fn missing(errs: &mut ValidationErrors, loc: Loc, input: &Value) {
-    errs.push(loc, "missing", "Field required", input.clone());
+    errs.add(FieldError::missing(loc, input.clone()));
 }
 
 fn has_duplicates(items: &[String]) -> bool {
@@ -162,7 +161,7 @@ fn parse_result(errs: &mut ValidationErrors, loc: Loc, v: &Value) -> Option<Opti
     if v.is_null() {
         return Some(None);
     }
-    check::enum_str(errs, loc, v, &RESULTS)
+    value::enum_str(errs, loc, v, &RESULTS)
         .and_then(NodeResult::parse)
         .map(Some)
 }
@@ -216,12 +215,10 @@ impl NodePatch {
         let loc = [Value::from("body")];
         let mut errs = ValidationErrors::default();
         let Value::Object(obj) = body else {
-            errs.push(
+            errs.add(FieldError::model_attributes_type(
                 loc.to_vec(),
-                "model_attributes_type",
-                "Input should be a valid dictionary or object to extract fields from",
                 body.clone(),
-            );
+            ));
             return Err(Error::Validation(errs));
         };
         if !Self::KEYS.iter().any(|k| obj.contains_key(*k)) {
@@ -235,7 +232,7 @@ impl NodePatch {
             p.state = if v.is_null() {
                 Some(None)
             } else {
-                check::enum_str(e, l("state"), v, &STATES).map(State::parse)
+                value::enum_str(e, l("state"), v, &STATES).map(State::parse)
             };
         }
         if let Some(v) = obj.get("result") {
@@ -257,26 +254,26 @@ impl NodePatch {
                         .filter_map(|(k, u)| Some((k.clone(), u.as_str()?.to_owned())))
                         .collect()
                 }));
-            } else if let Some(m) = check::opt_object(e, l("artifacts"), v) {
+            } else if let Some(m) = value::opt_object(e, l("artifacts"), v) {
                 for (k, val) in m.iter().flatten() {
-                    check::string(e, at(&l("artifacts"), k.as_str()), val);
+                    value::string(e, at(&l("artifacts"), k.as_str()), val);
                 }
             }
         }
         if let Some(v) = obj.get("data") {
-            p.data = check::opt_object(e, l("data"), v);
+            p.data = value::opt_object(e, l("data"), v);
         }
         if let Some(v) = obj.get("debug") {
-            p.debug = check::opt_object(e, l("debug"), v);
+            p.debug = value::opt_object(e, l("debug"), v);
         }
         if let Some(v) = obj.get("jobfilter") {
-            p.jobfilter = check::opt_string_list(e, l("jobfilter"), v);
+            p.jobfilter = value::opt_string_list(e, l("jobfilter"), v);
         }
         if let Some(v) = obj.get("platform_filter") {
-            p.platform_filter = check::opt_string_list(e, l("platform_filter"), v);
+            p.platform_filter = value::opt_string_list(e, l("platform_filter"), v);
         }
         if let Some(v) = obj.get("timeout") {
-            match check::opt_datetime(e, l("timeout"), v) {
+            match value::opt_datetime(e, l("timeout"), v) {
                 Some(Some(t)) => p.timeout = Some(t),
                 Some(None) => kind_errs.push(
                     vec!["timeout".into()],
@@ -288,10 +285,10 @@ impl NodePatch {
             }
         }
         if let Some(v) = obj.get("holdoff") {
-            p.holdoff = check::opt_datetime(e, l("holdoff"), v);
+            p.holdoff = value::opt_datetime(e, l("holdoff"), v);
         }
         if let Some(v) = obj.get("processed_by_kcidb_bridge") {
-            match check::opt_lax_bool(e, l("processed_by_kcidb_bridge"), v) {
+            match value::opt_lax_bool(e, l("processed_by_kcidb_bridge"), v) {
                 Some(Some(b)) => p.processed_by_kcidb_bridge = Some(b),
                 Some(None) => kind_errs.push(
                     vec!["processed_by_kcidb_bridge".into()],

@@ -10,9 +10,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::check::{self, at, Loc};
+use super::check;
 use super::Node;
 use crate::error::{Error, Result, ValidationErrors};
+use crate::validation::{at, value, FieldError, Loc};
 
 /// The node kinds the API accepts on writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,40 +364,40 @@ fn check_value(errs: &mut ValidationErrors, loc: Loc, v: &Value, f: &Field) {
     }
     match f.ty {
         Ty::Str => {
-            check::string(errs, loc, v);
+            value::string(errs, loc, v);
         }
         Ty::Url => {
             check::any_url(errs, loc, v);
         }
         Ty::StrList => {
-            check::string_list(errs, loc, v);
+            value::string_list(errs, loc, v);
         }
         Ty::ObjectId => {
-            check::object_id(errs, loc, v);
+            value::object_id(errs, loc, v);
         }
         Ty::ObjectIdList => {
             if let Value::Array(items) = v {
                 for (i, item) in items.iter().enumerate() {
-                    check::object_id(errs, at(&loc, i), item);
+                    value::object_id(errs, at(&loc, i), item);
                 }
             } else {
-                errs.push(loc, "list_type", "Input should be a valid list", v.clone());
+                errs.add(FieldError::list_type(loc, v.clone()));
             }
         }
         Ty::ErrorCode => {
-            check::enum_str(errs, loc, v, &ERROR_CODES);
+            value::enum_str(errs, loc, v, &ERROR_CODES);
         }
         Ty::CheckoutErrorCode => {
-            check::enum_str(errs, loc, v, &CHECKOUT_ERROR_CODES);
+            value::enum_str(errs, loc, v, &CHECKOUT_ERROR_CODES);
         }
         Ty::Bool => {
-            check::lax_bool(errs, loc, v);
+            value::lax_bool(errs, loc, v);
         }
         Ty::Object => {
-            check::object(errs, loc, v);
+            value::object(errs, loc, v);
         }
         Ty::StrictInt => {
-            check::strict_int(errs, loc, v);
+            value::strict_int(errs, loc, v);
         }
         Ty::Revision | Ty::Version => {
             let model = if matches!(f.ty, Ty::Revision) {
@@ -452,7 +453,7 @@ fn normalise_object(obj: &Map<String, Value>, model: &[Field]) -> Map<String, Va
                 }
                 (Some(v @ (Value::String(_) | Value::Number(_))), Ty::Bool) => {
                     let mut ignored = ValidationErrors::default();
-                    check::lax_bool(&mut ignored, Vec::new(), v)
+                    value::lax_bool(&mut ignored, Vec::new(), v)
                         .map_or_else(|| v.clone(), Value::Bool)
                 }
                 (Some(Value::String(s)), Ty::ObjectId) => Value::String(s.to_ascii_lowercase()),
@@ -494,7 +495,7 @@ pub fn coerce_kernel_version(data: &mut Map<String, Value>) -> Result<()> {
     for key in ["version", "patchlevel", "sublevel"] {
         if let Some(v) = version.get_mut(key) {
             if truthy(v) {
-                *v = Value::from(python_int(v)?);
+                *v = Value::from(crate::validation::text::python_int(v)?);
             }
         }
     }
@@ -510,55 +511,6 @@ fn truthy(v: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
-}
-
-/// Python's `int(v)` for JSON values.
-pub(crate) fn python_int(v: &Value) -> Result<i64> {
-    let type_name = match v {
-        Value::Bool(b) => return Ok(i64::from(*b)),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                return Ok(i);
-            }
-            return match n.as_f64() {
-                Some(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(f.trunc() as i64),
-                _ => Err(Error::Invalid(format!(
-                    "cannot convert float {n} to integer"
-                ))),
-            };
-        }
-        Value::String(s) => return parse_python_int(s),
-        Value::Null => "NoneType",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    };
-    Err(Error::Invalid(format!(
-        "int() argument must be a string, a bytes-like object or a real number, not '{type_name}'"
-    )))
-}
-
-/// Python's `int(str)`: optional surrounding whitespace and sign, decimal digits with
-/// single underscores between them.
-pub(crate) fn parse_python_int(s: &str) -> Result<i64> {
-    let err = || Error::Invalid(format!("invalid literal for int() with base 10: '{s}'"));
-    let t = s.trim();
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|c| c.is_ascii_digit() || c == b'_')
-    {
-        return Err(err());
-    }
-    let clean: String = digits.chars().filter(|c| *c != '_').collect();
-    let magnitude: i128 = clean.parse().map_err(|_| err())?;
-    let value = if neg { -magnitude } else { magnitude };
-    i64::try_from(value).map_err(|_| Error::Invalid(format!("integer out of range: '{s}'")))
 }
 
 #[cfg(test)]
@@ -727,22 +679,5 @@ mod tests {
             untouched,
             json!({"kernel_revision": {"version": {}}, "x": "6"})
         );
-    }
-
-    #[test]
-    fn python_int_rules() {
-        assert_eq!(parse_python_int(" -1_000 ").unwrap(), -1000);
-        assert_eq!(parse_python_int("+7").unwrap(), 7);
-        for bad in [
-            "",
-            "1.0",
-            "1__0",
-            "_1",
-            "0x10",
-            "--1",
-            "99999999999999999999999",
-        ] {
-            assert!(parse_python_int(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -76,8 +76,8 @@ pub use field::{FieldPath, Root};
 pub use value::QValue;
 
 use crate::id::ObjectId;
-use crate::node::kind::parse_python_int;
 use crate::time::parse_query_datetime;
+use crate::validation::text::python_int_text;
 
 /// Longest accepted query, in bytes of keys and values.
 pub const MAX_QUERY_LEN: usize = 16 * 1024;
@@ -444,13 +444,15 @@ impl Query {
 }
 
 fn page_int(key: &str, value: &str, min: u64) -> Result<u64, QueryError> {
-    match value.trim().parse::<i64>() {
-        Ok(n) if n >= 0 && n as u64 >= min => Ok(n as u64),
-        Ok(_) => Err(QueryError::pagination(
+    // pydantic's integer text; values beyond u64 saturate, as FastAPI's unbounded
+    // integers would be cut by any store.
+    match crate::validation::text::lax_int(value) {
+        Some(n) if n >= i128::from(min) => Ok(u64::try_from(n).unwrap_or(u64::MAX)),
+        Some(_) => Err(QueryError::pagination(
             key,
             format!("Input should be greater than or equal to {min}"),
         )),
-        Err(_) => Err(QueryError::pagination(
+        None => Err(QueryError::pagination(
             key,
             "Input should be a valid integer, unable to parse string as an integer",
         )),
@@ -458,7 +460,7 @@ fn page_int(key: &str, value: &str, min: u64) -> Result<u64, QueryError> {
 }
 
 fn fast_int(key: &str, value: &str) -> Result<i64, QueryError> {
-    parse_python_int(value).map_err(|e| QueryError::malformed(key, e.to_string()))
+    python_int_text(value).map_err(|e| QueryError::malformed(key, e.to_string()))
 }
 
 /// A `/nodes/fast` limit with MongoDB's meaning: 0 is no limit, a negative `n` is `n`.
@@ -586,7 +588,7 @@ impl FieldBuilder {
                     let v = value.as_deref().ok_or_else(|| {
                         QueryError::malformed(key, format!("'{key}' needs an integer, not null"))
                     })?;
-                    let n = parse_python_int(v)
+                    let n = python_int_text(v)
                         .map_err(|e| QueryError::malformed(key, e.to_string()))?;
                     conds.push(Cond::Eq(QValue::Int(n)));
                 } else {
@@ -746,7 +748,7 @@ fn datetime(key: &str, s: &str) -> Result<QValue, QueryError> {
 }
 
 fn int(key: &str, s: &str) -> Result<QValue, QueryError> {
-    parse_python_int(s)
+    python_int_text(s)
         .map(QValue::Int)
         .map_err(|e| QueryError::malformed(key, e.to_string()))
 }

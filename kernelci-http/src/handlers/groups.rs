@@ -17,7 +17,9 @@ use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
-use super::users::Fields;
+use kernelci_core::validation::Fields;
+
+use super::users::MAX_GROUP_NAME_CHARS;
 use crate::request::page_window;
 
 /// The users that receive [`NODE_EDIT_ANY`] at start-up (the reference's legacy
@@ -77,8 +79,8 @@ pub async fn create_group(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
     state.require_user(req, Operation::CreateGroup).await?;
     let body = require_body(body)?;
-    let mut fields = Fields::new(body)?;
-    let name = fields.required_str("name");
+    let mut fields = Fields::body(body)?;
+    let name = fields.required_str("name", MAX_GROUP_NAME_CHARS);
     fields.finish()?;
     let name = name.unwrap_or_default();
     let exists = || ApiError::bad_request(format!("User group already exists with name: {name}"));

@@ -16,6 +16,7 @@
 use serde_json::{json, Value};
 
 use kernelci_core::auth::Operation;
+use kernelci_core::validation::FieldError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::Req;
@@ -51,20 +52,18 @@ pub async fn kv_set(state: &AppState, req: &Req) -> ApiResult<Resp> {
         Body::Empty | Body::Json(Value::Null) => None,
         Body::Json(Value::String(s)) => Some(s),
         Body::Json(other) => {
-            return Err(ApiError::unprocessable(
-                "string_type",
-                json!(["body"]),
-                "Input should be a valid string",
+            return Err(ApiError::invalid(FieldError::string_type(
+                vec!["body".into()],
                 other,
-            ))
+            )))
         }
         Body::Raw => Some(String::from_utf8(req.body.to_vec()).map_err(|e| {
-            ApiError::unprocessable(
+            ApiError::invalid(FieldError::new(
+                vec!["body".into()],
                 "string_unicode",
-                json!(["body"]),
                 "Input should be a valid string, unable to parse raw data as a unicode string",
                 Value::String(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            )
+            ))
         })?),
     };
     let (ns, key) = (req.param(0), req.param(1));

@@ -36,10 +36,12 @@ use kernelci_core::query::{Mode, Query};
 use kernelci_core::state::{self, HierarchyBody};
 use kernelci_core::store::{node_not_found, FieldSet, Store, Version};
 use kernelci_core::time::Timestamp;
+use kernelci_core::validation::value::string_list;
+use kernelci_core::validation::Fields;
 use kernelci_core::Error as CoreError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::request::{into_object, require_body, Req};
+use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
@@ -329,72 +331,16 @@ pub async fn patch_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     .await
 }
 
-fn missing(field: &str) -> Value {
-    json!({"type": "missing", "loc": ["body", field], "msg": "Field required", "input": null})
-}
-
-fn wrong_type(field: &str, kind: &str, msg: &str, input: &Value) -> Value {
-    json!({"type": kind, "loc": ["body", field], "msg": msg, "input": input})
-}
-
 /// `PUT /batch/nodeset`: sets `processed_by_kcidb_bridge` on the nodes the caller may
 /// edit (others are skipped silently); a bare count. No events.
 pub async fn batch_nodeset(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
     let (principal, _) = state.require_user(req, Operation::BatchNodeset).await?;
-    let body = into_object(require_body(body)?)?;
-    let mut errors = Vec::new();
-    let nodes = match body.get("nodes") {
-        None => {
-            errors.push(missing("nodes"));
-            Vec::new()
-        }
-        Some(Value::Array(a)) => {
-            let mut ids = Vec::new();
-            for (i, v) in a.iter().enumerate() {
-                match v.as_str() {
-                    Some(s) => ids.push(s.to_owned()),
-                    None => errors.push(json!({"type": "string_type", "loc": ["body", "nodes", i],
-                        "msg": "Input should be a valid string", "input": v})),
-                }
-            }
-            ids
-        }
-        Some(other) => {
-            errors.push(wrong_type(
-                "nodes",
-                "list_type",
-                "Input should be a valid list",
-                other,
-            ));
-            Vec::new()
-        }
-    };
-    let mut text = |name: &str| match body.get(name) {
-        None => {
-            errors.push(missing(name));
-            String::new()
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            errors.push(wrong_type(
-                name,
-                "string_type",
-                "Input should be a valid string",
-                other,
-            ));
-            String::new()
-        }
-    };
-    let field = text("field");
-    let value = text("value");
-    if !errors.is_empty() {
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": errors }),
-            headers: Vec::new(),
-        });
-    }
+    let mut f = Fields::body(require_body(body)?)?;
+    let nodes = f.required("nodes", string_list).unwrap_or_default();
+    let field = f.required_str("field", usize::MAX).unwrap_or_default();
+    let value = f.required_str("value", usize::MAX).unwrap_or_default();
+    f.finish()?;
     let mut permitted = Vec::new();
     let mut checked = None;
     let mut failure = None;

@@ -22,12 +22,13 @@ use kernelci_core::auth::Operation;
 use kernelci_core::events::NewEvent;
 use kernelci_core::id::ObjectId;
 use kernelci_core::time::Timestamp;
+use kernelci_core::validation::{body_loc, params, value, FieldError, Fields};
 
 use crate::error::{ApiError, ApiResult};
 use crate::pubsub::envelope::{Envelope, DEFAULT_TYPE};
-use crate::pubsub::wire::{self, Fields, Style};
+use crate::pubsub::wire::{self, Style};
 use crate::pubsub::PubSubError;
-use crate::request::Req;
+use crate::request::{require_body, Req};
 use crate::response::{self, Resp};
 use crate::state::AppState;
 
@@ -57,101 +58,16 @@ fn ordered(pairs: &[(&str, Value)]) -> Resp {
     response::ok_raw(out.into_bytes())
 }
 
-/// One pydantic-style validation error.
-fn field_error(kind: &str, loc: Value, msg: &str, input: &Value) -> Value {
-    json!({"type": kind, "loc": loc, "msg": msg, "input": input})
-}
-
-/// 422 with a list of validation errors.
-fn invalid(errors: Vec<Value>) -> ApiError {
-    ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        body: json!({ "detail": errors }),
-        headers: Vec::new(),
-    }
-}
-
-/// The JSON body, `None` when empty; 422 `json_invalid` when it does not parse
-/// (checked before authentication, as FastAPI does).
-fn body_json(req: &Req) -> ApiResult<Option<Value>> {
-    if req.body.is_empty() {
-        Ok(None)
-    } else {
-        req.json().map(Some)
-    }
-}
-
-/// 422 for a missing body.
-fn body_missing() -> ApiError {
-    invalid(vec![field_error(
-        "missing",
-        json!(["body"]),
-        "Field required",
-        &Value::Null,
-    )])
-}
-
-/// A boolean query value as pydantic reads it (case-insensitive `true/false`,
-/// `1/0`, `yes/no`, `on/off`, `t/f`, `y/n`); 422 `bool_parsing` otherwise.
+/// A boolean query value as pydantic reads it; 422 `bool_parsing` otherwise.
 pub(crate) fn query_bool(name: &str, raw: &str) -> ApiResult<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
-        "0" | "off" | "f" | "false" | "n" | "no" => Ok(false),
-        _ => Err(invalid(vec![field_error(
-            "bool_parsing",
-            json!(["query", name]),
-            "Input should be a valid boolean, unable to interpret input",
-            &json!(raw),
-        )])),
-    }
-}
-
-/// The decimal text of an integer as pydantic accepts it in a path (surrounding
-/// blanks, a sign, `_` between digits, a `.0` fraction), normalised as Python's
-/// `str(int)`; `None` when it is not an integer.
-fn integer_text(raw: &str) -> Option<String> {
-    let s = raw.trim();
-    let (negative, s) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let s = match s.split_once('.') {
-        Some((int, frac)) if frac.bytes().all(|b| b == b'0') => int,
-        Some(_) => return None,
-        None => s,
-    };
-    let ok_digits = !s.is_empty()
-        && !s.starts_with('_')
-        && !s.ends_with('_')
-        && !s.contains("__")
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'_');
-    if !ok_digits {
-        return None;
-    }
-    let digits: String = s.chars().filter(|c| *c != '_').collect();
-    let digits = digits.trim_start_matches('0');
-    Some(match (digits.is_empty(), negative) {
-        (true, _) => "0".to_owned(),
-        (false, true) => format!("-{digits}"),
-        (false, false) => digits.to_owned(),
-    })
+    Ok(params::bool_param(name, raw)?)
 }
 
 /// The `sub_id` path parameter: 422 `int_parsing` when it is not an integer, 404
 /// when it is one no subscription can have.
 fn sub_id(req: &Req) -> ApiResult<u64> {
-    let raw = req.param(0);
-    let Some(text) = integer_text(raw) else {
-        return Err(invalid(vec![field_error(
-            "int_parsing",
-            json!(["path", "sub_id"]),
-            "Input should be a valid integer, unable to parse string as an integer",
-            &json!(raw),
-        )]));
-    };
-    text.parse::<u64>()
-        .map_err(|_| PubSubError::NotFound(text).into())
+    let id = params::path_int("sub_id", req.param(0))?;
+    u64::try_from(id).map_err(|_| PubSubError::NotFound(id.to_string()).into())
 }
 
 /// POST `/subscribe/{channel}` (user): query `promisc` (boolean) and
@@ -215,79 +131,31 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// An optional string field of a body: `None` when absent or null.
-fn optional_str<'a>(
-    body: &'a serde_json::Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<Value>,
-) -> Option<&'a str> {
-    match body.get(name) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            errors.push(field_error(
-                "string_type",
-                json!(["body", name]),
-                "Input should be a valid string",
-                other,
-            ));
-            None
-        }
-    }
-}
-
 /// POST `/publish/{channel}` (user): body `{"data"?, "type"?, "source"?,
 /// "attributes"?}`. The event is stored in the event log (channel, owner = caller,
 /// data) and broadcast with `type` (default `api.kernelci.org` when missing or
 /// empty), `source` (default `CLOUD_EVENTS_SOURCE`), `owner` and the `attributes`
 /// not already set. 200 `null`.
 pub async fn publish(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = body_json(req)?;
+    let body = req.json_opt()?;
     let (caller, _) = state.require_user(req, Operation::Publish).await?;
-    let body = match body {
-        None => return Err(body_missing()),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(invalid(vec![field_error(
-                "model_attributes_type",
-                json!(["body"]),
-                "Input should be a valid dictionary or object to extract fields from",
-                &other,
-            )]))
-        }
-    };
-    let mut errors = Vec::new();
-    let data = body.get("data").cloned();
+    let mut f = Fields::body(require_body(body)?)?;
+    let data = f.get("data").cloned();
     if let Some(d) = data.as_ref().filter(|d| !truthy(d)) {
-        let mut e = field_error(
-            "value_error",
-            json!(["body", "data"]),
-            "Value error, None is not allowed as event payload",
-            d,
-        );
-        e["ctx"] = json!({"error": {}});
-        errors.push(e);
+        let reason = "None is not allowed as event payload";
+        let e = FieldError::value_error(f.loc("data"), reason, d.clone());
+        f.error(e.with_ctx(json!({"error": {}})));
     }
-    let type_ = optional_str(&body, "type", &mut errors);
-    let source = optional_str(&body, "source", &mut errors);
-    let extra = match body.get("attributes") {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(other) => {
-            errors.push(field_error(
-                "dict_type",
-                json!(["body", "attributes"]),
-                "Input should be a valid dictionary",
-                other,
-            ));
-            serde_json::Map::new()
-        }
-    };
-    if !errors.is_empty() {
-        return Err(invalid(errors));
-    }
-    let type_ = type_.filter(|t| !t.is_empty()).unwrap_or(DEFAULT_TYPE);
+    let type_ = f.optional_str("type", usize::MAX);
+    let source = f.optional_str("source", usize::MAX);
+    let extra = f.optional("attributes", value::object).unwrap_or_default();
+    f.finish()?;
+    let type_ = type_
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .unwrap_or(DEFAULT_TYPE);
     let source = source
+        .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or(state.broker().source());
     let mut attributes = serde_json::Map::new();
@@ -315,26 +183,16 @@ pub async fn publish(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// no other key (otherwise missing ones are `null`, as in the reference). The
 /// envelope is appended to the durable queue. 200 `null`.
 pub async fn push(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let body = body_json(req)?;
+    let body = req.json_opt()?;
     state.require_user(req, Operation::Push).await?;
-    let value = body.ok_or_else(body_missing)?;
+    let value = require_body(body)?;
     if !value.is_object() {
-        return Err(invalid(vec![field_error(
-            "dict_type",
-            json!(["body"]),
-            "Input should be a valid dictionary",
-            &value,
-        )]));
+        return Err(FieldError::dict_type(vec!["body".into()], value).into());
     }
     // Read again keeping the key order (the attributes' order in the envelope).
-    let mut fields: Fields = wire::parse_fields(&req.body).map_err(ApiError::internal)?;
+    let mut fields: wire::Fields = wire::parse_fields(&req.body).map_err(ApiError::internal)?;
     let Some(data) = fields.remove("data") else {
-        return Err(invalid(vec![field_error(
-            "missing",
-            json!(["body", "data"]),
-            "Field required",
-            &value,
-        )]));
+        return Err(FieldError::missing(body_loc("data"), value).into());
     };
     let broker = state.broker();
     let envelope = if fields.0.is_empty() {
@@ -419,7 +277,8 @@ mod tests {
             ("0x10", None),
             ("-", None),
         ] {
-            assert_eq!(integer_text(raw).as_deref(), want, "{raw:?}");
+            let got = params::path_int("sub_id", raw).ok().map(|i| i.to_string());
+            assert_eq!(got.as_deref(), want, "{raw:?}");
         }
     }
 

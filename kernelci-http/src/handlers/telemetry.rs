@@ -11,31 +11,20 @@
 //! `min_total`, `scope`) are checked first, all of them, as FastAPI's 422 list with
 //! `loc: ["query", <name>]`; then the handler's checks (400).
 
-use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use kernelci_core::auth::Operation;
 use kernelci_core::exact::ExactFilter;
 use kernelci_core::telemetry::{
-    anomalies, parse_batch, stats, AnomalyQuery, ParamError, Rejection, StatsQuery, TelemetryEvent,
-    TelemetryQuery,
+    anomalies, parse_batch, stats, AnomalyQuery, StatsQuery, TelemetryEvent, TelemetryQuery,
 };
 use kernelci_core::time::Timestamp;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::handlers::nodes::offload;
-use crate::request::Req;
+use crate::request::{body_missing, Req};
 use crate::response::{ok, Resp};
 use crate::state::AppState;
-
-/// The 422 answer for refused query parameters.
-fn params_error(errs: &[ParamError]) -> ApiError {
-    ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        body: json!({ "detail": errs.iter().map(ParamError::to_json).collect::<Vec<_>>() }),
-        headers: Vec::new(),
-    }
-}
 
 /// `POST /telemetry`: stores a JSON array of events, all validated before any is
 /// written (see `Store::insert_telemetry` for large arrays); `{"inserted": n}`.
@@ -51,9 +40,7 @@ pub async fn post_telemetry(state: &AppState, req: &Req) -> ApiResult<Resp> {
         Some(req.json()?)
     };
     state.require_user(req, Operation::PostTelemetry).await?;
-    let body = body.ok_or_else(|| {
-        ApiError::unprocessable("missing", json!(["body"]), "Field required", Value::Null)
-    })?;
+    let body = body.ok_or_else(body_missing)?;
     let events = parse_batch(&body, Timestamp::now())?;
     state.store().insert_telemetry(&events).await?;
     Ok(ok(&json!({ "inserted": events.len() })))
@@ -91,10 +78,7 @@ pub async fn telemetry_stats(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `GET /telemetry/anomalies`: the report over the window ending now
 /// ([`kernelci_core::telemetry::anomalies`]); only the window's events are read.
 pub async fn telemetry_anomalies(state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let query = AnomalyQuery::parse(&req.query).map_err(|r| match r {
-        Rejection::Params(errs) => params_error(&errs),
-        Rejection::Invalid(e) => ApiError::from_core(e),
-    })?;
+    let query = AnomalyQuery::parse(&req.query)?;
     let now = Timestamp::now();
     let since = query.since(now).truncate_to_millis();
     let events = offload(state, move |s| {
