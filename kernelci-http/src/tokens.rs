@@ -25,29 +25,7 @@ struct AccessClaims {
 /// integer, a float (truncated), a boolean, or a string of an integer; `None` for
 /// anything else (text, `null`, objects), which both libraries refuse.
 pub fn python_int(v: &serde_json::Value) -> Option<i64> {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && f.abs() < 9.2e18)
-                .map(|f| f.trunc() as i64)
-        }),
-        Value::Bool(b) => Some(i64::from(*b)),
-        Value::String(s) => {
-            let t = s.trim();
-            // Digits, single underscores between them only.
-            let body = t.strip_prefix(['+', '-']).unwrap_or(t);
-            if body.is_empty()
-                || !body
-                    .split('_')
-                    .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-            {
-                return None;
-            }
-            t.replace('_', "").parse().ok()
-        }
-        _ => None,
-    }
+    kernelci_core::validation::text::python_int(v).ok()
 }
 
 /// PyJWT's `iat` rule for access tokens: when present, an integer ([`python_int`])
