@@ -494,6 +494,15 @@ pub trait Store: Send + Sync + 'static {
     /// belongs to another user.
     async fn update_user(&self, user: &User) -> Result<()>;
 
+    /// Replaces the user `expected.id` with `user` only if the stored record still
+    /// equals `expected` (compare-and-swap, atomic against every other user write of
+    /// every server sharing the store): `Ok(false)` and nothing written when it
+    /// changed meanwhile. `NotFound` if absent, `Conflict` if the new username or
+    /// e-mail belongs to another user. Read-modify-write paths use this, so that a
+    /// slow step between the read and the write (hashing a password) cannot undo a
+    /// concurrent change (a deactivation, a demotion).
+    async fn replace_user(&self, expected: &User, user: &User) -> Result<bool>;
+
     /// Deletes a user; `false` if it did not exist.
     async fn delete_user(&self, id: ObjectId) -> Result<bool>;
 

@@ -8,6 +8,10 @@ mod common;
 use common::{every_backend, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
+use std::time::Duration;
+
+use kernelci_http::config::PasswordCost;
+use kernelci_http::HttpConfig;
 
 /// Content types FastAPI does not read as JSON.
 const NOT_JSON: &[&str] = &[
@@ -591,4 +595,47 @@ async fn queries_on_sub_documents_do_not_depend_on_key_order() {
         }
     }
     s.stop().await;
+}
+
+every_backend!(a_slow_password_change_does_not_undo_a_deactivation);
+/// Review finding: `PATCH /user/me` with a password read the user, hashed (slow),
+/// then wrote the whole record back, undoing a deactivation an administrator made
+/// meanwhile. Writes now go over the record they were applied to (compare-and-swap).
+async fn a_slow_password_change_does_not_undo_a_deactivation() {
+    let mut config = HttpConfig::for_tests(common::SECRET);
+    // About a second per hash on these machines: the administrator's change lands
+    // while the user's request is hashing.
+    config.password_cost = PasswordCost {
+        memory_kib: 262_144,
+        iterations: 4,
+        parallelism: 1,
+    };
+    let s = std::sync::Arc::new(TestServer::start_with(config).await);
+    let (_, root) = s.user("root", true, true, &[]).await;
+    let (bob, bob_token) = s.user("bob", false, true, &[]).await;
+    let slow = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let body = json!({"password": "a-new-secret", "email": "robert@example.org"});
+            s.patch("/latest/user/me", Some(&bob_token), &body).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s
+        .patch(
+            &format!("/latest/user/{}", bob.id),
+            Some(&root),
+            &json!({"is_active": false, "is_superuser": false}),
+        )
+        .await;
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let r = slow.await.unwrap();
+    assert_eq!(r.code(), 200, "{}", r.text());
+    let stored = s.store.get_user(bob.id).await.unwrap().unwrap();
+    assert!(!stored.is_active, "the deactivation was undone: {stored:?}");
+    assert_eq!(
+        stored.email, "robert@example.org",
+        "the user's own change is kept"
+    );
+    assert!(!stored.hashed_password.is_empty(), "and the new password");
 }

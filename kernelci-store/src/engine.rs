@@ -680,10 +680,19 @@ impl<K: Kv> Engine<K> {
     }
 
     pub(crate) fn update_user(&self, u: &User) -> Res<()> {
+        self.write_user(u, None).map(|_| ())
+    }
+
+    /// Writes `u` if the stored user equals `expected` (when given): `false` and
+    /// nothing written otherwise. Under the engine lock, like every user write.
+    pub(crate) fn write_user(&self, u: &User, expected: Option<&User>) -> Res<bool> {
         let _guard = self.lock()?;
         let old: User = self
             .get_json("user", &Self::user_key(u.id))?
             .ok_or_else(|| Error::NotFound(format!("User not found with id: {}", u.id)))?;
+        if expected.is_some_and(|e| *e != old) {
+            return Ok(false);
+        }
         if self.taken_by_other(&Self::user_name_key(&u.username), u.id)?
             || self.taken_by_other(&Self::user_email_key(&u.email), u.id)?
         {
@@ -699,7 +708,8 @@ impl<K: Kv> Engine<K> {
         }
         writes.push((Self::user_name_key(&u.username), Some(id.clone())));
         writes.push((Self::user_email_key(&u.email), Some(id)));
-        Ok(self.kv.apply(writes)?)
+        self.kv.apply(writes)?;
+        Ok(true)
     }
 
     pub(crate) fn delete_user(&self, id: ObjectId) -> Res<bool> {

@@ -485,6 +485,14 @@ impl<K: Kv> Store for IndexedStore<K> {
         self.durable().await
     }
 
+    async fn replace_user(&self, expected: &User, user: &User) -> Result<bool> {
+        let written = self.engine.write_user(user, Some(expected))?;
+        if written {
+            self.durable().await?;
+        }
+        Ok(written)
+    }
+
     async fn delete_user(&self, id: ObjectId) -> Result<bool> {
         let existed = self.engine.delete_user(id)?;
         self.durable().await?;

@@ -645,6 +645,46 @@ pub async fn users_and_groups(store: &dyn Store) {
         Err(Error::NotFound(_))
     ));
 
+    // Compare-and-swap: written only over the record the caller read.
+    let read = store.get_user(renamed.id).await.unwrap().unwrap();
+    let mut deactivated = read.clone();
+    deactivated.is_active = false;
+    assert!(store.replace_user(&read, &deactivated).await.unwrap());
+    let mut stale = read.clone();
+    stale.hashed_password = "written over a stale read".into();
+    assert!(
+        !store.replace_user(&read, &stale).await.unwrap(),
+        "a record changed since it was read is not replaced"
+    );
+    assert_eq!(
+        store.get_user(read.id).await.unwrap(),
+        Some(deactivated.clone())
+    );
+    let mut taken = deactivated.clone();
+    taken.email = "alice@example.org".into();
+    assert!(matches!(
+        store.replace_user(&deactivated, &taken).await,
+        Err(Error::Conflict(_))
+    ));
+    let ghost = user("ghost", vec![]);
+    assert!(matches!(
+        store.replace_user(&ghost, &ghost).await,
+        Err(Error::NotFound(_))
+    ));
+    let mut renamed = deactivated.clone();
+    renamed.is_active = true;
+    renamed.username = "rob".into();
+    assert!(store.replace_user(&deactivated, &renamed).await.unwrap());
+    assert!(store
+        .get_user_by_username("robert")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.get_user_by_username("rob").await.unwrap(),
+        Some(renamed.clone())
+    );
+
     let pairs = |qs: &str| {
         form_urlencoded::parse(qs.as_bytes())
             .into_owned()

@@ -331,6 +331,28 @@ impl Store for NaiveStore {
             .cloned())
     }
 
+    async fn replace_user(&self, expected: &User, user: &User) -> Result<bool> {
+        let mut g = self.lock()?;
+        match g.users.get(&user.id) {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "User not found with id: {}",
+                    user.id
+                )))
+            }
+            Some(stored) if stored != expected => return Ok(false),
+            Some(_) => {}
+        }
+        if g.users
+            .values()
+            .any(|u| u.id != user.id && (u.username == user.username || u.email == user.email))
+        {
+            return Err(Error::Conflict("Username or e-mail already taken".into()));
+        }
+        g.users.insert(user.id, user.clone());
+        Ok(true)
+    }
+
     async fn update_user(&self, user: &User) -> Result<()> {
         let mut g = self.lock()?;
         if !g.users.contains_key(&user.id) {

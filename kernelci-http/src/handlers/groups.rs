@@ -155,9 +155,13 @@ pub async fn ensure_builtin_groups(state: &AppState) -> Result<(), CoreError> {
         if user.groups.iter().any(|g| g.name == NODE_EDIT_ANY) {
             continue;
         }
+        let read = user.clone();
         user.groups.push(group.clone());
-        store.update_user(&user).await?;
-        tracing::info!(user = %username, group = NODE_EDIT_ANY, "granted the built-in group");
+        // Over the record read: another server starting at the same time may have
+        // granted it already, or an administrator changed the user.
+        if store.replace_user(&read, &user).await? {
+            tracing::info!(user = %username, group = NODE_EDIT_ANY, "granted the built-in group");
+        }
     }
     Ok(())
 }

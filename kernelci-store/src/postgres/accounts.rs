@@ -69,6 +69,41 @@ impl PgStore {
         }
     }
 
+    /// [`Store::replace_user`]: the row is locked (`FOR UPDATE`) and compared as a
+    /// record, then written in the same transaction.
+    pub(super) async fn replace_user_row(&self, expected: &User, user: &User) -> Result<bool> {
+        let (id, groups, doc) = user_params(user)?;
+        let mut client = self.client().await?;
+        let tx = membership_tx(&mut client, false).await?;
+        let row = tx
+            .query_opt("SELECT doc FROM kci_users WHERE id = $1 FOR UPDATE", &[&id])
+            .await
+            .map_err(conv)?;
+        let Some(row) = row else {
+            return Err(Error::NotFound(format!(
+                "User not found with id: {}",
+                user.id
+            )));
+        };
+        let stored: User = from_json_text("user", row.get::<_, &str>(0))?;
+        if stored != *expected {
+            return Ok(false);
+        }
+        match tx
+            .execute(
+                "UPDATE kci_users SET username = $2, email = $3, group_ids = $4, doc = $5 WHERE id = $1",
+                &[&id, &user.username, &user.email, &groups, &doc],
+            )
+            .await
+        {
+            Ok(_) => tx.commit().await.map_err(conv).map(|()| true),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::Conflict("Username or e-mail already taken".into()))
+            }
+            Err(e) => Err(conv(e)),
+        }
+    }
+
     pub(super) async fn delete_user_row(&self, id: ObjectId) -> Result<bool> {
         let client = self.client().await?;
         let n = client

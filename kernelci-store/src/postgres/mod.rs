@@ -740,6 +740,10 @@ impl Store for PgStore {
         self.update_user_row(user).await
     }
 
+    async fn replace_user(&self, expected: &User, user: &User) -> Result<bool> {
+        self.replace_user_row(expected, user).await
+    }
+
     async fn delete_user(&self, id: ObjectId) -> Result<bool> {
         self.delete_user_row(id).await
     }

@@ -1,14 +1,13 @@
 //! Administration of users: `GET /user/{id}`, `GET /users`, `PATCH /user/{id}` and
 //! `DELETE /user/{id}`, with the rule that keeps one active superuser.
 
-use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use kernelci_core::auth::{Operation, User};
+use kernelci_core::auth::Operation;
 use kernelci_core::exact::ExactFilter;
 use kernelci_core::id::ObjectId;
 
-use super::profile::{apply_email_and_password, apply_username, parse_update, save};
+use super::profile::{apply_profile, check_unique, hashed_password, parse_update};
 use super::*;
 use crate::error::{ApiError, ApiResult};
 use crate::request::{require_body, Req};
@@ -31,33 +30,6 @@ pub async fn get_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
         .await?
         .ok_or_else(|| ApiError::not_found("Not Found"))?;
     Ok(response::ok(&user_json(&user)))
-}
-
-/// Serialises, within this server, the changes that can take away an active
-/// superuser (delete, deactivate, demote), so that two administrators demoting each
-/// other at once cannot both pass [`keep_an_administrator`]. Servers sharing a
-/// store do not share it: across servers the check is the best effort of a read.
-static SUPERUSER_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// 409 when `user` is the last active superuser and the change would leave none:
-/// nobody could administer the instance any more (invite, reset, groups).
-async fn keep_an_administrator(state: &AppState, user: &User, action: &str) -> ApiResult<()> {
-    if !(user.is_active && user.is_superuser) {
-        return Ok(());
-    }
-    let pairs = [
-        ("is_superuser".to_owned(), "true".to_owned()),
-        ("is_active".to_owned(), "true".to_owned()),
-    ];
-    let filter = ExactFilter::from_pairs(&pairs, &[])?;
-    let admins = state.store().find_users(&filter, 2, 0).await?;
-    if admins.total <= 1 {
-        return Err(ApiError::detail(
-            StatusCode::CONFLICT,
-            format!("Cannot {action} the last active superuser"),
-        ));
-    }
-    Ok(())
 }
 
 /// `DELETE /user/{id}` (admin): 200 `null` (not 204); 404 `Not Found`; 409 for the
@@ -87,33 +59,33 @@ pub async fn patch_user(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let update = parse_update(body)?;
     let raw = req.param(0);
     let id = ObjectId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut user = state
-        .store()
-        .get_user(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("User not found with id: {raw}")))?;
-    apply_username(state, &mut user, &update).await?;
-    if !update.groups.is_empty() {
-        user.groups = resolve_groups(state, &update.groups).await?;
-    }
-    apply_email_and_password(state, &mut user, &update).await?;
-    let _serialised = SUPERUSER_CHANGES.lock().await;
-    if update.is_active == Some(false) {
-        keep_an_administrator(state, &user, "deactivate").await?;
-    }
-    if update.is_superuser == Some(false) {
-        keep_an_administrator(state, &user, "demote").await?;
-    }
-    if let Some(v) = update.is_active {
-        user.is_active = v;
-    }
-    if let Some(v) = update.is_superuser {
-        user.is_superuser = v;
-    }
-    if let Some(v) = update.is_verified {
-        user.is_verified = v;
-    }
-    save(state, &user, &update).await?;
+    let not_found = || ApiError::not_found(format!("User not found with id: {raw}"));
+    let read = state.store().get_user(id).await?.ok_or_else(not_found)?;
+    check_unique(state, &read, &update).await?;
+    let groups = if update.groups.is_empty() {
+        None
+    } else {
+        Some(resolve_groups(state, &update.groups).await?)
+    };
+    let hash = hashed_password(state, &update).await?;
+    let user = modify_user(state, id, |u| {
+        apply_profile(u, &update, hash.as_deref());
+        if let Some(groups) = &groups {
+            u.groups = groups.clone();
+        }
+        if let Some(v) = update.is_active {
+            u.is_active = v;
+        }
+        if let Some(v) = update.is_superuser {
+            u.is_superuser = v;
+        }
+        if let Some(v) = update.is_verified {
+            u.is_verified = v;
+        }
+        Ok(())
+    })
+    .await?
+    .ok_or_else(not_found)?;
     Ok(response::ok(&user_json(&user)))
 }
 

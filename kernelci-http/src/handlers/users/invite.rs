@@ -155,23 +155,32 @@ pub async fn accept_invite(state: &AppState, req: &Req) -> ApiResult<Resp> {
         InviteError::NotAnInvite => ApiError::bad_request("Invalid invite token"),
     })?;
     let id = ObjectId::parse(&invite.sub).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let store = state.store();
-    let mut user = store
-        .get_user(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("User not found"))?;
-    if !user.is_active {
-        return Err(ApiError::bad_request("User is inactive"));
-    }
-    if invite.email.as_deref() != Some(user.email.as_str()) {
-        return Err(ApiError::bad_request("Invalid invite token"));
-    }
-    if user.is_verified {
-        return Err(ApiError::bad_request("Invite already accepted"));
-    }
-    user.hashed_password = new_hash(state, &password).await?;
-    user.is_verified = true;
-    store.update_user(&user).await?;
+    let not_found = || ApiError::not_found("User not found");
+    let acceptable = |user: &User| {
+        if !user.is_active {
+            return Err(ApiError::bad_request("User is inactive"));
+        }
+        if invite.email.as_deref() != Some(user.email.as_str()) {
+            return Err(ApiError::bad_request("Invalid invite token"));
+        }
+        if user.is_verified {
+            return Err(ApiError::bad_request("Invite already accepted"));
+        }
+        Ok(())
+    };
+    let read = state.store().get_user(id).await?.ok_or_else(not_found)?;
+    acceptable(&read)?;
+    let hash = new_hash(state, &password).await?;
+    // Checked again over the record written: an invitation accepted twice at once,
+    // or a user deactivated meanwhile, is refused.
+    let user = modify_user(state, id, |u| {
+        acceptable(u)?;
+        u.hashed_password = hash.clone();
+        u.is_verified = true;
+        Ok(())
+    })
+    .await?
+    .ok_or_else(not_found)?;
     tracing::info!(user = %user.username, "invite accepted");
     if state.mailer().configured() {
         let email = Email {

@@ -35,9 +35,13 @@ pub use login::{login, logout, register};
 pub use password::{forgot_password, reset_password, update_password};
 pub use profile::{patch_me, whoami};
 
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use kernelci_core::auth::{User, UserGroup};
+use kernelci_core::error::Error as CoreError;
+use kernelci_core::exact::ExactFilter;
+use kernelci_core::id::ObjectId;
 use kernelci_core::validation::{value, FieldError, Fields};
 
 use crate::error::{ApiError, ApiResult};
@@ -107,6 +111,100 @@ pub(super) fn unique_groups(f: &mut Fields, key: &str) -> Vec<String> {
 
 // ---- shared helpers ------------------------------------------------------------------
 
+/// 400 `Username already exists: <name>`.
+fn username_taken(name: &str) -> ApiError {
+    ApiError::bad_request(format!("Username already exists: {name}"))
+}
+
+/// Serialises, within this server, the changes that can take away an active
+/// superuser (delete, deactivate, demote), so that two administrators demoting each
+/// other at once cannot both pass [`keep_an_administrator`]. Servers sharing a
+/// store do not share it: across servers the check is the best effort of a read.
+static SUPERUSER_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// 409 when `user` is the last active superuser and the change would leave none:
+/// nobody could administer the instance any more (invite, reset, groups).
+async fn keep_an_administrator(state: &AppState, user: &User, action: &str) -> ApiResult<()> {
+    if !(user.is_active && user.is_superuser) {
+        return Ok(());
+    }
+    let pairs = [
+        ("is_superuser".to_owned(), "true".to_owned()),
+        ("is_active".to_owned(), "true".to_owned()),
+    ];
+    let filter = ExactFilter::from_pairs(&pairs, &[])?;
+    let admins = state.store().find_users(&filter, 2, 0).await?;
+    if admins.total <= 1 {
+        return Err(ApiError::detail(
+            StatusCode::CONFLICT,
+            format!("Cannot {action} the last active superuser"),
+        ));
+    }
+    Ok(())
+}
+
+/// How many times [`modify_user`] re-reads a user that other requests keep changing
+/// before it gives up (409).
+const MODIFY_ATTEMPTS: usize = 8;
+
+/// Applies `change` to the stored user `id` and writes the result only over the
+/// record it was applied to ([`Store::replace_user`](kernelci_core::store::Store::replace_user),
+/// a compare-and-swap): when another request changed the user meanwhile (an
+/// administrator deactivating it while its password is being hashed...), the user
+/// is read again and `change` applied again, so that no concurrent change is
+/// undone. Slow work (hashing) belongs before the call. `change` may refuse the
+/// fresh record (its error is the answer). A result that takes away an active
+/// superuser is checked, serialised, by [`keep_an_administrator`] (409 for the
+/// last one). `Ok(None)` when the user does not exist (or was deleted meanwhile);
+/// a username or e-mail taken meanwhile is the same 400 as the checks before.
+pub(super) async fn modify_user(
+    state: &AppState,
+    id: ObjectId,
+    mut change: impl FnMut(&mut User) -> ApiResult<()>,
+) -> ApiResult<Option<User>> {
+    let store = state.store();
+    for _ in 0..MODIFY_ATTEMPTS {
+        let Some(stored) = store.get_user(id).await? else {
+            return Ok(None);
+        };
+        let mut user = stored.clone();
+        change(&mut user)?;
+        if user == stored {
+            return Ok(Some(user));
+        }
+        let takes_admin =
+            stored.is_active && stored.is_superuser && !(user.is_active && user.is_superuser);
+        let _serialised = if takes_admin {
+            let guard = SUPERUSER_CHANGES.lock().await;
+            let action = if user.is_active {
+                "demote"
+            } else {
+                "deactivate"
+            };
+            keep_an_administrator(state, &stored, action).await?;
+            Some(guard)
+        } else {
+            None
+        };
+        match store.replace_user(&stored, &user).await {
+            Ok(true) => return Ok(Some(user)),
+            Ok(false) => continue,
+            Err(CoreError::NotFound(_)) => return Ok(None),
+            Err(CoreError::Conflict(_)) => {
+                return Err(match store.get_user_by_username(&user.username).await? {
+                    Some(other) if other.id != user.id => username_taken(&user.username),
+                    _ => ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::detail(
+        StatusCode::CONFLICT,
+        "The user was changed by other requests meanwhile, try again",
+    ))
+}
+
 fn user_json(user: &User) -> Value {
     user.to_public_json()
 }
@@ -134,20 +232,26 @@ async fn authenticate(state: &AppState, username: &str, password: &str) -> ApiRe
         Checked::Mismatch => Ok(None),
         Checked::Match => Ok(Some(user)),
         Checked::MatchRehashed(new) => {
-            // Re-read so that a concurrent change of the user is not undone, and
-            // skip the upgrade if the password itself changed meanwhile.
-            if let Some(mut fresh) = store.get_user(user.id).await? {
-                if fresh.hashed_password == user.hashed_password {
-                    fresh.hashed_password = new;
-                    match store.update_user(&fresh).await {
-                        Ok(()) => {
-                            tracing::info!(user = %fresh.username, "password hash upgraded to Argon2id");
-                            user = fresh;
-                        }
-                        Err(e) => {
-                            tracing::warn!(user = %user.username, error = %e, "could not save an upgraded password hash");
-                        }
+            // Over the fresh record, so that a concurrent change of the user is not
+            // undone; skipped if the password itself changed meanwhile.
+            let old = user.hashed_password.clone();
+            let upgraded = modify_user(state, user.id, |u| {
+                if u.hashed_password == old {
+                    u.hashed_password = new.clone();
+                }
+                Ok(())
+            })
+            .await;
+            match upgraded {
+                Ok(Some(fresh)) => {
+                    if fresh.hashed_password != old {
+                        tracing::info!(user = %fresh.username, "password hash upgraded to Argon2id");
                     }
+                    user = fresh;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(user = %user.username, detail = %e.body, "could not save an upgraded password hash");
                 }
             }
             Ok(Some(user))

@@ -4,6 +4,7 @@
 use hyper::StatusCode;
 use serde_json::Value;
 
+use kernelci_core::auth::User;
 use kernelci_core::id::ObjectId;
 use kernelci_core::time::Timestamp;
 use kernelci_core::validation::Fields;
@@ -68,13 +69,24 @@ pub async fn reset_password(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let bad = || ApiError::bad_request(RESET_PASSWORD_BAD_TOKEN);
     let (sub, fgpt) = account_tokens::decode_reset(state, &token).ok_or_else(bad)?;
     let id = ObjectId::parse(&sub).map_err(|_| bad())?;
-    let store = state.store();
-    let mut user = store.get_user(id).await?.ok_or_else(bad)?;
-    if !account_tokens::reset_still_valid(state, &user, &fgpt) || !user.is_active {
-        return Err(bad());
-    }
-    user.hashed_password = new_hash(state, &password).await?;
-    store.update_user(&user).await?;
+    let valid = |user: &User| {
+        if account_tokens::reset_still_valid(state, user, &fgpt) && user.is_active {
+            Ok(())
+        } else {
+            Err(bad())
+        }
+    };
+    valid(&state.store().get_user(id).await?.ok_or_else(bad)?)?;
+    let hash = new_hash(state, &password).await?;
+    // Checked again over the record written: the token is single-use (a password
+    // changed by a concurrent reset invalidates it) and an inactive user is refused.
+    let user = modify_user(state, id, |u| {
+        valid(u)?;
+        u.hashed_password = hash.clone();
+        Ok(())
+    })
+    .await?
+    .ok_or_else(bad)?;
     tracing::info!(user = %user.username, "password reset");
     if state.mailer().configured() {
         let email = Email {
@@ -99,12 +111,23 @@ pub async fn update_password(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let pairs = req.form();
     let found = credentials_form(&pairs, &["username", "password", "new_password"])?;
     let (username, password, new_password) = (found[0], found[1], found[2]);
-    let mut user = match authenticate(state, username, password).await? {
+    let bad = || ApiError::bad_request(LOGIN_BAD_CREDENTIALS);
+    let checked = match authenticate(state, username, password).await? {
         Some(u) if u.is_active => u,
-        _ => return Err(ApiError::bad_request(LOGIN_BAD_CREDENTIALS)),
+        _ => return Err(bad()),
     };
-    user.hashed_password = new_hash(state, new_password).await?;
-    state.store().update_user(&user).await?;
+    let hash = new_hash(state, new_password).await?;
+    // Written over the record whose password was checked: a user deactivated, or
+    // whose password changed, meanwhile is refused.
+    let user = modify_user(state, checked.id, |u| {
+        if !u.is_active || u.hashed_password != checked.hashed_password {
+            return Err(bad());
+        }
+        u.hashed_password = hash.clone();
+        Ok(())
+    })
+    .await?
+    .ok_or_else(bad)?;
     tracing::info!(user = %user.username, "password changed");
     Ok(response::ok(&Value::Null))
 }

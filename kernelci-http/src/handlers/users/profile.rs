@@ -4,7 +4,6 @@
 use serde_json::Value;
 
 use kernelci_core::auth::{Operation, User};
-use kernelci_core::error::Error as CoreError;
 use kernelci_core::validation::{value, Fields};
 
 use super::*;
@@ -46,70 +45,55 @@ pub(super) fn parse_update(body: Value) -> ApiResult<UserUpdate> {
     Ok(update)
 }
 
-pub(super) fn username_taken(name: &str) -> ApiError {
-    ApiError::bad_request(format!("Username already exists: {name}"))
-}
-
-/// A new username for `user`: 400 when another user has it.
-pub(super) async fn apply_username(
+/// The uniqueness checks of an update, in the reference's order, against the
+/// user as read: 400 when another user has the new username, then the new e-mail.
+/// (The store enforces both again when writing; see [`modify_user`].)
+pub(super) async fn check_unique(
     state: &AppState,
-    user: &mut User,
+    user: &User,
     update: &UserUpdate,
 ) -> ApiResult<()> {
+    if let Some(name) = update.username.as_ref().filter(|n| **n != user.username) {
+        if let Some(other) = state.store().get_user_by_username(name).await? {
+            if other.id != user.id {
+                return Err(username_taken(name));
+            }
+        }
+    }
+    if let Some(email) = update.email.as_ref().filter(|e| **e != user.email) {
+        if let Some(other) = state.store().get_user_by_email(email).await? {
+            if other.id != user.id {
+                return Err(ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The password of an update hashed (Argon2id), before any record is read for
+/// writing: hashing is slow, and must not sit between a read and its write.
+pub(super) async fn hashed_password(
+    state: &AppState,
+    update: &UserUpdate,
+) -> ApiResult<Option<String>> {
+    match &update.password {
+        Some(p) => Ok(Some(new_hash(state, p).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The fields every update may change: the username, the e-mail (a new one
+/// unverifies the user) and the password (already hashed).
+pub(super) fn apply_profile(user: &mut User, update: &UserUpdate, hash: Option<&str>) {
     if let Some(name) = &update.username {
-        if *name != user.username {
-            if let Some(other) = state.store().get_user_by_username(name).await? {
-                if other.id != user.id {
-                    return Err(username_taken(name));
-                }
-            }
-            user.username = name.clone();
-        }
+        user.username = name.clone();
     }
-    Ok(())
-}
-
-/// A new e-mail (400 when another user has it; a change unverifies the user) and a
-/// new password (hashed with Argon2id).
-pub(super) async fn apply_email_and_password(
-    state: &AppState,
-    user: &mut User,
-    update: &UserUpdate,
-) -> ApiResult<()> {
-    if let Some(email) = &update.email {
-        if *email != user.email {
-            if let Some(other) = state.store().get_user_by_email(email).await? {
-                if other.id != user.id {
-                    return Err(ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS));
-                }
-            }
-            user.email = email.clone();
-            user.is_verified = false;
-        }
+    if let Some(email) = update.email.as_ref().filter(|e| **e != user.email) {
+        user.email = email.clone();
+        user.is_verified = false;
     }
-    if let Some(password) = &update.password {
-        user.hashed_password = new_hash(state, password).await?;
-    }
-    Ok(())
-}
-
-/// Saves `user`, turning a uniqueness conflict that raced the checks into the same
-/// 400 the checks give.
-pub(super) async fn save(state: &AppState, user: &User, update: &UserUpdate) -> ApiResult<()> {
-    match state.store().update_user(user).await {
-        Ok(()) => Ok(()),
-        Err(CoreError::Conflict(_)) => {
-            let store = state.store();
-            match store.get_user_by_username(&user.username).await? {
-                Some(other) if other.id != user.id => Err(username_taken(&user.username)),
-                _ if update.email.is_some() => {
-                    Err(ApiError::bad_request(UPDATE_USER_EMAIL_ALREADY_EXISTS))
-                }
-                _ => Err(username_taken(&user.username)),
-            }
-        }
-        Err(CoreError::NotFound(_)) => Err(ApiError::not_found("Not Found")),
-        Err(e) => Err(e.into()),
+    if let Some(hash) = hash {
+        user.hashed_password = hash.to_owned();
     }
 }
 
@@ -121,7 +105,7 @@ pub(super) async fn save(state: &AppState, user: &User, update: &UserUpdate) -> 
 /// reference allows it). Administrators may still use those names.
 pub async fn patch_me(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
-    let (_, mut user) = state.require_user(req, Operation::PatchMe).await?;
+    let (_, user) = state.require_user(req, Operation::PatchMe).await?;
     let body = require_body(body)?;
     let update = parse_update(body)?;
     if !update.groups.is_empty() {
@@ -138,8 +122,13 @@ pub async fn patch_me(state: &AppState, req: &Req) -> ApiResult<Resp> {
             )));
         }
     }
-    apply_username(state, &mut user, &update).await?;
-    apply_email_and_password(state, &mut user, &update).await?;
-    save(state, &user, &update).await?;
+    check_unique(state, &user, &update).await?;
+    let hash = hashed_password(state, &update).await?;
+    let user = modify_user(state, user.id, |u| {
+        apply_profile(u, &update, hash.as_deref());
+        Ok(())
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("Not Found"))?;
     Ok(response::ok(&user_json(&user)))
 }
