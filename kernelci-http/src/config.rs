@@ -133,6 +133,11 @@ pub struct HttpConfig {
     /// a body that would go past it gets 503 (default 1 GiB).
     #[serde(default = "default_max_inflight_body_bytes")]
     pub max_inflight_body_bytes: usize,
+    /// Most requests being handled at once (handlers still running after their
+    /// client went away included); a request beyond it gets 503 at once
+    /// (default 8192: twice the default `max_connections`).
+    #[serde(default = "default_max_inflight_requests")]
+    pub max_inflight_requests: usize,
     /// How long an answer's write may make no progress (the client reads nothing)
     /// before the connection is closed.
     #[serde(default = "default_write_timeout")]
@@ -195,6 +200,10 @@ fn default_max_inflight_body_bytes() -> usize {
     1 << 30
 }
 
+fn default_max_inflight_requests() -> usize {
+    8192
+}
+
 fn default_write_timeout() -> u64 {
     30
 }
@@ -239,6 +248,7 @@ impl Default for HttpConfig {
             write_timeout_seconds: default_write_timeout(),
             body_max_seconds: default_body_max_seconds(),
             max_inflight_body_bytes: default_max_inflight_body_bytes(),
+            max_inflight_requests: default_max_inflight_requests(),
             shutdown_grace_seconds: default_shutdown_grace(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
@@ -290,6 +300,9 @@ impl HttpConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be positive".into());
+        }
+        if self.max_inflight_requests == 0 {
+            return Err("max_inflight_requests must be positive".into());
         }
         // At most a day: larger values would overflow the timers' deadlines.
         for (name, v) in [

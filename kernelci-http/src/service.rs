@@ -75,17 +75,32 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone)]
 pub struct ApiService {
     state: AppState,
+    limits: Limits,
+}
+
+/// What all requests share.
+#[derive(Clone)]
+struct Limits {
     /// The bytes of request bodies held at once, in KiB (see [`read_body`]).
     bodies: Arc<Semaphore>,
+    /// One permit per handler running (`max_inflight_requests`).
+    handlers: Arc<Semaphore>,
 }
 
 impl ApiService {
     /// The API over `state`.
     pub fn new(state: AppState) -> Self {
         let kib = (state.config().max_inflight_body_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let handlers = state
+            .config()
+            .max_inflight_requests
+            .clamp(1, Semaphore::MAX_PERMITS);
         ApiService {
             state,
-            bodies: Arc::new(Semaphore::new(kib)),
+            limits: Limits {
+                bodies: Arc::new(Semaphore::new(kib)),
+                handlers: Arc::new(Semaphore::new(handlers)),
+            },
         }
     }
 }
@@ -112,8 +127,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        let bodies = Arc::clone(&self.bodies);
-        Box::pin(async move { Ok(handle(state, bodies, req).await) })
+        let limits = self.limits.clone();
+        Box::pin(async move { Ok(handle(state, limits, req).await) })
     }
 }
 
@@ -206,7 +221,7 @@ pub fn api(state: AppState) -> Api {
         .service(ApiService::new(state))
 }
 
-async fn handle<B>(state: AppState, bodies: Arc<Semaphore>, req: Request<B>) -> Resp
+async fn handle<B>(state: AppState, limits: Limits, req: Request<B>) -> Resp
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -221,7 +236,7 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let (resp, route) = answer(state, bodies, req).await;
+    let (resp, route) = answer(state, limits, req).await;
     tracing::info!(
         %method,
         route = route.unwrap_or(path.as_str()),
@@ -233,11 +248,7 @@ where
     resp
 }
 
-async fn answer<B>(
-    state: AppState,
-    bodies: Arc<Semaphore>,
-    req: Request<B>,
-) -> (Resp, Option<&'static str>)
+async fn answer<B>(state: AppState, limits: Limits, req: Request<B>) -> (Resp, Option<&'static str>)
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -278,7 +289,7 @@ where
         return (r, pattern);
     }
     // The body's share of the budget is held until the handler is done with it.
-    let (body, _held) = match read_body(&state, &bodies, body).await {
+    let (body, _held) = match read_body(&state, &limits.bodies, body).await {
         Ok(b) => b,
         Err(r) => return (r, pattern),
     };
@@ -297,11 +308,29 @@ where
         body,
         peer,
     };
+    // The task holds its permit until it ends, also when the client went away:
+    // so handlers left running cannot pile up.
+    let Ok(permit) = Arc::clone(&limits.handlers).try_acquire_owned() else {
+        let e = ApiError::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server busy: too many requests in progress",
+        )
+        .with_header("retry-after", "1");
+        return (response::error(e), pattern);
+    };
+    // A request that only reads (and the long polls) stops when its client goes
+    // away; a write runs to its end (stopping it between two store operations
+    // could lose the event of a node already written).
+    let abort_on_drop =
+        req.method == hyper::Method::GET || matches!(endpoint, Endpoint::Pop | Endpoint::Listen);
     // Each handler runs in its own task so that a bug that panics answers 500
     // instead of dropping the connection.
-    let task = tokio::spawn(handlers::dispatch(state, endpoint, req));
-    let _abort = matches!(endpoint, Endpoint::Pop | Endpoint::Listen)
-        .then(|| AbortOnDrop(task.abort_handle()));
+    let task = tokio::spawn(async move {
+        let answer = handlers::dispatch(state, endpoint, req).await;
+        drop(permit);
+        answer
+    });
+    let _abort = abort_on_drop.then(|| AbortOnDrop(task.abort_handle()));
     let resp = match task.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => response::error(e),

@@ -569,3 +569,64 @@ async fn a_body_may_not_last_longer_than_body_max_seconds() {
         })
         .await;
 }
+
+/// Review finding: a handler kept running after its client went away, so a client
+/// that sends requests and hangs up could pile up work without any connection
+/// limit noticing. Handlers in progress are now bounded (`max_inflight_requests`,
+/// 503 at once beyond), and a read stops when its client goes away, giving its
+/// place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_progress_are_bounded_and_a_gone_reader_gives_its_place_back() {
+    Backend::Sled
+        .run(async {
+            let s = TestServer::start_with(HttpConfig {
+                max_inflight_requests: 2,
+                // Listens wait for a message (no keep-alive answer).
+                keep_alive_period: 0,
+                ..HttpConfig::for_tests(SECRET)
+            })
+            .await;
+            let (_, token) = s.user("alice", false, true, &[]).await;
+            let mut listens = Vec::new();
+            for _ in 0..2 {
+                let r = s.post("/latest/subscribe/node", Some(&token), &json!({})).await;
+                assert_eq!(r.code(), 200, "{}", r.text());
+                let id = r.json()["id"].clone();
+                let mut c = connect_from(Ipv4Addr::new(127, 0, 0, 2), s.addr).await;
+                let head = format!(
+                    "GET /latest/listen/{id} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n"
+                );
+                c.write_all(head.as_bytes()).await.unwrap();
+                listens.push(c);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Both places are taken by the waiting listens.
+            let r = s.get("/latest/count", None).await;
+            assert_eq!(
+                (r.code(), r.detail()),
+                (503, json!("Server busy: too many requests in progress"))
+            );
+            // A listener that hangs up gives its place back.
+            drop(listens.pop());
+            let mut code = 0;
+            for _ in 0..50 {
+                code = s.get("/latest/count", None).await.code();
+                if code == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(code, 200, "the place of a gone listener was not freed");
+            s.stop().await;
+        })
+        .await;
+}
+
+#[test]
+fn max_inflight_requests_must_be_positive() {
+    let config = HttpConfig {
+        max_inflight_requests: 0,
+        ..HttpConfig::for_tests(SECRET)
+    };
+    assert!(config.validate().is_err());
+}

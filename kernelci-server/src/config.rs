@@ -118,6 +118,7 @@ pub const NAMES: &[&str] = &[
     "write_timeout_seconds",
     "body_max_seconds",
     "max_inflight_body_bytes",
+    "max_inflight_requests",
     "shutdown_grace_seconds",
     "database_url",
     "database_pool_size",
@@ -315,6 +316,9 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_inflight_body_bytes") {
         http.max_inflight_body_bytes = parse("max_inflight_body_bytes", v)?;
+    }
+    if let Some(v) = get("max_inflight_requests") {
+        http.max_inflight_requests = parse("max_inflight_requests", v)?;
     }
     if let Some(v) = get("write_timeout_seconds") {
         http.write_timeout_seconds = parse("write_timeout_seconds", v)?;
