@@ -126,6 +126,8 @@ pub enum Operation {
     StaticCss,
     StaticJs,
     Metrics,
+    Health,
+    Ready,
     Login,
     Logout,
     Register,
@@ -179,9 +181,9 @@ impl Operation {
         use Operation::*;
         match self {
             Root | HtmlPage | OpenApi | InvitePage | AcceptInvitePage | Icon | StaticCss
-            | StaticJs | Metrics | Login | AcceptInvite | ForgotPassword | ResetPassword
-            | UpdatePassword | GetNode | ListNodes | ListNodesFast | CountNodes | ListEvents
-            | GetTelemetry | TelemetryStats | TelemetryAnomalies => Access::Public,
+            | StaticJs | Metrics | Health | Ready | Login | AcceptInvite | ForgotPassword
+            | ResetPassword | UpdatePassword | GetNode | ListNodes | ListNodesFast | CountNodes
+            | ListEvents | GetTelemetry | TelemetryStats | TelemetryAnomalies => Access::Public,
             GetUser | PatchMe | ListUsers | CreateNode | ReplaceNode | PatchNode | BatchNodeset
             | SubmitHierarchy | PostTelemetry | KvGet | KvSet | KvDelete | Subscribe
             | Unsubscribe | Listen | Publish | Push | Pop => Access::User,

@@ -408,6 +408,23 @@ fn describe(ep: Endpoint) -> Spec {
             200,
             typed_response("Counters", "text/plain", json!({"type": "string"})),
         ),
+        Health => Spec::new("meta", "Liveness: the process answers").json(
+            "Alive",
+            json!({"type": "object", "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "service": {"type": "string"}}, "required": ["status", "service"]}),
+        ),
+        Ready => Spec::new(
+            "meta",
+            "Readiness: the store answers and the server is not stopping",
+        )
+        .json(
+            "Ready",
+            json!({"type": "object", "properties": {
+                    "status": {"type": "string", "enum": ["ready"]},
+                    "service": {"type": "string"}, "leader": {"type": "boolean"}},
+                    "required": ["status", "service", "leader"]}),
+        ),
         HtmlPage => Spec::new("pages", "HTML page").ok(200, html()),
         Icon => Spec::new("pages", "Status icon")
             .ok(

@@ -93,6 +93,8 @@ pub static ROUTES: &[Route] = &[
         Endpoint::SubscriptionStats,
     ),
     (Method::GET, "/metrics", Endpoint::Metrics),
+    (Method::GET, "/health", Endpoint::Health),
+    (Method::GET, "/ready", Endpoint::Ready),
     (Method::GET, "/viewer", Endpoint::HtmlPage),
     (Method::GET, "/dashboard", Endpoint::HtmlPage),
     (Method::GET, "/manage", Endpoint::HtmlPage),

@@ -639,3 +639,23 @@ async fn a_slow_password_change_does_not_undo_a_deactivation() {
     );
     assert!(!stored.hashed_password.is_empty(), "and the new password");
 }
+
+every_backend!(health_and_readiness_are_public_and_cheap);
+/// `GET /health` (liveness, as upstream proposes) and `GET /ready` (the store
+/// answers), unauthenticated, under every prefix; the outage case is in
+/// kernelci-server's PostgreSQL tests.
+async fn health_and_readiness_are_public_and_cheap() {
+    let s = TestServer::start().await;
+    for prefix in ["", "/latest", "/v0"] {
+        let r = s.get(&format!("{prefix}/health"), None).await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+        assert_eq!(r.text(), r#"{"status":"ok","service":"KernelCI API"}"#);
+        let r = s.get(&format!("{prefix}/ready"), None).await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+        assert_eq!(
+            r.json(),
+            json!({"status": "ready", "service": "KernelCI API", "leader": false})
+        );
+    }
+    s.stop().await;
+}

@@ -148,8 +148,18 @@ fn a_database_outage_is_503_and_the_server_recovers_by_itself() {
     assert_eq!(status, 200, "{body}");
     let token = token_of(&body);
     assert_eq!(post_node(&s.addr, &token, "before").0, 200);
+    assert_eq!(http(&s.addr, "GET", "/ready", &[], "").0, 200);
 
     cluster.stop();
+    // Readiness follows the database; liveness does not (no restart for an outage).
+    let (status, body) = http(&s.addr, "GET", "/ready", &[], "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"detail\""), "{body}");
+    let (status, body) = http(&s.addr, "GET", "/health", &[], "");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"status":"ok","service":"KernelCI API"}"#)
+    );
     let (status, body) = http(&s.addr, "GET", "/latest/nodes?kind=checkout", &[], "");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"detail\""), "{body}");
@@ -168,6 +178,7 @@ fn a_database_outage_is_503_and_the_server_recovers_by_itself() {
                 "1",
                 "the write refused during the outage is not there"
             );
+            assert_eq!(http(&s.addr, "GET", "/ready", &[], "").0, 200);
             break;
         }
         assert_eq!(status, 503, "{body}");

@@ -32,6 +32,8 @@ pub async fn dispatch(state: AppState, endpoint: Endpoint, req: Req) -> ApiResul
         StaticCss => pages::static_file(st, &req, "css").await,
         StaticJs => pages::static_file(st, &req, "js").await,
         Metrics => pages::metrics(st, &req).await,
+        Health => pages::health(st, &req).await,
+        Ready => pages::ready(st, &req).await,
 
         Login => users::login(st, &req).await,
         Logout => users::logout(st, &req).await,

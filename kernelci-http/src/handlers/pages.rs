@@ -144,6 +144,47 @@ pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
     ))
 }
 
+/// The `service` of the health answers.
+const SERVICE: &str = "KernelCI API";
+
+/// How long `/ready` waits for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /health` (liveness, public): `{"status": "ok", "service": "KernelCI API"}`
+/// whenever the process answers HTTP at all; it touches nothing else, so a store
+/// that is down does not get the process restarted.
+pub async fn health(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
+    Ok(response::ok(&json!({"status": "ok", "service": SERVICE})))
+}
+
+/// `GET /ready` (readiness, public): 200 `{"status": "ready", "service", "leader"}`
+/// when the store answers a cheap read (the event log's high-water mark) within 2 s;
+/// 503 with a `detail` when it does not, or while the server is shutting down (so
+/// that a load balancer stops sending it requests before it goes).
+pub async fn ready(state: &AppState, _req: &Req) -> ApiResult<Resp> {
+    let unavailable = |detail: String| {
+        ApiError::detail(StatusCode::SERVICE_UNAVAILABLE, detail).with_header("retry-after", "1")
+    };
+    if *state.stopping().borrow() {
+        return Err(unavailable("Shutting down".into()));
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.store().last_event_sequence()).await {
+        Ok(Ok(_)) => Ok(response::ok(&json!({
+            "status": "ready",
+            "service": SERVICE,
+            "leader": state.is_leader(),
+        }))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: the store failed");
+            Err(unavailable("Store unavailable".into()))
+        }
+        Err(_) => Err(unavailable(format!(
+            "Store did not answer within {} s",
+            READY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// `GET /latest/openapi.json`.
 pub async fn openapi(_state: &AppState, _req: &Req) -> ApiResult<Resp> {
     Ok(response::ok(&crate::openapi::document()))
