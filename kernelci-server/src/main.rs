@@ -5,7 +5,12 @@
 //!                       [--backend sled|memory|postgres] [--database-url URL]
 //! kernelci-server admin create --username U --email E [--data-dir DIR] [--config FILE]
 //! kernelci-server copy --from SPEC --to SPEC [--batch-size N]
+//! kernelci-server import mongo PATH [--rejects FILE] [--batch-size N] [--data-dir DIR]
+//!                       [--backend sled|postgres] [--database-url URL] [--config FILE]
 //! ```
+//!
+//! `import mongo` brings the data of a reference (kernelci-api) instance over from a
+//! `mongodump` or `mongoexport` of its database ([`import`]).
 //!
 //! `copy` copies every record of one store into another ([`copy`]); a SPEC is
 //! `sled:DIR`, `postgres:URL` or `memory:`.
@@ -19,6 +24,7 @@
 mod config;
 mod copy;
 mod dev;
+mod import;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Imports the data of another KernelCI API server.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Copies every record (nodes, events, users, groups, tokens, subscribers, KV,
     /// telemetry, queues, counters) from one store into another, then compares the
     /// counts. Safe to run again after an interruption: what is there is skipped.
@@ -97,6 +108,33 @@ enum Command {
         /// of a PostgreSQL target); the other sections go one batch at a time.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportSource {
+    /// From a `mongodump` directory (BSON, optionally `--gzip`) or `mongoexport`
+    /// files (Extended JSON, lines or `--jsonArray`) of the reference's MongoDB
+    /// database: collections `node`, `user`, `usergroup`, `eventhistory`,
+    /// `subscriber_state`, `telemetry`. Ids, password hashes, event sequence ids and
+    /// durable subscriber positions are kept. Documents that fail validation go to
+    /// the rejects file and the import goes on; running it again after an
+    /// interruption completes it (what is there is skipped). Stop a sled server
+    /// first (its store is locked while in use).
+    Mongo {
+        /// The dump: a directory (`dump/` or `dump/kernelci/`) or one collection file.
+        path: PathBuf,
+        /// Where refused documents are listed, one JSON object per line.
+        #[arg(long, default_value = "kernelci-import-rejects.jsonl")]
+        rejects: PathBuf,
+        /// Records per import call (one transaction or atomic batch each).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+        /// Store backend [default: sled].
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -184,6 +222,39 @@ fn main() -> ExitCode {
                 batch_size,
                 jobs,
             } => copy::run(&from, &to, batch_size as usize, jobs as usize).await,
+            Command::Import {
+                source:
+                    ImportSource::Mongo {
+                        path,
+                        rejects,
+                        batch_size,
+                        backend,
+                        common,
+                    },
+            } => {
+                let mut l = Layer::new();
+                if let Some(b) = backend {
+                    l.insert("backend".into(), b.as_str().into());
+                }
+                let cfg = layers(&common, l)?;
+                let (store, sled) = open_store(&cfg).await?;
+                let result =
+                    import::run(&path, store.as_ref(), batch_size as usize, &rejects).await;
+                drop(store);
+                if let Some(s) = sled.and_then(|s| Arc::try_unwrap(s).ok()) {
+                    s.close().map_err(|e| e.to_string())?;
+                }
+                let summary = result?;
+                print!("{}", summary.report());
+                if summary.rejected() > 0 {
+                    println!(
+                        "{} documents refused: see {}",
+                        summary.rejected(),
+                        rejects.display()
+                    );
+                }
+                Ok(())
+            }
             Command::Admin {
                 command:
                     AdminCommand::Create {
