@@ -400,3 +400,66 @@ fn a_dump_that_cannot_be_read_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("cannot be right"), "{err}");
 }
+
+/// The committed dump written by pymongo's own `bson` package
+/// (`tests/fixtures/make_pymongo_dump.py`), with hashes from the reference's
+/// libraries: what real dumps are made of.
+#[test]
+fn a_dump_written_by_pymongo_is_imported_as_the_reference_stored_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pymongo-dump");
+    let (ok, out, err) = import(dir.path(), &dump);
+    assert!(ok, "{out}\n{err}");
+    for (c, n) in [
+        ("usergroup", 1),
+        ("user", 2),
+        ("node", 3),
+        ("eventhistory", 3),
+        ("subscriber_state", 1),
+        ("telemetry", 1),
+    ] {
+        assert_eq!(counts(&out, c), (n, n, 0, 0), "{c}: {out}");
+    }
+    let s = start(dir.path(), &[SECRET], &[]);
+    let (_, body) = http(
+        &s.addr,
+        "GET",
+        "/latest/node/6751a0000000000000000003",
+        &[],
+        "",
+    );
+    let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Python's microseconds, cut to BSON's milliseconds.
+    assert_eq!(node["created"], "2026-01-02T03:04:05.678000", "{body}");
+    assert_eq!(node["parent"], "6751a0000000000000000002");
+    assert_eq!(
+        node["data"]["fail_node"], "6751a0000000000000000002",
+        "{body}"
+    );
+    assert_eq!(node["kind"], "regression");
+    let (_, body) = http(&s.addr, "GET", "/latest/nodes?kind=kbuild", &[], "");
+    assert!(body.contains("\"total\":1"), "{body}");
+    let (status, body) = login(&s.addr, "alice", "alice-fixture");
+    assert_eq!(status, 200, "bcrypt from the reference: {body}");
+    let alice = format!("Bearer {}", token_of(&body));
+    let (status, body) = login(&s.addr, "bob", "bob-fixture");
+    assert_eq!(status, 200, "argon2-cffi from the reference: {body}");
+    let (status, body) = http(
+        &s.addr,
+        "POST",
+        "/latest/subscribe/node?subscriber_id=fixture-pipeline",
+        &[("Authorization", &alice)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let sub: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, body) = http(
+        &s.addr,
+        "GET",
+        &format!("/latest/listen/{}", sub["id"]),
+        &[("Authorization", &alice)],
+        "",
+    );
+    assert!(body.contains("fixture-event-3"), "{body}");
+    s.stop();
+}
