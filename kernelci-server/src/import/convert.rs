@@ -218,13 +218,34 @@ fn node(v: Value) -> Converted {
             return Err(format!("no {required}"));
         }
     }
+    let mut obj = obj;
+    // The reference's defaults for the fields a document predates; the times
+    // default from `created` (now when it is missing too).
     let created = match obj.get("created") {
-        Some(c) => read::<Timestamp>(c.clone()).map_err(|e| format!("created: {e}"))?,
-        None => Timestamp::now().truncate_to_millis(),
+        Some(c) => c.clone(),
+        None => Value::String(Timestamp::now().truncate_to_millis().to_string()),
     };
-    let defaults =
-        serde_json::to_value(Node::new("node", "", created)).map_err(|e| e.to_string())?;
-    let node: Node = read(over(defaults, obj))?;
+    if !obj.contains_key("timeout") {
+        let ts = read::<Timestamp>(created.clone()).map_err(|e| format!("created: {e}"))?;
+        let timeout = ts.plus_seconds(kernelci_core::node::DEFAULT_TIMEOUT_SECS);
+        obj.insert("timeout".into(), Value::String(timeout.to_string()));
+    }
+    for (key, default) in [
+        ("kind", json!("node")),
+        ("state", json!("running")),
+        ("artifacts", json!({})),
+        ("data", json!({})),
+        ("debug", json!({})),
+        ("platform_filter", json!([])),
+        ("user_groups", json!([])),
+        ("processed_by_kcidb_bridge", json!(false)),
+        ("retry_counter", json!(0)),
+        ("updated", created.clone()),
+        ("created", created.clone()),
+    ] {
+        obj.entry(key).or_insert(default);
+    }
+    let node: Node = read(Value::Object(obj))?;
     Ok(Record::Node {
         node,
         version: Version(1),

@@ -203,6 +203,70 @@ pub async fn run(
     Ok(summary)
 }
 
+/// What the reading thread hands the writer: one batch of converted documents and
+/// the refusals met while reading it.
+#[derive(Default)]
+struct Batch {
+    /// The records, and the `_id` of each (for the rejects file).
+    records: Vec<Record>,
+    ids: Vec<Option<String>>,
+    /// Refused while reading or converting: (`_id`, byte offset, reason).
+    refused: Vec<(Option<String>, Option<u64>, String)>,
+    /// Documents read.
+    read: u64,
+    /// The highest event sequence id in the batch.
+    last_sequence: u64,
+    /// Bytes of the file read when the batch was cut.
+    bytes: u64,
+}
+
+/// Reads and converts `file` on its own thread, `batch` documents at a time, so
+/// that converting the next batch overlaps with writing this one; at most two
+/// batches wait (memory stays bounded). A fatal read error is the last message.
+fn read_batches(
+    file: &CollectionFile,
+    batch: usize,
+) -> Result<tokio::sync::mpsc::Receiver<Result<Batch, String>>, String> {
+    let c = file.collection;
+    let mut docs = Documents::open(file)?;
+    let path = file.path.display().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::Builder::new()
+        .name(format!("import-{}", c.name()))
+        .spawn(move || loop {
+            let mut b = Batch::default();
+            for item in docs.by_ref().take(batch) {
+                b.read += 1;
+                match item {
+                    Item::Doc(d) => match convert::convert(c, &d) {
+                        Ok(r) => {
+                            if let Record::Event(e) = &r {
+                                b.last_sequence = b.last_sequence.max(e.sequence_id);
+                            }
+                            b.records.push(r);
+                            b.ids.push(convert::id_text(&d));
+                        }
+                        Err(reason) => b.refused.push((convert::id_text(&d), None, reason)),
+                    },
+                    Item::Bad { offset, reason } => b.refused.push((None, Some(offset), reason)),
+                    Item::Fatal(e) => {
+                        let _ = tx.blocking_send(Err(format!("{path}: {e}")));
+                        return;
+                    }
+                }
+            }
+            if b.read == 0 {
+                return;
+            }
+            b.bytes = docs.bytes_read.load(Ordering::Relaxed);
+            if tx.blocking_send(Ok(b)).is_err() {
+                return;
+            }
+        })
+        .map_err(|e| format!("cannot start a reading thread: {e}"))?;
+    Ok(rx)
+}
+
 async fn import_file(
     file: &CollectionFile,
     store: &dyn Store,
@@ -211,74 +275,51 @@ async fn import_file(
     summary: &mut Summary,
 ) -> Result<Counts, String> {
     let c = file.collection;
-    let mut docs = Documents::open(file)?;
-    let bytes = docs.bytes_read.clone();
+    let mut batches = read_batches(file, batch)?;
     let mut progress = Progress::new(c.name(), file.size);
     let mut counts = Counts::default();
-    let mut pending: Vec<(Option<String>, Record)> = Vec::with_capacity(batch);
-    loop {
-        // Reading is blocking file I/O: one batch at a time, off the async workers.
-        let items: Vec<Item> = tokio::task::block_in_place(|| docs.by_ref().take(batch).collect());
-        if items.is_empty() {
-            break;
+    let mut bytes = 0;
+    while let Some(b) = batches.recv().await {
+        let b = b?;
+        counts.read += b.read;
+        bytes = b.bytes;
+        summary.last_sequence = summary.last_sequence.max(b.last_sequence);
+        for (id, offset, reason) in &b.refused {
+            counts.rejected += 1;
+            rejects.write(c, id.clone(), *offset, reason)?;
         }
-        for item in items {
-            match item {
-                Item::Doc(d) => {
-                    counts.read += 1;
-                    match convert::convert(c, &d) {
-                        Ok(r) => {
-                            if let Record::Event(e) = &r {
-                                summary.last_sequence = summary.last_sequence.max(e.sequence_id);
-                            }
-                            pending.push((convert::id_text(&d), r));
-                        }
-                        Err(reason) => {
-                            counts.rejected += 1;
-                            rejects.write(c, convert::id_text(&d), None, &reason)?;
-                        }
-                    }
-                }
-                Item::Bad { offset, reason } => {
-                    counts.read += 1;
-                    counts.rejected += 1;
-                    rejects.write(c, None, Some(offset), &reason)?;
-                }
-                Item::Fatal(e) => {
-                    return Err(format!("{}: {e}", file.path.display()));
-                }
-            }
-        }
-        write_batch(c, store, &mut pending, &mut counts, rejects).await?;
-        progress.advance(bytes.load(Ordering::Relaxed), counts.read);
+        write_batch(c, store, &b, &mut counts, rejects).await?;
+        progress.advance(bytes, counts.read);
     }
-    write_batch(c, store, &mut pending, &mut counts, rejects).await?;
-    progress.draw(bytes.load(Ordering::Relaxed), counts.read, true);
+    progress.draw(bytes.max(file.size), counts.read, true);
     Ok(counts)
 }
 
-/// Writes `pending` in one import call; if the store refuses the call, one record
+/// Writes a batch in one import call; if the store refuses the call, one record
 /// at a time, rejecting those it refuses (a store that is down stops the import).
 async fn write_batch(
     c: Collection,
     store: &dyn Store,
-    pending: &mut Vec<(Option<String>, Record)>,
+    b: &Batch,
     counts: &mut Counts,
     rejects: &mut Rejects,
 ) -> Result<(), String> {
-    if pending.is_empty() {
+    if b.records.is_empty() {
         return Ok(());
     }
-    let records: Vec<Record> = pending.iter().map(|(_, r)| r.clone()).collect();
-    match store.import_records(&records).await {
+    let refused = |e: &kernelci_core::Error| {
+        matches!(
+            e,
+            kernelci_core::Error::Conflict(_) | kernelci_core::Error::Invalid(_)
+        )
+    };
+    match store.import_records(&b.records).await {
         Ok(stats) => add(counts, stats),
-        Err(kernelci_core::Error::Conflict(_) | kernelci_core::Error::Invalid(_)) => {
-            for (id, r) in pending.iter() {
+        Err(e) if refused(&e) => {
+            for (r, id) in b.records.iter().zip(&b.ids) {
                 match store.import_records(std::slice::from_ref(r)).await {
                     Ok(stats) => add(counts, stats),
-                    Err(
-                        e @ (kernelci_core::Error::Conflict(_) | kernelci_core::Error::Invalid(_)),
-                    ) => {
+                    Err(e) if refused(&e) => {
                         counts.rejected += 1;
                         rejects.write(c, id.clone(), None, &e.to_string())?;
                     }
@@ -288,7 +329,6 @@ async fn write_batch(
         }
         Err(e) => return Err(format!("{}: {e}", c.name())),
     }
-    pending.clear();
     Ok(())
 }
 
