@@ -171,6 +171,7 @@ pub enum Operation {
     Push,
     Pop,
     SubscriptionStats,
+    Backup,
 }
 
 impl Operation {
@@ -189,7 +190,7 @@ impl Operation {
             | Unsubscribe | Listen | Publish | Push | Pop => Access::User,
             Whoami | Logout => Access::Verified,
             Register | Invite | InviteUrl | DeleteUser | PatchUser | ListGroups | GetGroup
-            | CreateGroup | DeleteGroup | SubscriptionStats => Access::Admin,
+            | CreateGroup | DeleteGroup | SubscriptionStats | Backup => Access::Admin,
         }
     }
 }

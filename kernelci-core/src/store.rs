@@ -178,6 +178,11 @@ impl Section {
         Section::Counters,
     ];
 
+    /// The section named `name` ([`Section::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The section's name in messages (`nodes`, `events`...).
     pub fn name(self) -> &'static str {
         match self {

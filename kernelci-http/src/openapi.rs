@@ -20,6 +20,7 @@
 //! with utoipa's OpenAPI types; `scripts/schemathesis.sh` fuzzes a real server with
 //! it and checks every answer against it.
 
+use kernelci_core::store::Section;
 use serde_json::{json, Map, Value};
 
 use kernelci_core::auth::Access;
@@ -776,6 +777,34 @@ fn describe(ep: Endpoint) -> Spec {
             "The subscriptions",
             json!({"type": "array", "items": reference("SubscriptionStats")}),
         ),
+        Backup => Spec::new(
+            "admin",
+            "One page of the records of a section, for an online backup",
+        )
+        .path(
+            "section",
+            json!({"type": "string", "enum": Section::ALL.map(Section::name)}),
+        )
+        .query([
+            query(
+                "after",
+                json!({"type": "string", "pattern": "^([0-9a-f]{2})*$"}),
+                "The `next` of the previous page",
+            ),
+            query(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}),
+                "Records per page",
+            ),
+        ])
+        .json(
+            "Records in the section's order, and the cursor of the next page",
+            json!({"type": "object", "properties": {
+                "records": {"type": "array", "items": {"type": "object"}},
+                "next": {"type": ["string", "null"]}},
+                "required": ["records", "next"]}),
+        )
+        .errors(&[400, 404]),
     }
 }
 

@@ -95,6 +95,7 @@ pub static ROUTES: &[Route] = &[
     (Method::GET, "/metrics", Endpoint::Metrics),
     (Method::GET, "/health", Endpoint::Health),
     (Method::GET, "/ready", Endpoint::Ready),
+    (Method::GET, "/backup/{section}", Endpoint::Backup),
     (Method::GET, "/viewer", Endpoint::HtmlPage),
     (Method::GET, "/dashboard", Endpoint::HtmlPage),
     (Method::GET, "/manage", Endpoint::HtmlPage),

@@ -9,6 +9,10 @@
 //!                       [--backend sled|postgres] [--database-url URL] [--config FILE]
 //! ```
 //!
+//! `backup --url URL --out FILE` takes an online backup of a running server,
+//! `restore FILE` writes one into an empty store and `verify FILE` checks one
+//! ([`backup`]).
+//!
 //! `import mongo` brings the data of a reference (kernelci-api) instance over from a
 //! `mongodump` or `mongoexport` of its database ([`import`]).
 //!
@@ -21,6 +25,7 @@
 //! `<data-dir>/dev-secrets.toml` (so restarts keep tokens and the password valid),
 //! and a login hint is printed.
 
+mod backup;
 mod config;
 mod copy;
 mod dev;
@@ -84,6 +89,41 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Backs up a running server (online, through its admin endpoint
+    /// `/backup/{section}`) into a file: versioned JSON lines with a checksum,
+    /// written to FILE.partial and renamed when complete. The token of an
+    /// administrator comes from KCI_TOKEN or --token-file.
+    Backup {
+        /// The server, over plain HTTP (run next to it).
+        #[arg(long, default_value = "http://127.0.0.1:8001")]
+        url: String,
+        /// The backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// A file holding an administrator's access token (else KCI_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Writes a backup into an empty store (the one the usual settings select),
+    /// after checking the whole file. Stop a sled server first.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Records per import call.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+        /// Store backend [default: sled].
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Checks a backup file whole (header, version, every record, counts,
+    /// checksum) without writing anything.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
     },
     /// Imports the data of another KernelCI API server.
     Import {
@@ -222,6 +262,62 @@ fn main() -> ExitCode {
                 batch_size,
                 jobs,
             } => copy::run(&from, &to, batch_size as usize, jobs as usize).await,
+            Command::Backup {
+                url,
+                out,
+                token_file,
+            } => {
+                let token = match token_file {
+                    Some(f) => std::fs::read_to_string(&f)
+                        .map_err(|e| format!("{}: {e}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                    None => std::env::var("KCI_TOKEN").map_err(|_| {
+                        "an administrator's token is needed: set KCI_TOKEN or --token-file"
+                            .to_string()
+                    })?,
+                };
+                let end = backup::backup(&url, &token, &out).await?;
+                println!(
+                    "backup of {url} in {}: {}",
+                    out.display(),
+                    counts_text(&end)
+                );
+                Ok(())
+            }
+            Command::Verify { file } => {
+                let (header, end) = backup::verify(&file)?;
+                println!(
+                    "{}: a complete backup (format version {}, taken {} from {}): {}",
+                    file.display(),
+                    header.version,
+                    header.created,
+                    header.source,
+                    counts_text(&end)
+                );
+                Ok(())
+            }
+            Command::Restore {
+                file,
+                batch_size,
+                backend,
+                common,
+            } => {
+                let mut l = Layer::new();
+                if let Some(b) = backend {
+                    l.insert("backend".into(), b.as_str().into());
+                }
+                let cfg = layers(&common, l)?;
+                let (store, sled) = open_store(&cfg).await?;
+                let result = backup::restore(&file, store.as_ref(), batch_size as usize).await;
+                drop(store);
+                if let Some(s) = sled.and_then(|s| Arc::try_unwrap(s).ok()) {
+                    s.close().map_err(|e| e.to_string())?;
+                }
+                let end = result?;
+                println!("restored {}: {}", file.display(), counts_text(&end));
+                Ok(())
+            }
             Command::Import {
                 source:
                     ImportSource::Mongo {
@@ -282,6 +378,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `records: 12 (nodes 10, users 2)`.
+fn counts_text(end: &backup::format::End) -> String {
+    let parts: Vec<String> = end
+        .sections
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    format!("{} records ({})", end.records, parts.join(", "))
 }
 
 /// An open store, and for sled also the handle to close it at exit.

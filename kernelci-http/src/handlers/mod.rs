@@ -7,6 +7,7 @@ use crate::response::Resp;
 use crate::routes::Endpoint;
 use crate::state::AppState;
 
+pub mod backup;
 pub mod events;
 pub mod groups;
 pub mod kv;
@@ -86,6 +87,7 @@ pub async fn dispatch(state: AppState, endpoint: Endpoint, req: Req) -> ApiResul
         Push => pubsub::push(st, &req).await,
         Pop => pubsub::pop(st, &req).await,
         SubscriptionStats => pubsub::subscription_stats(st, &req).await,
+        Backup => backup::page(st, &req).await,
     }
 }
 
