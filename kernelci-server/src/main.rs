@@ -120,10 +120,21 @@ enum Command {
         common: Common,
     },
     /// Checks a backup file whole (header, version, every record, counts,
-    /// checksum) without writing anything.
+    /// checksum) without writing anything; without FILE, checks the sled store of
+    /// the data directory instead (every document decodes, every index entry and
+    /// counter agrees with the documents). Stop the server first.
     Verify {
-        /// The backup file.
-        file: PathBuf,
+        /// The backup file (omit it to check the store).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Recomputes every index entry and counter of the sled store in the data
+    /// directory from its documents (after `verify` reported problems). Stop the
+    /// server first.
+    RebuildIndexes {
+        #[command(flatten)]
+        common: Common,
     },
     /// Imports the data of another KernelCI API server.
     Import {
@@ -285,7 +296,55 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Verify { file } => {
+            Command::Verify { file: None, common } => {
+                let cfg = layers(&common, Layer::new())?;
+                let store = open_sled_offline(&cfg)?;
+                let report = store.verify().map_err(|e| e.to_string());
+                store.close().map_err(|e| e.to_string())?;
+                let report = report?;
+                println!(
+                    "{}: {} nodes, {} index entries checked",
+                    cfg.data_dir.display(),
+                    report.nodes,
+                    report.entries
+                );
+                if report.is_clean() {
+                    println!("the store is consistent");
+                    Ok(())
+                } else {
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    Err(format!(
+                        "{} problems found: run `kernelci-server rebuild-indexes` (documents \
+                         that do not decode need a backup)",
+                        report.problems.len()
+                    ))
+                }
+            }
+            Command::RebuildIndexes { common } => {
+                let cfg = layers(&common, Layer::new())?;
+                let store = open_sled_offline(&cfg)?;
+                let rebuilt = store.rebuild_indexes().await.map_err(|e| e.to_string());
+                let report = store.verify().map_err(|e| e.to_string());
+                store.close().map_err(|e| e.to_string())?;
+                rebuilt?;
+                let report = report?;
+                println!(
+                    "indexes rebuilt: {} nodes, {} index entries; {}",
+                    report.nodes,
+                    report.entries,
+                    if report.is_clean() {
+                        "the store is consistent".to_owned()
+                    } else {
+                        format!("{} problems remain", report.problems.len())
+                    }
+                );
+                Ok(())
+            }
+            Command::Verify {
+                file: Some(file), ..
+            } => {
                 let (header, end) = backup::verify(&file)?;
                 println!(
                     "{}: a complete backup (format version {}, taken {} from {}): {}",
@@ -378,6 +437,31 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The sled store of `cfg`'s data directory, which must exist, for offline
+/// commands (a running server holds its lock: the error says so).
+fn open_sled_offline(cfg: &ServerConfig) -> Result<SledStore, String> {
+    if cfg.backend != Backend::Sled {
+        return Err(
+            "this command works on a sled data directory; for PostgreSQL use \
+                    the database's own tools"
+                .into(),
+        );
+    }
+    if !cfg.data_dir.join("db").exists() && !cfg.data_dir.join("conf").exists() {
+        return Err(format!("{}: no sled store there", cfg.data_dir.display()));
+    }
+    SledStore::open(&cfg.data_dir, SledConfig::default()).map_err(|e| {
+        if e.to_string().contains("could not acquire lock") {
+            format!(
+                "the store in {} is in use (is a server running on it? stop it first)",
+                cfg.data_dir.display()
+            )
+        } else {
+            format!("cannot open the store in {}: {e}", cfg.data_dir.display())
+        }
+    })
 }
 
 /// `records: 12 (nodes 10, users 2)`.

@@ -235,3 +235,41 @@ fn damaged_backups_are_refused_with_a_clear_error() {
     let newer = text.replacen("\"version\":1", "\"version\":99", 1);
     assert!(verify(&newer).contains("newer than this server reads"));
 }
+
+/// `verify` (without a file) and `rebuild-indexes` on a stopped data directory;
+/// refused while a server holds it.
+#[test]
+fn the_store_of_a_stopped_server_is_verified_and_its_indexes_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let s = start(dir.path(), &[SECRET, PASSWORD], &[]);
+    let token = token_of(&login(&s.addr, "admin", PASSWORD.1).1);
+    for i in 0..30 {
+        post_node(&s.addr, &token, &format!("n{i}")).unwrap();
+    }
+    let (ok, _, err) = run(dir.path(), &["verify", "--data-dir", data], &[]);
+    assert!(!ok);
+    assert!(err.contains("in use"), "{err}");
+    s.stop();
+    let (ok, out, err) = run(dir.path(), &["verify", "--data-dir", data], &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("30 nodes") && out.contains("the store is consistent"),
+        "{out}"
+    );
+    let (ok, out, err) = run(dir.path(), &["rebuild-indexes", "--data-dir", data], &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("indexes rebuilt: 30 nodes"), "{out}");
+    let (ok, _, err) = run(
+        dir.path(),
+        &[
+            "verify",
+            "--data-dir",
+            dir.path().join("nothing").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("no sled store there"), "{err}");
+}
