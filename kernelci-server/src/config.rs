@@ -126,26 +126,57 @@ pub const NAMES: &[&str] = &[
     "state_period_seconds",
 ];
 
+/// The settings that hold secrets: masked by `config check`, and readable from a
+/// file named by `<NAME>_FILE` (`SECRET_KEY_FILE=/run/secrets/kci`), as container
+/// platforms hand secrets over.
+pub const SECRETS: &[&str] = &[
+    "secret_key",
+    "unified_secret",
+    "email_password",
+    "kci_initial_password",
+    "database_url",
+];
+
+/// The setting a name stands for (`kci_` prefix allowed for every setting).
+fn known(lower: &str) -> Option<&'static str> {
+    NAMES
+        .iter()
+        .find(|n| **n == lower || lower.strip_prefix("kci_") == Some(**n))
+        .copied()
+}
+
+/// The content of a secret file (a final newline dropped).
+fn secret_file(name: &str, path: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path.trim()).map_err(|e| ConfigError::Bad {
+        name: format!("{name}_file"),
+        reason: format!("{path}: {e}"),
+    })?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+}
+
 /// The environment as a layer: each known name, matched case-insensitively; our own
-/// settings also under a `KCI_` prefix (`KCI_LISTEN`, `KCI_DATA_DIR`...).
-pub fn env_layer(vars: impl Iterator<Item = (String, String)>) -> Layer {
+/// settings also under a `KCI_` prefix (`KCI_LISTEN`, `KCI_DATA_DIR`...); a secret
+/// also as `<NAME>_FILE`, the path of a file holding it (the variable itself wins
+/// when both are set).
+pub fn env_layer(vars: impl Iterator<Item = (String, String)>) -> Result<Layer, ConfigError> {
     let mut layer = Layer::new();
+    let mut from_files = Layer::new();
     for (k, v) in vars {
         let lower = k.to_ascii_lowercase();
-        let name = if NAMES.contains(&lower.as_str()) {
-            lower
-        } else if let Some(rest) = lower.strip_prefix("kci_") {
-            if NAMES.contains(&rest) {
-                rest.to_owned()
-            } else {
-                continue;
-            }
-        } else {
-            continue;
-        };
-        layer.insert(name, v);
+        if let Some(name) = known(&lower) {
+            layer.insert(name.to_owned(), v);
+        } else if let Some(name) = lower
+            .strip_suffix("_file")
+            .and_then(known)
+            .filter(|n| SECRETS.contains(n))
+        {
+            from_files.insert(name.to_owned(), secret_file(name, &v)?);
+        }
     }
-    layer
+    for (k, v) in from_files {
+        layer.entry(k).or_insert(v);
+    }
+    Ok(layer)
 }
 
 /// A TOML file as a layer (keys in lower case; values of any scalar type).
@@ -159,8 +190,16 @@ pub fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| err(e.to_string()))?;
     let mut layer = Layer::new();
+    let mut from_files = Layer::new();
     for (k, v) in table {
         let name = k.to_ascii_lowercase();
+        if let Some(secret) = name.strip_suffix("_file").filter(|n| SECRETS.contains(n)) {
+            let toml::Value::String(p) = v else {
+                return Err(err(format!("{k}: a path is expected")));
+            };
+            from_files.insert(secret.to_owned(), secret_file(secret, &p)?);
+            continue;
+        }
         if !NAMES.contains(&name.as_str()) {
             return Err(err(format!("unknown setting {k:?}")));
         }
@@ -171,6 +210,9 @@ pub fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
             other => return Err(err(format!("{k}: unsupported value {other}"))),
         };
         layer.insert(name, value);
+    }
+    for (k, v) in from_files {
+        layer.entry(k).or_insert(v);
     }
     Ok(layer)
 }
@@ -190,6 +232,93 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// `KCI_INITIAL_PASSWORD` & co.: the superuser to create at start if missing.
     pub initial_admin: Option<(String, String, String)>,
+}
+
+/// `postgres://user:****@host/db`: the password of a URL masked.
+fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "****".into();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:****@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl ServerConfig {
+    /// Every setting as resolved, in [`NAMES`] order, secrets masked: what
+    /// `kernelci-server config check` prints.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let h = &self.http;
+        let secret = |v: &str| {
+            if v.is_empty() {
+                "(not set)".to_owned()
+            } else {
+                "**** (set)".to_owned()
+            }
+        };
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
+        let smtp = h.smtp.as_ref();
+        let admin = self.initial_admin.as_ref();
+        NAMES
+            .iter()
+            .map(|name| {
+                let value = match *name {
+                    "listen" => self.listen.to_string(),
+                    "data_dir" => self.data_dir.display().to_string(),
+                    "backend" => self.backend.as_str().to_owned(),
+                    "secret_key" => secret(&h.secret_key),
+                    "unified_secret" => secret(&h.unified_secret),
+                    "algorithm" => h.algorithm.clone(),
+                    "access_token_expire_seconds" => h.access_token_expire_seconds.to_string(),
+                    "invite_token_expire_seconds" => h.invite_token_expire_seconds.to_string(),
+                    "public_base_url" => opt(h.public_base_url.clone()),
+                    "keep_alive_period" => h.keep_alive_period.to_string(),
+                    "cloud_events_source" => h.cloud_events_source.clone(),
+                    "event_history_ttl_seconds" => h.event_history_ttl_seconds.to_string(),
+                    "telemetry_ttl_seconds" => h.telemetry_ttl_seconds.to_string(),
+                    "node_purge_age_days" => opt(h.node_purge_age_days.map(|v| v.to_string())),
+                    "smtp_host" => opt(smtp.map(|s| s.host.clone())),
+                    "smtp_port" => opt(smtp.map(|s| s.port.to_string())),
+                    "email_sender" => opt(smtp.map(|s| s.sender.clone())),
+                    "email_password" => secret(smtp.map_or("", |s| s.password.as_str())),
+                    "kci_initial_password" => secret(admin.map_or("", |a| a.2.as_str())),
+                    "kci_initial_admin_username" => opt(admin.map(|a| a.0.clone())),
+                    "kci_initial_admin_email" => opt(admin.map(|a| a.1.clone())),
+                    "max_body_bytes" => h.max_body_bytes.to_string(),
+                    "max_connections" => h.max_connections.to_string(),
+                    "max_connections_per_ip" => h.max_connections_per_ip.to_string(),
+                    "max_node_bytes" => h.max_node_bytes.to_string(),
+                    "trusted_proxies" => h
+                        .trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    "cors_origins" => h.cors_origins.join(","),
+                    "header_timeout_seconds" => h.header_timeout_seconds.to_string(),
+                    "body_timeout_seconds" => h.body_timeout_seconds.to_string(),
+                    "body_min_rate" => h.body_min_rate.to_string(),
+                    "write_timeout_seconds" => h.write_timeout_seconds.to_string(),
+                    "body_max_seconds" => h.body_max_seconds.to_string(),
+                    "max_inflight_body_bytes" => h.max_inflight_body_bytes.to_string(),
+                    "max_inflight_requests" => h.max_inflight_requests.to_string(),
+                    "shutdown_grace_seconds" => h.shutdown_grace_seconds.to_string(),
+                    "database_url" => opt(self.database.url.as_deref().map(mask_url)),
+                    "database_pool_size" => self.database.pool_size.to_string(),
+                    "database_statement_timeout_seconds" => {
+                        self.database.statement_timeout_seconds.to_string()
+                    }
+                    "state_period_seconds" => h.state_period_seconds.to_string(),
+                    other => format!("(unknown setting {other})"),
+                };
+                (*name, value)
+            })
+            .collect()
+    }
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
@@ -392,7 +521,8 @@ mod tests {
                 ("NODE_PURGE_AGE_DAYS".to_owned(), "0".to_owned()),
             ]
             .into_iter(),
-        );
+        )
+        .unwrap();
         let cli = layer(&[("listen", "127.0.0.1:7000")]);
         let c = resolve(&[&file, &env, &cli]).unwrap();
         assert_eq!(c.http.secret_key, "from-env");

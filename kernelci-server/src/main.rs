@@ -13,6 +13,10 @@
 //! `restore FILE` writes one into an empty store and `verify FILE` checks one
 //! ([`backup`]).
 //!
+//! `config check` prints the resolved settings (secrets masked) and checks them.
+//! Exit statuses: 0 success, 1 a runtime failure, 2 a usage error (clap), 78
+//! (`EX_CONFIG`) a configuration that cannot work.
+//!
 //! `import mongo` brings the data of a reference (kernelci-api) instance over from a
 //! `mongodump` or `mongoexport` of its database ([`import`]).
 //!
@@ -136,6 +140,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The configuration: `config check`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Imports the data of another KernelCI API server.
     Import {
         #[command(subcommand)]
@@ -159,6 +168,27 @@ enum Command {
         /// of a PostgreSQL target); the other sections go one batch at a time.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Prints every setting of `serve` as resolved from the command line, the
+    /// environment (and `<SECRET>_FILE` files), the config file and the defaults,
+    /// secrets masked; then checks them as `serve` would. Exit status 0 when `serve`
+    /// would accept them, 78 otherwise.
+    Check {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store backend.
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// Check as `serve --dev` would (a development key is generated then).
+        #[arg(long)]
+        dev: bool,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -205,12 +235,44 @@ enum AdminCommand {
     },
 }
 
-fn layers(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
+/// How a command failed: the message, and the exit status it gives (besides 0 for
+/// success and clap's 2 for a usage error).
+#[derive(Debug)]
+enum Failure {
+    /// The configuration is wrong (a value, a missing secret, an unreadable file):
+    /// exit status 78 (`EX_CONFIG`), so supervisors need not restart in a loop.
+    Config(String),
+    /// Anything else (a store, a socket, a damaged file): exit status 1.
+    Runtime(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl Failure {
+    fn exit(self) -> ExitCode {
+        let (message, code) = match self {
+            Failure::Config(m) => (m, 78),
+            Failure::Runtime(m) => (m, 1),
+        };
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    }
+}
+
+fn layers(common: &Common, cli: Layer) -> Result<ServerConfig, Failure> {
+    layers_inner(common, cli).map_err(Failure::Config)
+}
+
+fn layers_inner(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
     let file = match &common.config {
         Some(p) => config::file_layer(p).map_err(|e| e.to_string())?,
         None => Layer::new(),
     };
-    let env = config::env_layer(std::env::vars());
+    let env = config::env_layer(std::env::vars()).map_err(|e| e.to_string())?;
     let mut cli = cli;
     if let Some(d) = &common.data_dir {
         cli.insert("data_dir".into(), d.display().to_string());
@@ -245,8 +307,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Failure::Runtime(format!("cannot start the runtime: {e}")).exit();
         }
     };
     let result = runtime.block_on(async move {
@@ -272,7 +333,38 @@ fn main() -> ExitCode {
                 to,
                 batch_size,
                 jobs,
-            } => copy::run(&from, &to, batch_size as usize, jobs as usize).await,
+            } => Ok(copy::run(&from, &to, batch_size as usize, jobs as usize).await?),
+            Command::Config {
+                command:
+                    ConfigCommand::Check {
+                        listen,
+                        backend,
+                        dev,
+                        common,
+                    },
+            } => {
+                let mut l = Layer::new();
+                if let Some(a) = listen {
+                    l.insert("listen".into(), a);
+                }
+                if let Some(b) = backend {
+                    l.insert("backend".into(), b.as_str().into());
+                }
+                let cfg = layers(&common, l)?;
+                for (name, value) in cfg.settings() {
+                    println!("{name} = {value}");
+                }
+                if !dev {
+                    cfg.http.validate().map_err(Failure::Config)?;
+                }
+                if cfg.backend == Backend::Postgres && cfg.database.url.is_none() {
+                    return Err(Failure::Config(
+                        "the postgres backend needs --database-url or DATABASE_URL".into(),
+                    ));
+                }
+                println!("configuration OK");
+                Ok(())
+            }
             Command::Backup {
                 url,
                 out,
@@ -315,11 +407,11 @@ fn main() -> ExitCode {
                     for p in &report.problems {
                         println!("problem: {p}");
                     }
-                    Err(format!(
+                    Err(Failure::Runtime(format!(
                         "{} problems found: run `kernelci-server rebuild-indexes` (documents \
                          that do not decode need a backup)",
                         report.problems.len()
-                    ))
+                    )))
                 }
             }
             Command::RebuildIndexes { common } => {
@@ -426,16 +518,13 @@ fn main() -> ExitCode {
                 if let Some(s) = sled.and_then(|s| Arc::try_unwrap(s).ok()) {
                     s.close().map_err(|e| e.to_string())?;
                 }
-                result
+                Ok(result?)
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+        Err(f) => f.exit(),
     }
 }
 
@@ -478,15 +567,13 @@ fn counts_text(end: &backup::format::End) -> String {
 type Opened = (Arc<dyn Store>, Option<Arc<SledStore>>);
 
 /// The store of `cfg`.
-async fn open_store(cfg: &ServerConfig) -> Result<Opened, String> {
+async fn open_store(cfg: &ServerConfig) -> Result<Opened, Failure> {
     match cfg.backend {
         Backend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         Backend::Postgres => {
-            let url = cfg
-                .database
-                .url
-                .clone()
-                .ok_or("the postgres backend needs --database-url or DATABASE_URL")?;
+            let url = cfg.database.url.clone().ok_or_else(|| {
+                Failure::Config("the postgres backend needs --database-url or DATABASE_URL".into())
+            })?;
             let mut pg = PgConfig::new(url);
             pg.pool_size = cfg.database.pool_size;
             pg.statement_timeout = (cfg.database.statement_timeout_seconds > 0)
@@ -509,7 +596,7 @@ async fn open_store(cfg: &ServerConfig) -> Result<Opened, String> {
     }
 }
 
-async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), String> {
+async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), Failure> {
     let mut hint = None;
     if dev_mode {
         let secrets = dev::dev_secrets(&cfg)?;
@@ -532,7 +619,7 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), String> 
             password: password.clone(),
         });
     }
-    cfg.http.validate()?;
+    cfg.http.validate().map_err(Failure::Config)?;
     let (store, sled) = open_store(&cfg).await?;
     // The initial administrator (if configured) is created by `serve` before it
     // accepts connections.

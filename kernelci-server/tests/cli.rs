@@ -65,7 +65,7 @@ fn serve_without_a_secret_refuses_to_start() {
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SECRET_KEY"), "{err}");
     assert!(err.contains("--dev"), "{err}");
@@ -107,7 +107,7 @@ fn admin_create_then_login() {
         String::from_utf8_lossy(&out.stderr)
     );
     let again = create("root", "other@example.org");
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(1), "a runtime failure");
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 
     let s = start(dir.path(), &[("SECRET_KEY", "k-for-the-test")], &[]);
@@ -234,4 +234,67 @@ fn large_telemetry_inserts_leave_memory_bounded() {
     // Generous: the events take about 40 MB as stored, sled's cache is 256 MiB.
     assert!(after < 400, "server RSS {after} MiB after 150,000 events");
     s.stop();
+}
+
+/// `config check`: every setting as resolved, secrets masked (also when read from
+/// `SECRET_KEY_FILE`); exit status 0 for a configuration `serve` accepts, 78 for one
+/// it refuses, 2 for a usage error.
+#[test]
+fn config_check_prints_the_resolved_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "from-a-file-not-to-be-printed\n").unwrap();
+    let file = dir.path().join("kci.toml");
+    std::fs::write(&file, "max_connections = 77\nkeep_alive_period = 5\n").unwrap();
+    let out = command(dir.path())
+        .args(["config", "check", "--listen", "0.0.0.0:9999", "--config"])
+        .arg(&file)
+        .env("SECRET_KEY_FILE", &secret)
+        .env("KCI_MAX_BODY_BYTES", "1234")
+        .env("DATABASE_URL", "postgres://kci:db-password@db.example/kci")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "listen = 0.0.0.0:9999",
+        "secret_key = **** (set)",
+        "max_connections = 77",
+        "keep_alive_period = 5",
+        "max_body_bytes = 1234",
+        "database_url = postgres://kci:****@db.example/kci",
+        "email_password = (not set)",
+        "configuration OK",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("from-a-file") && !text.contains("db-password"),
+        "{text}"
+    );
+    // A configuration `serve` refuses: 78.
+    let out = command(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SECRET_KEY"));
+    let out = command(dir.path())
+        .args(["config", "check"])
+        .env("SECRET_KEY_FILE", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret_key_file"));
+    // A usage error: clap's 2.
+    let out = command(dir.path())
+        .args(["config", "check", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -14,6 +14,7 @@ pub fn command(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
     for var in [
         "SECRET_KEY",
+        "SECRET_KEY_FILE",
         "KCI_INITIAL_PASSWORD",
         "KCI_LISTEN",
         "KCI_DATA_DIR",
