@@ -12,7 +12,7 @@
 //! - redirects are relative (`Location: /latest/`): no request header ends up in
 //!   them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hyper::HeaderMap;
 
@@ -75,6 +75,41 @@ pub fn base_url(config: &HttpConfig, headers: &HeaderMap, peer: SocketAddr) -> S
     format!("http://{own}")
 }
 
+/// The client's address for logs: the TCP peer, or, when the peer is one of the
+/// `trusted_proxies`, the address that proxy forwarded (the last hop of
+/// `Forwarded: for=`, else the last value of `X-Forwarded-For`) if it is one.
+pub fn client_ip(config: &HttpConfig, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let peer_ip = peer.ip().to_canonical();
+    if !config.trusted_proxies.contains(&peer_ip) {
+        return peer_ip;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_forwarded = header("forwarded").and_then(|fwd| {
+        let last_hop = fwd.rsplit(',').next()?;
+        last_hop.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case("for")).then(|| {
+                let v = v.trim().trim_matches('"');
+                // `[2001:db8::1]:4711`, `192.0.2.1:4711` or a bare address.
+                let v = v
+                    .strip_prefix('[')
+                    .map_or(v, |r| r.split(']').next().unwrap_or(r));
+                v.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            })?
+        })
+    });
+    let from_xff = || {
+        header("x-forwarded-for")
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    };
+    from_forwarded
+        .or_else(from_xff)
+        .map_or(peer_ip, |ip| ip.to_canonical())
+}
+
 /// The `Location` of a redirect to `path_and_query` (which starts with `/`):
 /// absolute under `PUBLIC_BASE_URL` when it is set, else relative.
 pub fn redirect_location(config: &HttpConfig, path_and_query: &str) -> String {
@@ -103,6 +138,24 @@ mod tests {
             }
         }
         map
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy() {
+        let proxy: SocketAddr = "10.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let mut config = HttpConfig::default();
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.9, 198.51.100.7"),
+            ("forwarded", r#"for=192.0.2.1, for="[2001:db8::1]:4711""#),
+        ]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|_| unreachable!());
+        assert_eq!(client_ip(&config, &h, proxy), ip("10.0.0.1"), "not trusted");
+        config.trusted_proxies = vec![ip("10.0.0.1")];
+        assert_eq!(client_ip(&config, &h, proxy), ip("2001:db8::1"));
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7")]);
+        assert_eq!(client_ip(&config, &h, proxy), ip("198.51.100.7"));
+        let h = headers(&[("x-forwarded-for", "not-an-address")]);
+        assert_eq!(client_ip(&config, &h, proxy), ip("10.0.0.1"));
     }
 
     fn peer(s: &str) -> SocketAddr {

@@ -236,9 +236,14 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let client = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| crate::public_url::client_ip(state.config(), req.headers(), p.0));
     let (resp, route) = answer(state, limits, req).await;
     tracing::info!(
         %method,
+        client = client.map(|c| c.to_string()).unwrap_or_default(),
         route = route.unwrap_or(path.as_str()),
         status = resp.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,

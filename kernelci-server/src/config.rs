@@ -282,12 +282,14 @@ impl ServerConfig {
                     "telemetry_ttl_seconds" => h.telemetry_ttl_seconds.to_string(),
                     "node_purge_age_days" => opt(h.node_purge_age_days.map(|v| v.to_string())),
                     "smtp_host" => opt(smtp.map(|s| s.host.clone())),
-                    "smtp_port" => opt(smtp.map(|s| s.port.to_string())),
+                    "smtp_port" => smtp.map_or(587, |s| s.port).to_string(),
                     "email_sender" => opt(smtp.map(|s| s.sender.clone())),
                     "email_password" => secret(smtp.map_or("", |s| s.password.as_str())),
                     "kci_initial_password" => secret(admin.map_or("", |a| a.2.as_str())),
-                    "kci_initial_admin_username" => opt(admin.map(|a| a.0.clone())),
-                    "kci_initial_admin_email" => opt(admin.map(|a| a.1.clone())),
+                    "kci_initial_admin_username" => admin.map_or("admin".into(), |a| a.0.clone()),
+                    "kci_initial_admin_email" => {
+                        admin.map_or("admin@kernelci.org".into(), |a| a.1.clone())
+                    }
                     "max_body_bytes" => h.max_body_bytes.to_string(),
                     "max_connections" => h.max_connections.to_string(),
                     "max_connections_per_ip" => h.max_connections_per_ip.to_string(),

@@ -57,6 +57,25 @@ use kernelci_store::{MemoryStore, SledConfig, SledStore};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on standard error: `text` (for people) or `json` (one object
+    /// per line, for log collectors). The level comes from RUST_LOG (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "KCI_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -283,14 +302,18 @@ fn layers_inner(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
     config::resolve(&[&file, &env, &cli]).map_err(|e| e.to_string())
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// jemalloc: it gives freed memory back to the system (after `dirty_decay_ms`,
@@ -300,7 +323,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

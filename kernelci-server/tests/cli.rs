@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::{command, http, login, start, token_of};
 
@@ -297,4 +297,136 @@ fn config_check_prints_the_resolved_settings_with_secrets_masked() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--log-format json`: one JSON object per line, and each request's line has the
+/// method, route, status, request id and client address.
+#[test]
+fn json_logs_carry_the_request_id_and_the_client() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("SECRET_KEY", "log-test-secret")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no address line");
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("kernelci-server listening on http://")
+        {
+            break a.to_owned();
+        }
+    };
+    let (status, _) = http(
+        &addr,
+        "GET",
+        "/latest/count",
+        &[("X-Request-Id", "req-42")],
+        "",
+    );
+    assert_eq!(status, 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request")
+        .unwrap_or_else(|| panic!("no request line in {err}"));
+    assert_eq!(request["request_id"], "req-42", "{request}");
+    assert_eq!(request["client"], "127.0.0.1", "{request}");
+    assert_eq!(request["route"], "/count", "{request}");
+    assert_eq!(request["status"], 200, "{request}");
+    assert_eq!(request["level"], "INFO", "{request}");
+}
+
+/// The sample configuration (`deploy/kernelci.toml`) names every setting with its
+/// real default: with every line uncommented, `config check` accepts it and
+/// resolves each setting to the value the file shows.
+#[test]
+fn the_sample_configuration_names_every_setting_with_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kernelci.toml"),
+    )
+    .unwrap();
+    let mut file = String::new();
+    let mut shown = Vec::new();
+    for line in sample.lines() {
+        let Some(setting) = line.strip_prefix("# ").filter(|l| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        }) else {
+            continue;
+        };
+        let setting = setting.split(" #").next().unwrap().trim();
+        let (name, value) = setting.split_once(" = ").unwrap();
+        if name != "secret_key" {
+            file.push_str(setting);
+            file.push('\n');
+        }
+        shown.push((name.to_owned(), value.trim_matches('"').to_owned()));
+    }
+    let path = dir.path().join("all.toml");
+    std::fs::write(&path, &file).unwrap();
+    let out = command(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env("SECRET_KEY", "sample-test")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (name, value) in &resolved {
+        let in_sample = shown.iter().find(|(k, _)| k == name);
+        let Some((_, sample_value)) = in_sample else {
+            panic!("{name} is not in deploy/kernelci.toml");
+        };
+        let expected = if sample_value.is_empty() {
+            ["(not set)", ""].contains(&value.as_str()) || value.starts_with("****")
+        } else {
+            value == sample_value
+        };
+        assert!(
+            expected,
+            "{name}: the sample says {sample_value:?}, the default is {value:?}"
+        );
+    }
 }
