@@ -7,18 +7,89 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// SMTP settings (`SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`).
+/// How the connection to the SMTP server is protected (`SMTP_TLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with `STARTTLS`, which the server must offer:
+    /// nothing (credentials, mail) is ever sent in clear text (ports 587 and 25).
+    Starttls,
+    /// TLS from the first byte ("SMTPS", port 465).
+    Tls,
+    /// No TLS at all: only for a trusted relay on the same host or pod.
+    None,
+}
+
+impl SmtpTls {
+    /// The reference's choice for a port: implicit TLS on 465, STARTTLS otherwise.
+    pub fn for_port(port: u16) -> Self {
+        if port == 465 {
+            SmtpTls::Tls
+        } else {
+            SmtpTls::Starttls
+        }
+    }
+
+    /// The setting's value (`starttls`, `tls`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for SmtpTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "starttls" => Ok(SmtpTls::Starttls),
+            "tls" | "implicit" | "smtps" => Ok(SmtpTls::Tls),
+            "none" | "plain" => Ok(SmtpTls::None),
+            other => Err(format!("{other:?}: use starttls, tls or none")),
+        }
+    }
+}
+
+/// SMTP settings (`SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`, and
+/// ours: `SMTP_TLS`, `SMTP_CA_FILE`, `SMTP_TIMEOUT_SECONDS`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmtpConfig {
-    /// Server host name.
+    /// Server host name (also the name its certificate must carry).
     pub host: String,
-    /// Port: 465 means implicit TLS, anything else plain SMTP with STARTTLS when
-    /// offered.
+    /// Port (465 implicit TLS, 587 submission with STARTTLS, 25 relay).
     pub port: u16,
     /// The From address (and the login user).
     pub sender: String,
-    /// The login password.
+    /// The login password (empty: no login).
     pub password: String,
+    /// How the connection is protected ([`SmtpTls::for_port`] by default, as the
+    /// reference: TLS on 465, STARTTLS otherwise).
+    pub tls: SmtpTls,
+    /// A PEM file of certificates trusted in addition to the system's roots (a
+    /// private CA, or a relay's self-signed certificate). The server's certificate
+    /// and name are always verified.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Time allowed for connecting and for each SMTP reply, in seconds.
+    pub timeout_seconds: u64,
+}
+
+impl SmtpConfig {
+    /// A configuration with the defaults for `host:port` (TLS mode from the port,
+    /// no extra CA, 30 s timeout).
+    pub fn new(host: &str, port: u16, sender: &str, password: &str) -> Self {
+        SmtpConfig {
+            host: host.to_owned(),
+            port,
+            sender: sender.to_owned(),
+            password: password.to_owned(),
+            tls: SmtpTls::for_port(port),
+            ca_file: None,
+            timeout_seconds: 30,
+        }
+    }
 }
 
 /// The first administrator, created at start-up when no user has its username

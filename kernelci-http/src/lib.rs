@@ -58,7 +58,7 @@ pub mod service;
 pub mod state;
 pub mod tokens;
 
-pub use config::{HttpConfig, InitialAdmin, PasswordCost, SmtpConfig};
+pub use config::{HttpConfig, InitialAdmin, PasswordCost, SmtpConfig, SmtpTls};
 pub use error::{ApiError, HttpError};
 pub use server::serve;
 pub use service::{api, ApiService, PeerAddr};

@@ -68,7 +68,8 @@ impl AppState {
         let tokens = Tokens::new(&config)
             .ok_or_else(|| HttpError::Config(format!("bad ALGORITHM {}", config.algorithm)))?;
         let broker = Broker::new(store.clone(), &config);
-        let mailer = Mailer::new(config.smtp.clone());
+        let mailer =
+            Mailer::new(config.smtp.clone()).map_err(|e| HttpError::Config(e.to_string()))?;
         let (stopping, _) = watch::channel(false);
         Ok(AppState {
             inner: Arc::new(Inner {

@@ -432,7 +432,8 @@ async fn reset_token_from_mail(smtp: &mut FakeSmtp) -> String {
         let m = smtp.next().await;
         if m.header("Subject") == Some("Reset Password Token for KernelCI API account") {
             assert_eq!(m.to, ["test@kernelci.org"]);
-            let after = m.body().split_once("within one hour:").unwrap().1;
+            let body = m.body();
+            let after = body.split_once("within one hour:").unwrap().1;
             return after.split_whitespace().next().unwrap().to_owned();
         }
     }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use kernelci_http::{HttpConfig, SmtpConfig};
+use kernelci_http::{HttpConfig, SmtpConfig, SmtpTls};
 
 /// Which store the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -101,6 +101,9 @@ pub const NAMES: &[&str] = &[
     "node_purge_age_days",
     "smtp_host",
     "smtp_port",
+    "smtp_tls",
+    "smtp_ca_file",
+    "smtp_timeout_seconds",
     "email_sender",
     "email_password",
     "kci_initial_password",
@@ -283,6 +286,14 @@ impl ServerConfig {
                     "node_purge_age_days" => opt(h.node_purge_age_days.map(|v| v.to_string())),
                     "smtp_host" => opt(smtp.map(|s| s.host.clone())),
                     "smtp_port" => smtp.map_or(587, |s| s.port).to_string(),
+                    "smtp_tls" => smtp
+                        .map_or(SmtpTls::for_port(587), |s| s.tls)
+                        .as_str()
+                        .to_owned(),
+                    "smtp_ca_file" => opt(smtp
+                        .and_then(|s| s.ca_file.as_ref())
+                        .map(|p| p.display().to_string())),
+                    "smtp_timeout_seconds" => smtp.map_or(30, |s| s.timeout_seconds).to_string(),
                     "email_sender" => opt(smtp.map(|s| s.sender.clone())),
                     "email_password" => secret(smtp.map_or("", |s| s.password.as_str())),
                     "kci_initial_password" => secret(admin.map_or("", |a| a.2.as_str())),
@@ -464,15 +475,27 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
         http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;
     }
     if let Some(host) = get("smtp_host").filter(|h| !h.trim().is_empty()) {
-        http.smtp = Some(SmtpConfig {
-            host: host.trim().to_owned(),
-            port: get("smtp_port")
-                .map(|p| parse("smtp_port", p))
-                .transpose()?
-                .unwrap_or(587),
-            sender: get("email_sender").unwrap_or_default().to_owned(),
-            password: get("email_password").unwrap_or_default().to_owned(),
-        });
+        let port = get("smtp_port")
+            .map(|p| parse("smtp_port", p))
+            .transpose()?
+            .unwrap_or(587);
+        let mut smtp = SmtpConfig::new(
+            host.trim(),
+            port,
+            get("email_sender").unwrap_or_default(),
+            get("email_password").unwrap_or_default(),
+        );
+        if let Some(v) = get("smtp_tls") {
+            smtp.tls = parse("smtp_tls", v)?;
+        }
+        smtp.ca_file = get("smtp_ca_file")
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        if let Some(v) = get("smtp_timeout_seconds") {
+            smtp.timeout_seconds = parse("smtp_timeout_seconds", v)?;
+        }
+        http.smtp = Some(smtp);
     }
     if let Some(password) = get("kci_initial_password").filter(|p| !p.is_empty()) {
         let username = get("kci_initial_admin_username")

@@ -1,6 +1,8 @@
-//! A tiny SMTP server for tests: it speaks enough of RFC 5321 for
-//! `kernelci_http::mail::Mailer` (EHLO/HELO, AUTH PLAIN/LOGIN, MAIL, RCPT, DATA,
-//! QUIT) and hands every accepted message to the test through a channel.
+//! A tiny scriptable SMTP server for tests: it speaks enough of RFC 5321 for
+//! `kernelci_http::mail::Mailer` in its plain-relay mode (EHLO/HELO, AUTH
+//! PLAIN/LOGIN, MAIL, RCPT, DATA, QUIT), can refuse any step, and hands every
+//! accepted message to the test through a channel. The TLS modes are tested
+//! against a real server (aiosmtpd, `smtp_tls.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -47,12 +49,9 @@ pub struct Received {
 }
 
 impl Received {
-    /// The message body (after the blank line).
-    pub fn body(&self) -> &str {
-        self.data
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("")
+    /// The message body (after the blank line), decoded when it is base64.
+    pub fn body(&self) -> String {
+        decoded_body(&self.data)
     }
 
     /// A header's value.
@@ -103,13 +102,17 @@ impl FakeSmtp {
         self.rx.try_recv().ok()
     }
 
-    /// The SMTP settings that point at this server.
+    /// The SMTP settings that point at this server (a plain-text relay: TLS
+    /// is tested against a real server in `smtp_tls.rs`).
     pub fn config(&self, password: &str) -> kernelci_http::SmtpConfig {
         kernelci_http::SmtpConfig {
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
-            sender: "kernelci@example.org".into(),
-            password: password.into(),
+            tls: kernelci_http::SmtpTls::None,
+            ..kernelci_http::SmtpConfig::new(
+                &self.addr.ip().to_string(),
+                self.addr.port(),
+                "kernelci@example.org",
+                password,
+            )
         }
     }
 }
@@ -207,6 +210,22 @@ async fn session(stream: TcpStream, b: &Behaviour) -> Option<Received> {
 }
 
 /// Standard base64 decoding (test inputs are well-formed).
+/// The body of a raw message (after the blank line), decoded when its
+/// `Content-Transfer-Encoding` is base64 (what the mailer uses for non-ASCII text
+/// and lines over 76 characters).
+pub fn decoded_body(data: &str) -> String {
+    let (head, body) = data.split_once("\r\n\r\n").unwrap_or((data, ""));
+    let base64 = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("Content-Transfer-Encoding: base64"));
+    if base64 {
+        decode64(&body.split_whitespace().collect::<String>())
+    } else {
+        body.to_owned()
+    }
+}
+
+/// Standard base64 (padding optional) to UTF-8 text.
 pub fn decode64(s: &str) -> String {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bits = 0u32;

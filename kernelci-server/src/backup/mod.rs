@@ -3,7 +3,7 @@
 //! `backup --url URL --out FILE` copies a running server's store, page by page,
 //! through its admin endpoint `GET /backup/{section}` (whatever the backend, and
 //! without stopping it: sled allows one process per data directory, so the server
-//! itself reads its store). The file is [`format`]: versioned JSON lines with a
+//! itself reads its store). The file is [`mod@format`]: versioned JSON lines with a
 //! checksum. `restore FILE` writes a backup into an empty store (the one the usual
 //! settings select) after checking the whole file; `verify FILE` only checks it.
 //!
