@@ -86,14 +86,18 @@ pub fn spawn(state: &AppState) -> Jobs {
             if !st.is_leader() {
                 return;
             }
-            if let Err(e) = run_state_machine(&st, Timestamp::now()).await {
+            let result = run_state_machine(&st, Timestamp::now()).await;
+            st.metrics().job_run("state_machine", result.is_ok());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "state machine round failed");
             }
         }));
     let period = Duration::from_secs(state.config().housekeeping_period_seconds.max(1));
     jobs.tasks
         .push(every(state.clone(), period, |st| async move {
-            if let Err(e) = run_housekeeping(&st, Timestamp::now()).await {
+            let result = run_housekeeping(&st, Timestamp::now()).await;
+            st.metrics().job_run("housekeeping", result.is_ok());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "housekeeping round failed");
             }
         }));
@@ -302,7 +306,9 @@ async fn purge_loop(state: AppState) {
             wait = Duration::from_secs(60);
             continue;
         }
-        wait = match run_purge(&state, Timestamp::now()).await {
+        let result = run_purge(&state, Timestamp::now()).await;
+        state.metrics().job_run("purge", result.is_ok());
+        wait = match result {
             Ok(_) => Duration::from_secs(86_400),
             Err(e) => {
                 tracing::warn!(error = %e, "node purge failed; retrying in an hour");

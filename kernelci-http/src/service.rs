@@ -240,13 +240,23 @@ where
         .extensions()
         .get::<PeerAddr>()
         .map(|p| crate::public_url::client_ip(state.config(), req.headers(), p.0));
+    let in_flight = state.metrics().request_started();
+    let metrics_state = state.clone();
     let (resp, route) = answer(state, limits, req).await;
+    drop(in_flight);
+    let took = started.elapsed();
+    metrics_state.metrics().observe_request(
+        method.as_str(),
+        route.unwrap_or("unmatched"),
+        resp.status().as_u16(),
+        took,
+    );
     tracing::info!(
         %method,
         client = client.map(|c| c.to_string()).unwrap_or_default(),
         route = route.unwrap_or(path.as_str()),
         status = resp.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = took.as_micros() as u64,
         request_id,
         "request"
     );

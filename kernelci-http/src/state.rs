@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::config::HttpConfig;
 use crate::error::{ApiError, ApiResult, HttpError};
 use crate::mail::Mailer;
-use crate::metrics::Metrics;
+use crate::metrics::{MeteredStore, Metrics};
 use crate::pubsub::Broker;
 use crate::request::Req;
 use crate::tokens::Tokens;
@@ -67,6 +67,10 @@ impl AppState {
         config.validate().map_err(HttpError::Config)?;
         let tokens = Tokens::new(&config)
             .ok_or_else(|| HttpError::Config(format!("bad ALGORITHM {}", config.algorithm)))?;
+        let server_id = new_server_id();
+        let metrics = Metrics::new(&server_id);
+        // Every store operation of the server is timed (kci_store_operation_*).
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.store()));
         let broker = Broker::new(store.clone(), &config);
         let mailer =
             Mailer::new(config.smtp.clone()).map_err(|e| HttpError::Config(e.to_string()))?;
@@ -77,10 +81,10 @@ impl AppState {
                 config,
                 tokens,
                 broker,
-                metrics: Metrics::default(),
+                metrics,
                 mailer,
                 stopping,
-                server_id: new_server_id(),
+                server_id,
                 leader: std::sync::atomic::AtomicBool::new(false),
             }),
         })

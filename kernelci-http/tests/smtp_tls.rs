@@ -316,5 +316,14 @@ async fn invitation_flow() {
         )
         .await;
     assert_eq!(r.code(), 200, "{}", r.text());
+    // Both messages (the invitation, the welcome) are counted as sent.
+    assert_eq!(smtp.wait_for(2).len(), 2);
+    let metrics = s.get("/metrics", None).await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "kci_emails_total{result=\"sent\"} 2"),
+        "{metrics}"
+    );
     s.stop().await;
 }

@@ -332,11 +332,15 @@ fn the_jobs_leader_fails_over_and_a_timeout_gives_one_event() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = server(da.path(), &url);
     wait_for("A to lead", Duration::from_secs(10), || {
-        metric(&a.addr, "jobs_leader") == 1
+        metric(&a.addr, "kci_jobs_leader") == 1
     });
     let b = server(db.path(), &url);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(metric(&b.addr, "jobs_leader"), 0, "one leader at a time");
+    assert_eq!(
+        metric(&b.addr, "kci_jobs_leader"),
+        0,
+        "one leader at a time"
+    );
 
     let token = token_of(&login(&a.addr, "admin", PASSWORD).1);
     let timeout = (chrono::Utc::now() + chrono::Duration::seconds(3))
@@ -353,7 +357,7 @@ fn the_jobs_leader_fails_over_and_a_timeout_gives_one_event() {
     a.child.wait().unwrap();
 
     wait_for("B to lead", Duration::from_secs(15), || {
-        metric(&b.addr, "jobs_leader") == 1
+        metric(&b.addr, "kci_jobs_leader") == 1
     });
     wait_for("the timeout transition", Duration::from_secs(20), || {
         let (_, v) = call(&b.addr, "GET", &format!("/latest/node/{id}"), &token, "");

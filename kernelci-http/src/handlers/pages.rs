@@ -11,9 +11,11 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{SubscriberFigures, MAX_PENDING_COUNTED};
 use crate::request::Req;
 use crate::response::{self, Resp};
 use crate::state::AppState;
+use kernelci_core::time::Timestamp;
 
 /// The shared stylesheet (`/static/css/style.css`).
 pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
@@ -130,18 +132,48 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
     Ok(r)
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the reference's counters, then ours (see [`crate::metrics`]).
+/// The pub/sub gauges are read now: the broker's subscriptions, the newest
+/// sequence id, and for each durable subscriber the events of its channel after
+/// its position (at most [`MAX_PENDING_COUNTED`]) and the time since its last
+/// listen. A store that does not answer leaves them as they were; the scrape
+/// still succeeds.
 pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
+    let m = state.metrics();
+    if let Ok(figures) = pubsub_figures(state).await {
+        let (live, sequence, subscribers) = figures;
+        m.observe_pubsub(live, sequence, &subscribers);
+    }
+    m.set_leader(state.is_leader());
     Ok(response::with_body(
         StatusCode::OK,
-        "text/plain; charset=utf-8",
-        format!(
-            "{}kernelci_server_info{{instance=\"api\",server=\"{}\"}} 1\njobs_leader{{instance=\"api\"}} {}\n",
-            state.metrics().render(),
-            state.server_id(),
-            u8::from(state.is_leader())
-        ),
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        m.render(),
     ))
+}
+
+/// Live subscriptions, the newest sequence id, the durable subscribers' figures.
+async fn pubsub_figures(
+    state: &AppState,
+) -> Result<(u64, u64, Vec<SubscriberFigures>), Box<dyn std::error::Error + Send + Sync>> {
+    let live = state.broker().subscriptions().await?.len() as u64;
+    let store = state.store();
+    let sequence = store.last_event_sequence().await?;
+    let now = Timestamp::now().to_chrono();
+    let mut subscribers = Vec::new();
+    for s in store.list_subscribers().await? {
+        let pending = store
+            .events_after(s.last_event_id, Some(&s.channel), MAX_PENDING_COUNTED)
+            .await?
+            .len() as u64;
+        let since = s.last_poll.unwrap_or(s.created_at).to_chrono();
+        subscribers.push(SubscriberFigures {
+            subscriber_id: s.subscriber_id,
+            pending,
+            idle_seconds: (now - since).num_milliseconds().max(0) as f64 / 1000.0,
+        });
+    }
+    Ok((live, sequence, subscribers))
 }
 
 /// The `service` of the health answers.

@@ -265,6 +265,7 @@ async fn try_send(state: &AppState, email: Email, what: &str) -> bool {
     match state.mailer().send(&email).await {
         Ok(()) => {
             tracing::info!(to = %email.to, what, "e-mail sent");
+            state.metrics().email(true);
             true
         }
         Err(MailError::NotConfigured) => {
@@ -273,6 +274,7 @@ async fn try_send(state: &AppState, email: Email, what: &str) -> bool {
         }
         Err(e) => {
             tracing::warn!(to = %email.to, what, error = %e, "e-mail not sent");
+            state.metrics().email(false);
             false
         }
     }

@@ -1,5 +1,6 @@
-//! In-process counters exposed at `/metrics` (API.md §3) in the Prometheus text
-//! format: `<name>{instance="api"} <integer>`.
+//! The reference's counters, exposed at the top of `/metrics` exactly as the
+//! reference writes them (API.md §3): `<name>{instance="api"} <integer>`, no
+//! `# TYPE` lines.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,12 +8,12 @@ use std::sync::Mutex;
 
 /// Named counters. `http_requests_total` always exists; others appear once set.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct ReferenceCounters {
     requests: AtomicU64,
     others: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-impl Metrics {
+impl ReferenceCounters {
     /// Counts one request (the handlers API.md §1.8 lists).
     pub fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn renders_counters() {
-        let m = Metrics::default();
+        let m = ReferenceCounters::default();
         m.count_request();
         m.add("nodes_purged", 3);
         assert_eq!(
