@@ -46,7 +46,7 @@ use config::{Backend, Layer, ServerConfig};
 use kernelci_core::store::Store;
 use kernelci_http::{serve, AppState};
 use kernelci_store::postgres::{PgConfig, PgStore};
-use kernelci_store::{MemoryStore, SledConfig, SledStore};
+use kernelci_store::{MemoryStore, SledStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,30 +78,17 @@ enum LogFormat {
     Json,
 }
 
+/// Every setting (`--help` lists them with their variables and defaults).
 #[derive(clap::Args, Debug, Default)]
 struct Common {
-    /// Data directory of the sled store [default: ./kernelci-data].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// TOML configuration file (settings in lower case, e.g. `secret_key = "..."`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// PostgreSQL URL of the postgres backend (`postgres://user:pass@host/db`;
-    /// `?sslmode=require`, `verify-full&sslrootcert=FILE` for TLS).
-    #[arg(long)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    settings: config::Settings,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serves the API.
     Serve {
-        /// Address to listen on [default: 127.0.0.1:8001].
-        #[arg(long)]
-        listen: Option<String>,
-        /// Store backend [default: sled].
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
         /// Development mode: generate (once) a secret key and an admin password.
         #[arg(long)]
         dev: bool,
@@ -136,9 +123,6 @@ enum Command {
         /// Records per import call.
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
-        /// Store backend [default: sled].
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
         #[command(flatten)]
         common: Common,
     },
@@ -197,12 +181,6 @@ enum ConfigCommand {
     /// secrets masked; then checks them as `serve` would. Exit status 0 when `serve`
     /// would accept them, 78 otherwise.
     Check {
-        /// Address to listen on.
-        #[arg(long)]
-        listen: Option<String>,
-        /// Store backend.
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
         /// Check as `serve --dev` would (a development key is generated then).
         #[arg(long)]
         dev: bool,
@@ -230,9 +208,6 @@ enum ImportSource {
         /// Records per import call (one transaction or atomic batch each).
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
-        /// Store backend [default: sled].
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
         #[command(flatten)]
         common: Common,
     },
@@ -282,23 +257,20 @@ impl Failure {
     }
 }
 
-fn layers(common: &Common, cli: Layer) -> Result<ServerConfig, Failure> {
-    layers_inner(common, cli).map_err(Failure::Config)
+/// The configuration: the options and the variables clap reads (`--help`), over
+/// the environment's other spellings (any case, a `KCI_` prefix, `<SECRET>_FILE`),
+/// over the TOML file, over the defaults.
+fn layers(common: &Common) -> Result<ServerConfig, Failure> {
+    layers_inner(&common.settings).map_err(Failure::Config)
 }
 
-fn layers_inner(common: &Common, cli: Layer) -> Result<ServerConfig, String> {
-    let file = match &common.config {
+fn layers_inner(settings: &config::Settings) -> Result<ServerConfig, String> {
+    let file = match &settings.config {
         Some(p) => config::file_layer(p).map_err(|e| e.to_string())?,
         None => Layer::new(),
     };
     let env = config::env_layer(std::env::vars()).map_err(|e| e.to_string())?;
-    let mut cli = cli;
-    if let Some(d) = &common.data_dir {
-        cli.insert("data_dir".into(), d.display().to_string());
-    }
-    if let Some(u) = &common.database_url {
-        cli.insert("database_url".into(), u.clone());
-    }
+    let cli = settings.layer().map_err(|e| e.to_string())?;
     config::resolve(&[&file, &env, &cli]).map_err(|e| e.to_string())
 }
 
@@ -335,20 +307,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve {
-                listen,
-                backend,
-                dev,
-                common,
-            } => {
-                let mut l = Layer::new();
-                if let Some(a) = listen {
-                    l.insert("listen".into(), a);
-                }
-                if let Some(b) = backend {
-                    l.insert("backend".into(), b.as_str().into());
-                }
-                let cfg = layers(&common, l)?;
+            Command::Serve { dev, common } => {
+                let cfg = layers(&common)?;
                 run_serve(cfg, dev).await
             }
             Command::Copy {
@@ -358,22 +318,9 @@ fn main() -> ExitCode {
                 jobs,
             } => Ok(copy::run(&from, &to, batch_size as usize, jobs as usize).await?),
             Command::Config {
-                command:
-                    ConfigCommand::Check {
-                        listen,
-                        backend,
-                        dev,
-                        common,
-                    },
+                command: ConfigCommand::Check { dev, common },
             } => {
-                let mut l = Layer::new();
-                if let Some(a) = listen {
-                    l.insert("listen".into(), a);
-                }
-                if let Some(b) = backend {
-                    l.insert("backend".into(), b.as_str().into());
-                }
-                let cfg = layers(&common, l)?;
+                let cfg = layers(&common)?;
                 for (name, value) in cfg.settings() {
                     println!("{name} = {value}");
                 }
@@ -412,7 +359,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Verify { file: None, common } => {
-                let cfg = layers(&common, Layer::new())?;
+                let cfg = layers(&common)?;
                 let store = open_sled_offline(&cfg)?;
                 let report = store.verify().map_err(|e| e.to_string());
                 store.close().map_err(|e| e.to_string())?;
@@ -438,7 +385,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::RebuildIndexes { common } => {
-                let cfg = layers(&common, Layer::new())?;
+                let cfg = layers(&common)?;
                 let store = open_sled_offline(&cfg)?;
                 let rebuilt = store.rebuild_indexes().await.map_err(|e| e.to_string());
                 let report = store.verify().map_err(|e| e.to_string());
@@ -474,14 +421,9 @@ fn main() -> ExitCode {
             Command::Restore {
                 file,
                 batch_size,
-                backend,
                 common,
             } => {
-                let mut l = Layer::new();
-                if let Some(b) = backend {
-                    l.insert("backend".into(), b.as_str().into());
-                }
-                let cfg = layers(&common, l)?;
+                let cfg = layers(&common)?;
                 let (store, sled) = open_store(&cfg).await?;
                 let result = backup::restore(&file, store.as_ref(), batch_size as usize).await;
                 drop(store);
@@ -498,15 +440,10 @@ fn main() -> ExitCode {
                         path,
                         rejects,
                         batch_size,
-                        backend,
                         common,
                     },
             } => {
-                let mut l = Layer::new();
-                if let Some(b) = backend {
-                    l.insert("backend".into(), b.as_str().into());
-                }
-                let cfg = layers(&common, l)?;
+                let cfg = layers(&common)?;
                 let (store, sled) = open_store(&cfg).await?;
                 let result =
                     import::run(&path, store.as_ref(), batch_size as usize, &rejects).await;
@@ -533,7 +470,7 @@ fn main() -> ExitCode {
                         common,
                     },
             } => {
-                let cfg = layers(&common, Layer::new())?;
+                let cfg = layers(&common)?;
                 let password = dev::read_password()?;
                 let (store, sled) = open_store(&cfg).await?;
                 let result = dev::admin_create(store.as_ref(), &username, &email, &password).await;
@@ -564,7 +501,7 @@ fn open_sled_offline(cfg: &ServerConfig) -> Result<SledStore, String> {
     if !cfg.data_dir.join("db").exists() && !cfg.data_dir.join("conf").exists() {
         return Err(format!("{}: no sled store there", cfg.data_dir.display()));
     }
-    SledStore::open(&cfg.data_dir, SledConfig::default()).map_err(|e| {
+    SledStore::open(&cfg.data_dir, cfg.sled).map_err(|e| {
         if e.to_string().contains("could not acquire lock") {
             format!(
                 "the store in {} is in use (is a server running on it? stop it first)",
@@ -609,11 +546,9 @@ async fn open_store(cfg: &ServerConfig) -> Result<Opened, Failure> {
         Backend::Sled => {
             std::fs::create_dir_all(&cfg.data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
-            let s = Arc::new(
-                SledStore::open(&cfg.data_dir, SledConfig::default()).map_err(|e| {
-                    format!("cannot open the store in {}: {e}", cfg.data_dir.display())
-                })?,
-            );
+            let s = Arc::new(SledStore::open(&cfg.data_dir, cfg.sled).map_err(|e| {
+                format!("cannot open the store in {}: {e}", cfg.data_dir.display())
+            })?);
             Ok((s.clone() as Arc<dyn Store>, Some(s)))
         }
     }

@@ -297,6 +297,56 @@ fn config_check_prints_the_resolved_settings_with_secrets_masked() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // Every setting is an option; the option beats the variable, which beats
+    // the file; a bad value is a configuration error wherever it comes from.
+    let out = command(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .args(["--max-connections", "88", "--sled-cache-mb", "64"])
+        .args(["--smtp-host", "mail.example.org", "--smtp-port", "465"])
+        .env("SECRET_KEY", "k")
+        .env("KCI_MAX_CONNECTIONS", "99")
+        .env("KCI_HOUSEKEEPING_PERIOD_SECONDS", "120")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        "max_connections = 88",
+        "housekeeping_period_seconds = 120",
+        "sled_cache_mb = 64",
+        "smtp_tls = tls",
+        "keep_alive_period = 5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let out = command(dir.path())
+        .args(["config", "check", "--password-iterations", "three"])
+        .env("SECRET_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password_iterations"));
+    // --help names each setting's variable (secret values never shown).
+    let out = command(dir.path())
+        .args(["serve", "--help"])
+        .env("SECRET_KEY", "do-not-show")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "--secret-key <KEY>",
+        "[env: SECRET_KEY]",
+        "--secret-key-file <FILE>",
+        "[env: SECRET_KEY_FILE=]",
+        "--node-purge-age-days <DAYS>",
+        "[env: NODE_PURGE_AGE_DAYS=]",
+        "[default: 180]",
+        "[env: KCI_MAX_INFLIGHT_REQUESTS=]",
+    ] {
+        assert!(help.contains(text), "no {text:?} in\n{help}");
+    }
+    assert!(!help.contains("do-not-show"));
 }
 
 /// `--log-format json`: one JSON object per line, and each request's line has the

@@ -1,6 +1,6 @@
 //! What `GET /metrics` exposes (API.md §3, docs/OPERATIONS.md "Monitoring").
 //!
-//! First the reference's counters, unchanged ([`legacy`]: `http_requests_total`,
+//! First the reference's counters, unchanged ([`ReferenceCounters`]: `http_requests_total`,
 //! `subscriptions_cleaned`, `nodes_purged` as `<name>{instance="api"} <n>`), then
 //! ours in the Prometheus text format 0.0.4 with `# HELP`/`# TYPE`, from one
 //! [`prometheus_client`] registry per server (so several servers in one process,

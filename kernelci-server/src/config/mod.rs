@@ -1,21 +1,20 @@
 //! The server's configuration: one struct, filled from the command line over the
 //! environment over an optional TOML file over the defaults.
 //!
-//! Environment names are the reference's (API.md §11), matched case-insensitively as
-//! the reference does: `SECRET_KEY`, `UNIFIED_SECRET`, `ALGORITHM`,
-//! `ACCESS_TOKEN_EXPIRE_SECONDS`, `INVITE_TOKEN_EXPIRE_SECONDS`, `PUBLIC_BASE_URL`,
-//! `KEEP_ALIVE_PERIOD`, `CLOUD_EVENTS_SOURCE`, `EVENT_HISTORY_TTL_SECONDS`,
-//! `TELEMETRY_TTL_SECONDS`, `NODE_PURGE_AGE_DAYS` (0 turns the purge off),
-//! `SMTP_HOST`, `SMTP_PORT`, `EMAIL_SENDER`, `EMAIL_PASSWORD`,
-//! `KCI_INITIAL_PASSWORD`, `KCI_INITIAL_ADMIN_USERNAME`, `KCI_INITIAL_ADMIN_EMAIL`;
-//! and ours: `KCI_LISTEN`, `KCI_DATA_DIR`, `KCI_BACKEND`, `KCI_MAX_BODY_BYTES`,
-//! `KCI_MAX_CONNECTIONS`, `KCI_SHUTDOWN_GRACE_SECONDS`; for the PostgreSQL backend
-//! `DATABASE_URL` (or `KCI_DATABASE_URL`), `KCI_DATABASE_POOL_SIZE` (default 16) and
-//! `KCI_DATABASE_STATEMENT_TIMEOUT_SECONDS` (default 30; 0 keeps the database's own);
-//! `KCI_STATE_PERIOD_SECONDS`, how often the leader runs the time-driven state
-//! machine (default 60).
-//! The TOML file uses the same names in lower case (`secret_key = "..."`,
-//! `listen = "0.0.0.0:8001"`).
+//! Every setting has an option and an environment variable ([`Settings`], which
+//! clap reads: `kernelci-server serve --help` lists them with their defaults).
+//! The variables are the reference's names (API.md §11: `SECRET_KEY`,
+//! `SMTP_HOST`...) and ours with a `KCI_` prefix (`KCI_LISTEN`, `KCI_DATA_DIR`...);
+//! as in the reference they are also matched in any case, every setting also
+//! under a `KCI_` prefix, and a secret also as `<NAME>_FILE` ([`env_layer`], the
+//! layer under clap's). The TOML file uses the names in lower case
+//! (`secret_key = "..."`, `listen = "0.0.0.0:8001"`; [`file_layer`]).
+//! [`resolve`] parses and checks every value, so a bad one is a configuration
+//! error whichever layer it came from.
+
+mod args;
+
+pub use args::Settings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use kernelci_http::{HttpConfig, SmtpConfig, SmtpTls};
+use kernelci_store::{Durability, SledConfig};
 
 /// Which store the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -127,6 +127,15 @@ pub const NAMES: &[&str] = &[
     "database_pool_size",
     "database_statement_timeout_seconds",
     "state_period_seconds",
+    "housekeeping_period_seconds",
+    "subscription_idle_seconds",
+    "max_subscriptions_per_user",
+    "fast_query_timeout_seconds",
+    "password_memory_kib",
+    "password_iterations",
+    "password_parallelism",
+    "sled_cache_mb",
+    "sled_flush_interval_ms",
 ];
 
 /// The settings that hold secrets: masked by `config check`, and readable from a
@@ -235,6 +244,8 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// `KCI_INITIAL_PASSWORD` & co.: the superuser to create at start if missing.
     pub initial_admin: Option<(String, String, String)>,
+    /// The sled store's page cache and durability.
+    pub sled: SledConfig,
 }
 
 /// `postgres://user:****@host/db`: the password of a URL masked.
@@ -326,6 +337,18 @@ impl ServerConfig {
                         self.database.statement_timeout_seconds.to_string()
                     }
                     "state_period_seconds" => h.state_period_seconds.to_string(),
+                    "housekeeping_period_seconds" => h.housekeeping_period_seconds.to_string(),
+                    "subscription_idle_seconds" => h.subscription_idle_seconds.to_string(),
+                    "max_subscriptions_per_user" => h.max_subscriptions_per_user.to_string(),
+                    "fast_query_timeout_seconds" => h.fast_query_timeout_seconds.to_string(),
+                    "password_memory_kib" => h.password_cost.memory_kib.to_string(),
+                    "password_iterations" => h.password_cost.iterations.to_string(),
+                    "password_parallelism" => h.password_cost.parallelism.to_string(),
+                    "sled_cache_mb" => (self.sled.cache_bytes >> 20).to_string(),
+                    "sled_flush_interval_ms" => match self.sled.durability {
+                        Durability::Durable => "0".to_owned(),
+                        Durability::FlushEvery(d) => d.as_millis().to_string(),
+                    },
                     other => format!("(unknown setting {other})"),
                 };
                 (*name, value)
@@ -384,6 +407,7 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
         },
         http: HttpConfig::default(),
         initial_admin: None,
+        sled: SledConfig::default(),
     };
     if let Some(v) = get("secret_key") {
         http.secret_key = v.to_owned();
@@ -470,6 +494,48 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("state_period_seconds") {
         http.state_period_seconds = parse("state_period_seconds", v)?;
+    }
+    for (name, field) in [
+        (
+            "housekeeping_period_seconds",
+            &mut http.housekeeping_period_seconds,
+        ),
+        (
+            "subscription_idle_seconds",
+            &mut http.subscription_idle_seconds,
+        ),
+        (
+            "fast_query_timeout_seconds",
+            &mut http.fast_query_timeout_seconds,
+        ),
+    ] {
+        if let Some(v) = get(name) {
+            *field = parse(name, v)?;
+        }
+    }
+    if let Some(v) = get("max_subscriptions_per_user") {
+        http.max_subscriptions_per_user = parse("max_subscriptions_per_user", v)?;
+    }
+    for (name, field) in [
+        ("password_memory_kib", &mut http.password_cost.memory_kib),
+        ("password_iterations", &mut http.password_cost.iterations),
+        ("password_parallelism", &mut http.password_cost.parallelism),
+    ] {
+        if let Some(v) = get(name) {
+            *field = parse(name, v)?;
+        }
+    }
+    if let Some(v) = get("sled_cache_mb") {
+        let mb: u64 = parse("sled_cache_mb", v)?;
+        cfg.sled.cache_bytes = mb.saturating_mul(1 << 20);
+    }
+    if let Some(v) = get("sled_flush_interval_ms") {
+        let ms: u64 = parse("sled_flush_interval_ms", v)?;
+        cfg.sled.durability = if ms == 0 {
+            Durability::Durable
+        } else {
+            Durability::FlushEvery(std::time::Duration::from_millis(ms))
+        };
     }
     if let Some(v) = get("shutdown_grace_seconds") {
         http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;
