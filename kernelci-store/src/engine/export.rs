@@ -79,7 +79,10 @@ impl<K: Kv> Engine<K> {
             Some(c) => {
                 let mut lo = c.to_vec();
                 lo.push(0);
-                lo
+                // A cursor is a client's text: one from outside the section must not
+                // walk another section's keys (below it: from the start; above it:
+                // nothing, the scan's range is empty).
+                lo.max(p.to_vec())
             }
         };
         let mut out = Vec::new();

@@ -64,7 +64,10 @@ impl PgStore {
         let client = self.client().await?;
         let first = after.is_none();
         let c: &[u8] = after.map_or(&[], ExportCursor::as_bytes);
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| corrupt("cursor", e));
+        let text = |b: &[u8]| {
+            String::from_utf8(b.to_vec())
+                .map_err(|_| Error::Invalid("bad export cursor: not UTF-8".into()))
+        };
         let mut out = Vec::new();
         let mut next: Vec<u8> = Vec::new();
         match section {
