@@ -17,7 +17,12 @@ built="$target_dir/debug/kernelci-server"
 root=$(mktemp -d)
 server_pid=
 cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        echo "server log:" >&2
+        cat "$root/server.log" >&2 || true
+    fi
     rm -rf "$root"
 }
 trap cleanup EXIT
@@ -58,8 +63,9 @@ wait_ready() {
     done
     fail "the server is not ready after 20 s"
 }
+# As the systemd unit's ExecStart: the configuration file and the data directory.
 start() {
-    SECRET_KEY_FILE="$etc/secret_key" "$bin" serve --config "$etc/kernelci.toml" "$@" \
+    SECRET_KEY_FILE="$etc/secret_key" "$bin" serve --config "$etc/kernelci.toml" --data-dir "$1" \
         >>"$root/server.log" 2>&1 &
     server_pid=$!
     wait_ready
@@ -88,7 +94,8 @@ data_dir = "$data"
 EOF
 
 step "2. check the configuration"
-SECRET_KEY_FILE="$etc/secret_key" "$bin" config check --config "$etc/kernelci.toml" >"$root/check.txt"
+SECRET_KEY_FILE="$etc/secret_key" "$bin" config check --config "$etc/kernelci.toml" >"$root/check.txt" \
+    || fail "config check refused the configuration: $(cat "$root/check.txt")"
 grep -qx "configuration OK" "$root/check.txt" || fail "config check: $(cat "$root/check.txt")"
 grep -qx "secret_key = \*\*\*\* (set)" "$root/check.txt" || fail "the secret is not masked"
 
@@ -100,7 +107,7 @@ grep -Eq "^node +3 +3 +0 +0" "$root/import.txt" || fail "the 3 nodes are not imp
 grep -Eq "^user +2 +2 +0 +0" "$root/import.txt" || fail "the 2 users are not imported"
 
 step "4. serve, and check health, readiness, the old logins and the data"
-start
+start "$data"
 http GET "$url/health" 200 | grep -q '"status":"ok"' || fail "/health"
 token=$(login alice alice-fixture) || fail "alice cannot log in with her kernelci-api password"
 login bob bob-fixture >/dev/null || fail "bob cannot log in with his kernelci-api password"
@@ -123,14 +130,14 @@ step "7. upgrade: stop, install the new binary, check the store, start"
 stop
 install -m 0755 "$built" "$bin"
 SECRET_KEY_FILE="$etc/secret_key" "$bin" verify --config "$etc/kernelci.toml"
-start
+start "$data"
 [ "$(count)" = 3 ] || fail "count after the upgrade"
 stop
 
 step "8. restore the backup into a new data directory and serve it"
 SECRET_KEY_FILE="$etc/secret_key" "$bin" restore "$root/backups/kci.backup" \
     --config "$etc/kernelci.toml" --data-dir "$root/var/lib/kernelci-restored"
-start --data-dir "$root/var/lib/kernelci-restored"
+start "$root/var/lib/kernelci-restored"
 [ "$(count)" = 3 ] || fail "count after the restore"
 login bob bob-fixture >/dev/null || fail "bob cannot log in on the restored store"
 stop

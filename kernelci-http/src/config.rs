@@ -72,7 +72,8 @@ pub struct SmtpConfig {
     /// private CA, or a relay's self-signed certificate). The server's certificate
     /// and name are always verified.
     pub ca_file: Option<std::path::PathBuf>,
-    /// Time allowed for connecting and for each SMTP reply, in seconds.
+    /// Time allowed for one whole delivery (connecting, the handshake, every
+    /// command and the message), in seconds.
     pub timeout_seconds: u64,
 }
 

@@ -222,13 +222,20 @@ async fn the_certificate_is_verified_and_clear_text_is_never_a_fallback() {
         };
         let e = send(cfg, "untrusted").await.unwrap_err();
         assert!(matches!(e, MailError::Smtp(_)), "{tls:?}: {e}");
+        assert!(
+            e.to_string().contains("invalid peer certificate"),
+            "{tls:?}: {e}"
+        );
         // Trusted, but the certificate does not name 127.0.0.1.
         let cfg = SmtpConfig {
             host: "127.0.0.1".into(),
             ..server.config(port, tls)
         };
         let e = send(cfg, "wrong name").await.unwrap_err();
-        assert!(matches!(e, MailError::Smtp(_)), "{tls:?}: {e}");
+        assert!(
+            e.to_string().contains("certificate not valid for name"),
+            "{tls:?}: {e}"
+        );
     }
     // STARTTLS required, and the server does not offer it: nothing is sent (no
     // password, so that only the missing TLS can stop the delivery).
@@ -239,10 +246,10 @@ async fn the_certificate_is_verified_and_clear_text_is_never_a_fallback() {
     let e = send(no_login(SmtpTls::Starttls), "downgrade")
         .await
         .unwrap_err();
-    assert!(matches!(e, MailError::Smtp(_)), "{e}");
+    assert!(e.to_string().contains("STARTTLS is not supported"), "{e}");
     // Implicit TLS against a clear-text server.
     let e = send(no_login(SmtpTls::Tls), "no tls").await.unwrap_err();
-    assert!(matches!(e, MailError::Smtp(_)), "{e}");
+    assert!(e.to_string().contains("corrupt message"), "{e}");
     // A wrong password over a good channel.
     let cfg = SmtpConfig {
         password: "wrong".into(),

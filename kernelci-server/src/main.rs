@@ -259,19 +259,24 @@ impl Failure {
 
 /// The configuration: the options and the variables clap reads (`--help`), over
 /// the environment's other spellings (any case, a `KCI_` prefix, `<SECRET>_FILE`),
-/// over the TOML file, over the defaults.
+/// over the secrets read from the files the options name, over the TOML file,
+/// over the defaults.
 fn layers(common: &Common) -> Result<ServerConfig, Failure> {
     layers_inner(&common.settings).map_err(Failure::Config)
 }
 
 fn layers_inner(settings: &config::Settings) -> Result<ServerConfig, String> {
-    let file = match &settings.config {
-        Some(p) => config::file_layer(p).map_err(|e| e.to_string())?,
+    let file = match settings.config_file() {
+        Some(p) => config::file_layer(&p).map_err(|e| e.to_string())?,
         None => Layer::new(),
     };
     let env = config::env_layer(std::env::vars()).map_err(|e| e.to_string())?;
-    let cli = settings.layer().map_err(|e| e.to_string())?;
-    config::resolve(&[&file, &env, &cli]).map_err(|e| e.to_string())
+    let (secret_files, given) = settings.layers().map_err(|e| e.to_string())?;
+    let cfg = config::resolve(&[&file, &secret_files, &env, &given]).map_err(|e| e.to_string())?;
+    // The e-mail settings are checked here, as every other, so that a bad one is a
+    // configuration error (78) for `serve` and `config check` alike.
+    kernelci_http::mail::Mailer::new(cfg.http.smtp.clone()).map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
 fn init_tracing(format: LogFormat) {

@@ -304,9 +304,11 @@ fn config_check_prints_the_resolved_settings_with_secrets_masked() {
         .arg(&file)
         .args(["--max-connections", "88", "--sled-cache-mb", "64"])
         .args(["--smtp-host", "mail.example.org", "--smtp-port", "465"])
+        .args(["--email-sender", "kci@example.org"])
         .env("SECRET_KEY", "k")
         .env("KCI_MAX_CONNECTIONS", "99")
         .env("KCI_HOUSEKEEPING_PERIOD_SECONDS", "120")
+        .env("KEEP_ALIVE_PERIOD", "7")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -316,7 +318,8 @@ fn config_check_prints_the_resolved_settings_with_secrets_masked() {
         "housekeeping_period_seconds = 120",
         "sled_cache_mb = 64",
         "smtp_tls = tls",
-        "keep_alive_period = 5",
+        "keep_alive_period = 7",
+        "body_timeout_seconds = 20",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
@@ -327,6 +330,46 @@ fn config_check_prints_the_resolved_settings_with_secrets_masked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("password_iterations"));
+    // E-mail settings that cannot work are configuration errors too: a password in
+    // clear text over the network, no sender.
+    for (args, reason) in [
+        (
+            &["--smtp-host", "mail.example.org", "--smtp-tls", "none"][..],
+            "clear text",
+        ),
+        (&["--smtp-host", "mail.example.org"][..], "EMAIL_SENDER"),
+    ] {
+        let out = command(dir.path())
+            .args(["config", "check", "--email-sender"])
+            .arg(if reason == "EMAIL_SENDER" {
+                ""
+            } else {
+                "kci@example.org"
+            })
+            .args(args)
+            .env("SECRET_KEY", "k")
+            .env("EMAIL_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains(reason), "{err}");
+    }
+    // A secret given directly wins over one read from a file; an empty one is
+    // not given.
+    let out = command(dir.path())
+        .args(["config", "check", "--secret-key-file"])
+        .arg(&secret)
+        .env("KCI_SECRET_KEY", "")
+        .env("SECRET_KEY", "")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --help names each setting's variable (secret values never shown).
     let out = command(dir.path())
         .args(["serve", "--help"])

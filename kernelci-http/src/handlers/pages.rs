@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::{SubscriberFigures, MAX_PENDING_COUNTED};
+use crate::metrics::SubscriberFigures;
 use crate::request::Req;
 use crate::response::{self, Resp};
 use crate::state::AppState;
@@ -133,15 +133,14 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
 }
 
 /// `GET /metrics`: the reference's counters, then ours (see [`crate::metrics`]).
-/// The pub/sub gauges are read now: the broker's subscriptions, the newest
-/// sequence id, and for each durable subscriber the events of its channel after
-/// its position (at most [`MAX_PENDING_COUNTED`]) and the time since its last
-/// listen. A store that does not answer leaves them as they were; the scrape
-/// still succeeds.
+/// The pub/sub gauges are read now, at a cost that does not grow with the event
+/// log: the broker's subscriptions, the newest sequence id, and the durable
+/// subscribers' positions (one listing; at most [`crate::metrics::MAX_SUBSCRIBER_SERIES`] get
+/// their own series). A store that does not answer leaves them as they were; the
+/// scrape still succeeds.
 pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
     let m = state.metrics();
-    if let Ok(figures) = pubsub_figures(state).await {
-        let (live, sequence, subscribers) = figures;
+    if let Ok((live, sequence, subscribers)) = pubsub_figures(state).await {
         m.observe_pubsub(live, sequence, &subscribers);
     }
     m.set_leader(state.is_leader());
@@ -160,19 +159,19 @@ async fn pubsub_figures(
     let store = state.store();
     let sequence = store.last_event_sequence().await?;
     let now = Timestamp::now().to_chrono();
-    let mut subscribers = Vec::new();
-    for s in store.list_subscribers().await? {
-        let pending = store
-            .events_after(s.last_event_id, Some(&s.channel), MAX_PENDING_COUNTED)
-            .await?
-            .len() as u64;
-        let since = s.last_poll.unwrap_or(s.created_at).to_chrono();
-        subscribers.push(SubscriberFigures {
-            subscriber_id: s.subscriber_id,
-            pending,
-            idle_seconds: (now - since).num_milliseconds().max(0) as f64 / 1000.0,
-        });
-    }
+    let subscribers = store
+        .list_subscribers()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let since = s.last_poll.unwrap_or(s.created_at).to_chrono();
+            SubscriberFigures {
+                subscriber_id: s.subscriber_id,
+                behind: sequence.saturating_sub(s.last_event_id),
+                idle_seconds: (now - since).num_milliseconds().max(0) as f64 / 1000.0,
+            }
+        })
+        .collect();
     Ok((live, sequence, subscribers))
 }
 

@@ -16,7 +16,9 @@
 //! There is no setting that turns verification off.
 //!
 //! With a password, the client logs in as `EMAIL_SENDER` (AUTH PLAIN or LOGIN, as
-//! the server offers); without one it does not log in. One delivery (connect,
+//! the server offers); without one it does not log in. With [`SmtpTls::None`] a
+//! password is refused unless the host is this machine (it would cross the network
+//! in clear text). One delivery (connect,
 //! handshake, every command, the message) must end within
 //! [`SmtpConfig::timeout_seconds`].
 //!
@@ -116,6 +118,14 @@ impl Mailer {
             SmtpTls::None => builder.tls(Tls::None),
         };
         if !cfg.password.is_empty() {
+            if cfg.tls == SmtpTls::None && !is_loopback(&cfg.host) {
+                return Err(MailError::Config(format!(
+                    "SMTP_TLS=none would send EMAIL_PASSWORD in clear text to {}: use \
+                     starttls or tls (none is for a relay on this host, without a password \
+                     or over loopback)",
+                    cfg.host
+                )));
+            }
             builder = builder.credentials(Credentials::new(
                 from.email.to_string(),
                 cfg.password.clone(),
@@ -146,6 +156,15 @@ impl Mailer {
             Err(_) => Err(MailError::Timeout(smtp.timeout.as_secs())),
         }
     }
+}
+
+/// Whether `host` is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The TLS parameters: the name to check is the host; the system's roots plus the
@@ -260,6 +279,13 @@ mod tests {
         let e = Mailer::new(Some(cfg.clone())).unwrap_err();
         assert!(e.to_string().contains("SMTP_CA_FILE"), "{e}");
         cfg.ca_file = None;
+        // No password in clear text over the network; over loopback, yes.
+        cfg.tls = SmtpTls::None;
+        cfg.password = "pw".into();
+        let e = Mailer::new(Some(cfg.clone())).unwrap_err();
+        assert!(e.to_string().contains("clear text"), "{e}");
+        cfg.host = "127.0.0.1".into();
+        assert!(Mailer::new(Some(cfg.clone())).is_ok());
         cfg.sender = "nobody".into();
         let e = Mailer::new(Some(cfg)).unwrap_err();
         assert!(e.to_string().contains("EMAIL_SENDER"), "{e}");

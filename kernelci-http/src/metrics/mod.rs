@@ -14,8 +14,9 @@
 //! | `kci_store_operation_errors_total` | counter | `operation` |
 //! | `kci_subscriptions` | gauge | `kind`: `live` (listen subscriptions), `durable` (subscriber ids) |
 //! | `kci_event_sequence` | gauge | | the newest event's sequence id |
-//! | `kci_durable_subscriber_lag_events` | gauge | `subscriber_id`: events of its channel it has not received yet (at most 10 000 counted) |
+//! | `kci_durable_subscriber_lag_events` | gauge | `subscriber_id`: events of the log (every channel) after its position |
 //! | `kci_durable_subscriber_idle_seconds` | gauge | `subscriber_id`: time since its last listen |
+//! | `kci_durable_subscribers_max_lag_events`, `kci_durable_subscribers_max_idle_seconds` | gauge | | the largest of each over every durable subscriber (series of their own: the first 1,000 by id) |
 //! | `kci_job_runs_total` | counter | `job` (`state_machine`, `housekeeping`, `purge`), `result` (`ok`, `failed`) |
 //! | `kci_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `kci_emails_total` | counter | `result` (`sent`, `failed`) |
@@ -51,15 +52,16 @@ const REQUEST_BUCKETS: [f64; 14] = [
 pub struct SubscriberFigures {
     /// The subscriber id.
     pub subscriber_id: String,
-    /// Events of its channel after its position (counted up to
-    /// [`MAX_PENDING_COUNTED`]).
-    pub pending: u64,
+    /// Events of the log (every channel) after its position.
+    pub behind: u64,
     /// Seconds since its last listen (or its creation).
     pub idle_seconds: f64,
 }
 
-/// The most events counted in a subscriber's backlog at each scrape.
-pub const MAX_PENDING_COUNTED: usize = 10_000;
+/// The most durable subscribers with series of their own (the first by id; the
+/// aggregates cover them all). Subscriber ids are chosen by clients: this bounds
+/// what a scrape writes however many they make.
+pub const MAX_SUBSCRIBER_SERIES: usize = 1000;
 
 /// Labels of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,6 +128,8 @@ pub struct Metrics {
     sequence: Gauge,
     lag: Family<SubscriberLabel, Gauge>,
     idle: Family<SubscriberLabel, Gauge<f64, AtomicU64>>,
+    max_behind: Gauge,
+    max_idle: Gauge<f64, AtomicU64>,
     leader: Gauge,
 }
 
@@ -194,7 +198,7 @@ impl Metrics {
         let lag = Family::<SubscriberLabel, Gauge>::default();
         registry.register(
             "kci_durable_subscriber_lag_events",
-            "Events of its channel a durable subscriber has not received yet (at most 10000 counted)",
+            "Events of the log (every channel) after a durable subscriber's position",
             lag.clone(),
         );
         let idle = Family::<SubscriberLabel, Gauge<f64, AtomicU64>>::default();
@@ -202,6 +206,18 @@ impl Metrics {
             "kci_durable_subscriber_idle_seconds",
             "Seconds since a durable subscriber last listened",
             idle.clone(),
+        );
+        let max_behind = Gauge::default();
+        registry.register(
+            "kci_durable_subscribers_max_lag_events",
+            "The largest kci_durable_subscriber_lag_events over every durable subscriber",
+            max_behind.clone(),
+        );
+        let max_idle = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "kci_durable_subscribers_max_idle_seconds",
+            "The largest kci_durable_subscriber_idle_seconds over every durable subscriber",
+            max_idle.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -236,6 +252,8 @@ impl Metrics {
             sequence,
             lag,
             idle,
+            max_behind,
+            max_idle,
             leader,
         }
     }
@@ -309,7 +327,9 @@ impl Metrics {
     }
 
     /// The pub/sub figures read at scrape time: the live subscriptions, the newest
-    /// sequence id, and each durable subscriber's backlog and idle time.
+    /// sequence id, and each durable subscriber's distance behind the log and idle
+    /// time (series for the first [`MAX_SUBSCRIBER_SERIES`] by id, the largest
+    /// of both over all of them).
     pub fn observe_pubsub(&self, live: u64, sequence: u64, subscribers: &[SubscriberFigures]) {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.subscriptions
@@ -319,14 +339,25 @@ impl Metrics {
             .get_or_create(&KindLabel { kind: "durable" })
             .set(gauge(subscribers.len() as u64));
         self.sequence.set(gauge(sequence));
+        self.max_behind.set(gauge(
+            subscribers.iter().map(|s| s.behind).max().unwrap_or(0),
+        ));
+        self.max_idle.set(
+            subscribers
+                .iter()
+                .map(|s| s.idle_seconds)
+                .fold(0.0, f64::max),
+        );
         // Subscribers deleted since the last scrape disappear.
         self.lag.clear();
         self.idle.clear();
-        for s in subscribers {
+        let mut by_id: Vec<&SubscriberFigures> = subscribers.iter().collect();
+        by_id.sort_by(|a, b| a.subscriber_id.cmp(&b.subscriber_id));
+        for s in by_id.into_iter().take(MAX_SUBSCRIBER_SERIES) {
             let label = SubscriberLabel {
                 subscriber_id: s.subscriber_id.clone(),
             };
-            self.lag.get_or_create(&label).set(gauge(s.pending));
+            self.lag.get_or_create(&label).set(gauge(s.behind));
             self.idle.get_or_create(&label).set(s.idle_seconds);
         }
     }
@@ -376,7 +407,7 @@ mod tests {
             10,
             &[SubscriberFigures {
                 subscriber_id: "svc".into(),
-                pending: 3,
+                behind: 3,
                 idle_seconds: 1.5,
             }],
         );
@@ -401,6 +432,8 @@ mod tests {
             "kci_event_sequence 10",
             "kci_durable_subscriber_lag_events{subscriber_id=\"svc\"} 3",
             "kci_durable_subscriber_idle_seconds{subscriber_id=\"svc\"} 1.5",
+            "kci_durable_subscribers_max_lag_events 3",
+            "kci_durable_subscribers_max_idle_seconds 1.5",
             "kci_server_info{server=\"host:1:abc\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

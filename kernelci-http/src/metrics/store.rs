@@ -1,6 +1,7 @@
 //! [`MeteredStore`]: a [`Store`] that times every operation of the store it wraps
 //! (`kci_store_operation_duration_seconds{operation}`) and counts its errors
-//! (`kci_store_operation_errors_total{operation}`), labelled by method name.
+//! (`kci_store_operation_errors_total{operation}`: storage errors and outages,
+//! not the conflicts and refusals that are answers), labelled by method name.
 //!
 //! Every method is forwarded, the trait's provided ones included (the
 //! `clippy::missing_trait_methods` lint below keeps it so: a backend's own
@@ -20,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use kernelci_core::auth::{User, UserGroup};
-use kernelci_core::error::Result;
+use kernelci_core::error::{Error, Result};
 use kernelci_core::events::{Event, EventQuery, NewEvent};
 use kernelci_core::exact::ExactFilter;
 use kernelci_core::id::ObjectId;
@@ -78,7 +79,7 @@ impl StoreMetrics {
         );
         registry.register(
             "kci_store_operation_errors",
-            "Store operations that failed, by Store method",
+            "Store operations that failed in the store (storage errors, outages), by Store method",
             self.errors.clone(),
         );
     }
@@ -118,8 +119,11 @@ impl MeteredStore {
     ) -> Result<T> {
         let started = Instant::now();
         let out = call.await;
+        // Only the store's own failures count as errors: a conflict, a missing
+        // record or a refused value is an answer, whatever the client asked.
+        let failed = matches!(out, Err(Error::Storage(_) | Error::Unavailable(_)));
         self.metrics
-            .observe(operation, started.elapsed().as_secs_f64(), out.is_ok());
+            .observe(operation, started.elapsed().as_secs_f64(), !failed);
         out
     }
 }

@@ -22,7 +22,7 @@ pub struct Settings {
     /// `deploy/kernelci.toml` is a commented sample).
     #[arg(long, env = "KCI_CONFIG", value_name = "FILE", help_heading = "Server")]
     #[serde(skip)]
-    pub config: Option<PathBuf>,
+    pub config: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8001].
     #[arg(long, env = "KCI_LISTEN", value_name = "ADDR", help_heading = "Server")]
     pub listen: Option<String>,
@@ -74,7 +74,7 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub backend: Option<String>,
-    /// PostgreSQL URL of the postgres backend (postgres://user:pass@host/db; ?sslmode=require, verify-full&sslrootcert=FILE for TLS).
+    /// PostgreSQL URL of the postgres backend (postgres://user:pass@host/db; ?sslmode=require, verify-full&sslrootcert=FILE for TLS) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -91,7 +91,7 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     #[serde(skip)]
-    pub database_url_file: Option<PathBuf>,
+    pub database_url_file: Option<String>,
     /// Most PostgreSQL connections per server [default: 16].
     #[arg(
         long,
@@ -124,7 +124,7 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub sled_flush_interval_ms: Option<String>,
-    /// Key signing the access tokens (required unless --dev).
+    /// Key signing the access tokens (required unless --dev) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,
         env = "SECRET_KEY",
@@ -141,8 +141,8 @@ pub struct Settings {
         help_heading = "Authentication"
     )]
     #[serde(skip)]
-    pub secret_key_file: Option<PathBuf>,
-    /// A second key whose tokens are also accepted (default: none).
+    pub secret_key_file: Option<String>,
+    /// A second key whose tokens are also accepted (default: none) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,
         env = "UNIFIED_SECRET",
@@ -159,7 +159,7 @@ pub struct Settings {
         help_heading = "Authentication"
     )]
     #[serde(skip)]
-    pub unified_secret_file: Option<PathBuf>,
+    pub unified_secret_file: Option<String>,
     /// Token signature algorithm [default: HS256].
     #[arg(
         long,
@@ -310,7 +310,7 @@ pub struct Settings {
         help_heading = "E-mail"
     )]
     pub email_sender: Option<String>,
-    /// SMTP password (no login when unset).
+    /// SMTP password (no login when unset) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,
         env = "EMAIL_PASSWORD",
@@ -327,8 +327,8 @@ pub struct Settings {
         help_heading = "E-mail"
     )]
     #[serde(skip)]
-    pub email_password_file: Option<PathBuf>,
-    /// Creates this superuser at start when missing.
+    pub email_password_file: Option<String>,
+    /// Creates this superuser at start when missing (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,
         env = "KCI_INITIAL_PASSWORD",
@@ -345,7 +345,7 @@ pub struct Settings {
         help_heading = "First administrator"
     )]
     #[serde(skip)]
-    pub kci_initial_password_file: Option<PathBuf>,
+    pub kci_initial_password_file: Option<String>,
     /// Its username [default: admin].
     #[arg(
         long,
@@ -354,7 +354,7 @@ pub struct Settings {
         help_heading = "First administrator"
     )]
     pub kci_initial_admin_username: Option<String>,
-    /// Its e-mail [default: admin@kernelci.org].
+    /// Its e-mail [default: admin@kernelci.org, or <username>@kernelci.org].
     #[arg(
         long,
         env = "KCI_INITIAL_ADMIN_EMAIL",
@@ -469,17 +469,29 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// What was given (on the command line or in the variables clap reads), as a
-    /// layer: a secret's file is read when the secret itself is not given.
-    pub fn layer(&self) -> Result<Layer, ConfigError> {
-        let mut layer = Layer::new();
+    /// The TOML file to read, if one is named (an empty value names none).
+    pub fn config_file(&self) -> Option<PathBuf> {
+        self.config
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(PathBuf::from)
+    }
+
+    /// What was given (on the command line or in the variables clap reads), as two
+    /// layers: the secrets read from their files, and the values given directly.
+    /// [`super::resolve`] puts the environment's other spellings between them, so
+    /// a secret given directly, in any spelling, wins over one read from a file.
+    /// An empty secret counts as not given.
+    pub fn layers(&self) -> Result<(Layer, Layer), ConfigError> {
+        let mut values = Layer::new();
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
             for (name, value) in map {
                 if let serde_json::Value::String(v) = value {
-                    layer.insert(name, v);
+                    values.insert(name, v);
                 }
             }
         }
+        let mut files = Layer::new();
         for (name, file) in [
             ("secret_key", &self.secret_key_file),
             ("unified_secret", &self.unified_secret_file),
@@ -487,12 +499,14 @@ impl Settings {
             ("kci_initial_password", &self.kci_initial_password_file),
             ("database_url", &self.database_url_file),
         ] {
-            if let (false, Some(path)) = (layer.contains_key(name), file) {
-                let value = secret_file(name, &path.display().to_string())?;
-                layer.insert(name.to_owned(), value);
+            if values.get(name).is_some_and(String::is_empty) {
+                values.remove(name);
+            }
+            if let Some(path) = file.as_deref().filter(|p| !p.trim().is_empty()) {
+                files.insert(name.to_owned(), secret_file(name, path)?);
             }
         }
-        Ok(layer)
+        Ok((files, values))
     }
 }
 
@@ -524,8 +538,11 @@ mod tests {
             assert!(arg.get_env().is_some(), "{name} has no variable");
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             if let Some(shown) = help.split("[default: ").nth(1) {
-                assert!(
-                    shown.starts_with(resolved.as_str()),
+                // The value, before any explanation (`starttls (tls on port 465)`).
+                let shown = shown.split(']').next().unwrap_or_default();
+                let value = shown.split([' ', ',']).next().unwrap_or_default();
+                assert_eq!(
+                    value, resolved,
                     "{name}: --help says {shown:?}, the default is {resolved:?}"
                 );
             } else {
@@ -545,25 +562,45 @@ mod tests {
                 "{id} is an option but not a setting"
             );
         }
-        assert_eq!(defaults.len(), NAMES.len());
+        assert_eq!(
+            defaults.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            NAMES.to_vec()
+        );
     }
 
     #[test]
-    fn given_options_and_secret_files_make_the_layer() {
+    fn given_options_and_secret_files_make_the_layers() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         std::fs::write(&key, "from-file\n").unwrap();
+        let key = key.display().to_string();
         let settings = Settings {
             listen: Some("0.0.0.0:9000".into()),
             secret_key_file: Some(key.clone()),
             email_password: Some("given".into()),
-            email_password_file: Some(key),
+            email_password_file: Some(key.clone()),
+            unified_secret: Some(String::new()),
+            unified_secret_file: Some(key),
+            config: Some(String::new()),
+            database_url_file: Some(" ".into()),
             ..Settings::default()
         };
-        let layer = settings.layer().unwrap();
-        assert_eq!(layer.get("listen").unwrap(), "0.0.0.0:9000");
-        assert_eq!(layer.get("secret_key").unwrap(), "from-file");
-        assert_eq!(layer.get("email_password").unwrap(), "given");
-        assert_eq!(layer.len(), 3);
+        let (files, values) = settings.layers().unwrap();
+        assert_eq!(values.get("listen").unwrap(), "0.0.0.0:9000");
+        assert_eq!(values.get("email_password").unwrap(), "given");
+        assert_eq!(values.len(), 2, "{values:?}");
+        assert_eq!(files.get("secret_key").unwrap(), "from-file");
+        assert_eq!(files.get("unified_secret").unwrap(), "from-file");
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(settings.config_file(), None);
+        let missing = Settings {
+            secret_key_file: Some("/nonexistent/key".into()),
+            ..Settings::default()
+        };
+        assert!(missing
+            .layers()
+            .unwrap_err()
+            .to_string()
+            .contains("secret_key_file"));
     }
 }

@@ -176,7 +176,10 @@ pub fn env_layer(vars: impl Iterator<Item = (String, String)>) -> Result<Layer, 
     for (k, v) in vars {
         let lower = k.to_ascii_lowercase();
         if let Some(name) = known(&lower) {
-            layer.insert(name.to_owned(), v);
+            // An empty secret is not given (its file, if any, is used).
+            if !(v.is_empty() && SECRETS.contains(&name)) {
+                layer.insert(name.to_owned(), v);
+            }
         } else if let Some(name) = lower
             .strip_suffix("_file")
             .and_then(known)

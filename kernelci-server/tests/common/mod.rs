@@ -10,19 +10,16 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kernelci-server");
 
+/// The binary in `dir`, with an environment of its own: none of the variables
+/// of the test's environment (any of them may be a setting: `SECRET_KEY`,
+/// `KCI_*`, `SMTP_*`...), but `PATH`, `HOME` and `TMPDIR`.
 pub fn command(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
-    for var in [
-        "SECRET_KEY",
-        "SECRET_KEY_FILE",
-        "KCI_INITIAL_PASSWORD",
-        "KCI_LISTEN",
-        "KCI_DATA_DIR",
-        "KCI_BACKEND",
-        "DATABASE_URL",
-        "KCI_DATABASE_URL",
-    ] {
-        c.env_remove(var);
+    c.env_clear();
+    for var in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(var) {
+            c.env(var, v);
+        }
     }
     c.env("RUST_LOG", "warn").current_dir(dir);
     c
