@@ -52,7 +52,7 @@ for i in $(seq 1 "$runs"); do
     done
     wait "$pid" || { cat "$work/import-$i.txt"; exit 1; }
     end=$(date +%s.%N)
-    nodes=$(awk '$1 == "node" {print $3}' "$work/import-$i.txt")
+    nodes=$(awk '$1 == "node" && $2 ~ /^[0-9]+$/ {print $3}' "$work/import-$i.txt")
     size=$(psql -c "select pg_database_size('kci_$i') / 1048576")
     python3 -c "import sys; s=$end-$start; print(f'{$i:>3}  {s:7.1f}  {$nodes/s:7.0f}  {$peak/1024:11.0f}  {$size:5}')"
     psql -c "drop database kci_$i" >/dev/null
