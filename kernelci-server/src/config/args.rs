@@ -7,7 +7,11 @@
 
 // The field docs are `--help` text, written for a terminal: `[default: x]` and bare
 // URLs are meant as they are.
-#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags
+)]
 
 use std::path::PathBuf;
 
