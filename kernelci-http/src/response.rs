@@ -31,6 +31,15 @@ pub fn ok(v: &Value) -> Resp {
     json(StatusCode::OK, v)
 }
 
+/// 200 with `v` serialised straight into the body (no `serde_json::Value` on the
+/// way: a typed node costs its own serialisation only). A value that cannot be
+/// serialised (a map with non-string keys; none of ours) answers `null`, as
+/// [`json`] does.
+pub fn ok_typed<T: serde::Serialize + ?Sized>(v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
+    with_body(StatusCode::OK, "application/json", body)
+}
+
 /// 200 with a JSON body already serialised.
 pub fn ok_raw(body: Vec<u8>) -> Resp {
     with_body(StatusCode::OK, "application/json", body)

@@ -122,9 +122,16 @@ fn noevent(req: &Req) -> ApiResult<bool> {
 pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let id = node_id(req)?;
     let node = state.store().get_node(id).await?;
-    Ok(response::ok(
-        &node.map(|v| v.value.to_json()).unwrap_or(Value::Null),
-    ))
+    Ok(response::ok_typed(&node.map(|v| v.value)))
+}
+
+/// The body of `GET /nodes`, in the reference's key order.
+#[derive(serde::Serialize)]
+struct PageBody<'a> {
+    items: &'a [Node],
+    total: u64,
+    limit: u64,
+    offset: u64,
 }
 
 /// `GET /nodes`: one page and the total. `limit` and `offset` are validated first,
@@ -145,13 +152,12 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
         Box::pin(async move { s.find_page(&query).await })
     })
     .await?;
-    let items: Vec<Value> = page.items.iter().map(Node::to_json).collect();
-    Ok(response::ok(&json!({
-        "items": items,
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(response::ok_typed(&PageBody {
+        items: &page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
 /// `GET /nodes/fast`: a plain array, 504 after the configured time.
@@ -167,8 +173,7 @@ pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
             "Timeout while fetching nodes: ",
         )
     })??;
-    let items: Vec<Value> = nodes.iter().map(Node::to_json).collect();
-    Ok(response::ok(&Value::Array(items)))
+    Ok(response::ok_typed(&nodes))
 }
 
 /// `GET /count`: a bare integer.
@@ -222,7 +227,7 @@ pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let event = node_event(&node, NodeOp::Created, false, now);
     let logged = state.store().insert_node_with_event(&node, event).await?;
     state.announce(node.id, logged);
-    Ok(response::ok(&node.to_json()))
+    Ok(response::ok_typed(&node))
 }
 
 /// Reads the node of the path, checks the caller may edit it, computes its new form
@@ -310,7 +315,7 @@ async fn update_node<T: Clone>(
         apply(stored, parsed.clone(), now)
     })
     .await?;
-    Ok(response::ok(&after.to_json()))
+    Ok(response::ok_typed(&after))
 }
 
 /// `PUT /node/{id}`: full replacement.
