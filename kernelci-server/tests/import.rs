@@ -19,6 +19,11 @@ use kernelci_http::passwords::hash_blocking;
 use kernelci_http::PasswordCost;
 
 const SECRET: (&str, &str) = ("SECRET_KEY", "import-test-secret");
+/// The fixtures' events and telemetry are months old: without this, the
+/// server's first housekeeping round (when it wins the jobs lease first) trims
+/// them, as retention should, before the test reads them.
+const KEEP_EVENTS: (&str, &str) = ("EVENT_HISTORY_TTL_SECONDS", "3153600000");
+const KEEP_TELEMETRY: (&str, &str) = ("TELEMETRY_TTL_SECONDS", "3153600000");
 
 /// The documents of one dump, as the reference stores them.
 struct Fixture {
@@ -212,7 +217,7 @@ fn counts(report: &str, collection: &str) -> (u64, u64, u64, u64) {
 
 /// What a served import must show.
 fn check_served(dir: &Path, f: &Fixture) {
-    let s = start(dir, &[SECRET], &[]);
+    let s = start(dir, &[SECRET, KEEP_EVENTS, KEEP_TELEMETRY], &[]);
     let (status, body) = http(
         &s.addr,
         "GET",
@@ -365,7 +370,7 @@ fn a_mongoexport_in_extended_json_is_imported() {
     assert!(ok, "{out}\n{err}");
     assert_eq!(counts(&out, "node"), (5, 3, 2, 0), "{out}");
     assert_eq!(counts(&out, "user"), (2, 2, 0, 0), "{out}");
-    let s = start(dir.path(), &[SECRET], &[]);
+    let s = start(dir.path(), &[SECRET, KEEP_EVENTS, KEEP_TELEMETRY], &[]);
     let (_, body) = http(
         &s.addr,
         "GET",
@@ -420,7 +425,7 @@ fn a_dump_written_by_pymongo_is_imported_as_the_reference_stored_it() {
     ] {
         assert_eq!(counts(&out, c), (n, n, 0, 0), "{c}: {out}");
     }
-    let s = start(dir.path(), &[SECRET], &[]);
+    let s = start(dir.path(), &[SECRET, KEEP_EVENTS, KEEP_TELEMETRY], &[]);
     let (_, body) = http(
         &s.addr,
         "GET",
