@@ -19,9 +19,15 @@
 //!    clients, SECONDS each: nodes/s, latency percentiles, and the server's CPU
 //!    time per written node (from `/proc/PID/stat`).
 //!
+//! 4. **Hierarchy submissions**: `PUT /nodes/{id}` with 50 new children, 1, 8 and
+//!    32 clients on a new store.
+//! 5. **Event delivery**: 50 listeners long-polling the `node` channel while one
+//!    client creates a node every 10 ms: time from the write's answer to each
+//!    listener holding the event.
+//!
+//! `SECTIONS=queries,reads,writes,hierarchy,pubsub` (default: all) runs only those.
 //! The load generator is this process: one thread (like `wrk -t1`), one task per
-//! connection, hyper's HTTP/1.1 client. Not yet here: hierarchy submissions,
-//! pub/sub latency, 1M nodes over HTTP.
+//! connection, hyper's HTTP/1.1 client. Not yet here: 1M nodes over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -136,6 +142,35 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
         b = b.header("authorization", format!("Bearer {t}"));
     }
     b.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// One request on a new connection: the status and the body.
+async fn call(addr: &str, req: Request<Full<Bytes>>) -> (hyper::StatusCode, Bytes) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::task::spawn_local(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// A JSON request with a bearer token.
+fn json_req(
+    method: &str,
+    addr: &str,
+    path: &str,
+    token: &str,
+    body: String,
+) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 /// A running release server and what it printed.
@@ -283,6 +318,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let duration = Duration::from_secs(seconds);
+    // SECTIONS=queries,reads,writes (default: all) runs only those parts.
+    let sections = std::env::var("SECTIONS").unwrap_or_else(|_| "all".into());
+    let run = |name: &str| sections == "all" || sections.split(',').any(|s| s == name);
     let dir = kernelci_benches::cache_dir().join(format!("store-{n}"));
     let ids: Vec<String> =
         std::fs::read_to_string(kernelci_benches::cache_dir().join(format!("store-{n}.ids")))
@@ -294,7 +332,7 @@ fn main() {
 
     // 1. The store alone, then closed.
     let mut store_ms = Vec::new();
-    {
+    if run("queries") {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -312,111 +350,321 @@ fn main() {
         .build()
         .unwrap();
     local.block_on(&rt, async {
-        let server = start_server(&dir);
-        let addr = server.addr.clone();
-        println!("| shape | total, items or count | store median ms | HTTP median ms | HTTP − store ms |");
-        println!("|---|---:|---:|---:|---:|");
-        for (s, (store_med, len)) in shapes.iter().zip(&store_ms) {
-            let path = match s.endpoint.as_str() {
-                "nodes" => format!("/latest/nodes?{}", s.query),
-                "fast" => format!("/latest/nodes/fast?{}", s.query),
-                _ => format!("/latest/count?{}", s.query),
-            };
-            let times = sequential(&addr, &path, iters).await;
-            let http_med = times[times.len() / 2];
-            println!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} |",
-                s.name,
-                len,
-                store_med,
-                http_med,
-                http_med - store_med
-            );
+        if run("queries") {
+            queries(&dir, &shapes, &store_ms, iters).await;
         }
-
-        // 2. Point reads, then the hello-world.
-        let a = addr.clone();
-        let ids = Arc::new(ids);
-        let reads: MakeRequest = Arc::new(move |i| {
-            let id = &ids[(i.wrapping_mul(2_654_435_761)) % ids.len()];
-            get(&a, &format!("/latest/node/{id}"), None)
-        });
-        let r = load(&addr, 64, duration, reads).await;
-        drop(server);
-        let doc = tempfile::NamedTempFile::new().unwrap();
-        let sample = kernelci_benches::nodes(n, 1).unwrap();
-        let test = sample.iter().find(|n| n.kind == "test").unwrap();
-        std::fs::write(doc.path(), serde_json::to_vec(test).unwrap()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut hello = Command::new(std::env::current_exe().unwrap())
-            .args(["hello", &port.to_string()])
-            .arg(doc.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(hello.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let haddr = format!("127.0.0.1:{port}");
-        let ha = haddr.clone();
-        let hmake: MakeRequest = Arc::new(move |_| get(&ha, "/doc", None));
-        let h = load(&haddr, 64, duration, hmake).await;
-        let _ = hello.kill();
-        let _ = hello.wait();
-        println!();
-        println!("| point reads, 64 connections | req/s | p50 ms | p99 ms |");
-        println!("|---|---:|---:|---:|");
-        println!(
-            "| GET /node/{{id}} | {:.0} | {:.2} | {:.2} |",
-            r.rate(),
-            r.pct(0.5),
-            r.pct(0.99)
-        );
-        println!(
-            "| hyper hello-world, the same JSON | {:.0} | {:.2} | {:.2} |",
-            h.rate(),
-            h.pct(0.5),
-            h.pct(0.99)
-        );
-        println!("| ratio | {:.2} | | |", r.rate() / h.rate());
-
-        // 3. Durable writes on a new store.
-        let fresh = tempfile::tempdir().unwrap();
-        let server = start_server(&fresh.path().join("data"));
-        let addr = server.addr.clone();
-        let token = Arc::new(login(&addr, &server.password).await);
-        println!();
-        println!("| POST /node, clients | nodes/s | p50 ms | p99 ms | server CPU µs/node |");
-        println!("|---:|---:|---:|---:|---:|");
-        for clients in [1, 8, 32, 128] {
-            let a = addr.clone();
-            let t = Arc::clone(&token);
-            let make: MakeRequest = Arc::new(move |i| {
-                let body = format!(
-                    r#"{{"kind":"checkout","name":"bench-{clients}-{i}","path":["bench-{clients}-{i}"],"data":{{"kernel_revision":{{"tree":"mainline","branch":"master","commit":"c{i}","url":"https://git.example.org/linux.git"}}}}}}"#
-                );
-                Request::post("/latest/node")
-                    .header("host", &a)
-                    .header("authorization", format!("Bearer {t}"))
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap()
-            });
-            let cpu0 = cpu_seconds(server.child.id());
-            let w = load(&addr, clients, duration, make).await;
-            let cpu = cpu_seconds(server.child.id()) - cpu0;
-            println!(
-                "| {clients} | {:.0} | {:.2} | {:.2} | {:.0} |",
-                w.rate(),
-                w.pct(0.5),
-                w.pct(0.99),
-                cpu / w.ok.max(1) as f64 * 1e6
-            );
+        if run("reads") {
+            reads(&dir, ids, n, duration).await;
+        }
+        if run("writes") {
+            writes(duration).await;
+        }
+        if run("hierarchy") {
+            hierarchy(duration).await;
+        }
+        if run("pubsub") {
+            pubsub(duration).await;
         }
     });
+}
+
+/// Section 1 over HTTP: every shape, beside its store-level median.
+async fn queries(
+    dir: &Path,
+    shapes: &[kernelci_benches::Shape],
+    store_ms: &[(f64, usize)],
+    iters: usize,
+) {
+    let server = start_server(dir);
+    let addr = server.addr.clone();
+    println!(
+        "| shape | total, items or count | store median ms | HTTP median ms | HTTP − store ms |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (s, (store_med, len)) in shapes.iter().zip(store_ms) {
+        let path = match s.endpoint.as_str() {
+            "nodes" => format!("/latest/nodes?{}", s.query),
+            "fast" => format!("/latest/nodes/fast?{}", s.query),
+            _ => format!("/latest/count?{}", s.query),
+        };
+        let times = sequential(&addr, &path, iters).await;
+        let http_med = times[times.len() / 2];
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} |",
+            s.name,
+            len,
+            store_med,
+            http_med,
+            http_med - store_med
+        );
+    }
+}
+
+/// Section 2: point reads, then the hello-world.
+async fn reads(dir: &Path, ids: Vec<String>, n: usize, duration: Duration) {
+    let server = start_server(dir);
+    let addr = server.addr.clone();
+    let a = addr.clone();
+    let ids = Arc::new(ids);
+    let reads: MakeRequest = Arc::new(move |i| {
+        let id = &ids[(i.wrapping_mul(2_654_435_761)) % ids.len()];
+        get(&a, &format!("/latest/node/{id}"), None)
+    });
+    let r = load(&addr, 64, duration, reads).await;
+    drop(server);
+    let doc = tempfile::NamedTempFile::new().unwrap();
+    let sample = kernelci_benches::nodes(n, 1).unwrap();
+    let test = sample.iter().find(|n| n.kind == "test").unwrap();
+    std::fs::write(doc.path(), serde_json::to_vec(test).unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut hello = Command::new(std::env::current_exe().unwrap())
+        .args(["hello", &port.to_string()])
+        .arg(doc.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hello.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let haddr = format!("127.0.0.1:{port}");
+    let ha = haddr.clone();
+    let hmake: MakeRequest = Arc::new(move |_| get(&ha, "/doc", None));
+    let h = load(&haddr, 64, duration, hmake).await;
+    let _ = hello.kill();
+    let _ = hello.wait();
+    println!();
+    println!("| point reads, 64 connections | req/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| GET /node/{{id}} | {:.0} | {:.2} | {:.2} |",
+        r.rate(),
+        r.pct(0.5),
+        r.pct(0.99)
+    );
+    println!(
+        "| hyper hello-world, the same JSON | {:.0} | {:.2} | {:.2} |",
+        h.rate(),
+        h.pct(0.5),
+        h.pct(0.99)
+    );
+    println!("| ratio | {:.2} | | |", r.rate() / h.rate());
+}
+
+/// Section 3: durable writes on a new store.
+async fn writes(duration: Duration) {
+    let fresh = tempfile::tempdir().unwrap();
+    let server = start_server(&fresh.path().join("data"));
+    let addr = server.addr.clone();
+    let token = Arc::new(login(&addr, &server.password).await);
+    println!();
+    println!("| POST /node, clients | nodes/s | p50 ms | p99 ms | server CPU µs/node |");
+    println!("|---:|---:|---:|---:|---:|");
+    for clients in [1, 8, 32, 128] {
+        let a = addr.clone();
+        let t = Arc::clone(&token);
+        let make: MakeRequest = Arc::new(move |i| {
+            let body = format!(
+                r#"{{"kind":"checkout","name":"bench-{clients}-{i}","path":["bench-{clients}-{i}"],"data":{{"kernel_revision":{{"tree":"mainline","branch":"master","commit":"c{i}","url":"https://git.example.org/linux.git"}}}}}}"#
+            );
+            Request::post("/latest/node")
+                .header("host", &a)
+                .header("authorization", format!("Bearer {t}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        });
+        let cpu0 = cpu_seconds(server.child.id());
+        let w = load(&addr, clients, duration, make).await;
+        let cpu = cpu_seconds(server.child.id()) - cpu0;
+        println!(
+            "| {clients} | {:.0} | {:.2} | {:.2} | {:.0} |",
+            w.rate(),
+            w.pct(0.5),
+            w.pct(0.99),
+            cpu / w.ok.max(1) as f64 * 1e6
+        );
+    }
+}
+
+/// Section 4: hierarchy submissions (`PUT /nodes/{id}`: the root and 50 new test
+/// nodes, as a lab posts a job's results) on a new store, 1, 8 and 32 clients, each
+/// on its own root; nodes/s counts the 51 nodes each submission writes.
+async fn hierarchy(duration: Duration) {
+    const CHILDREN: usize = 50;
+    let fresh = tempfile::tempdir().unwrap();
+    let server = start_server(&fresh.path().join("data"));
+    let addr = server.addr.clone();
+    let token = login(&addr, &server.password).await;
+    println!();
+    println!(
+        "| PUT /nodes/{{id}} ({CHILDREN} children), clients | nodes/s | submissions/s | p50 ms | p99 ms | server CPU µs/node |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for clients in [1, 8, 32] {
+        let mut roots = Vec::new();
+        for c in 0..clients {
+            let body = format!(
+                r#"{{"kind":"job","name":"root-{clients}-{c}","path":["checkout","root-{clients}-{c}"]}}"#
+            );
+            let (status, root) =
+                call(&addr, json_req("POST", &addr, "/latest/node", &token, body)).await;
+            assert!(status.is_success(), "{status}");
+            let root: serde_json::Value = serde_json::from_slice(&root).unwrap();
+            roots.push(root);
+        }
+        let roots = Arc::new(roots);
+        let (a, t) = (addr.clone(), token.clone());
+        let make: MakeRequest = Arc::new(move |i| {
+            let root = &roots[(i / 1_000_003) % roots.len()];
+            let id = root["id"].as_str().unwrap();
+            let children: Vec<serde_json::Value> = (0..CHILDREN)
+                .map(|j| {
+                    serde_json::json!({"node": {"kind": "test", "name": format!("t{i}-{j}"),
+                        "path": ["checkout", "root", format!("t{i}-{j}")], "result": "pass"}})
+                })
+                .collect();
+            let body = serde_json::json!({"node": root, "child_nodes": children}).to_string();
+            json_req("PUT", &a, &format!("/latest/nodes/{id}"), &t, body)
+        });
+        let cpu0 = cpu_seconds(server.child.id());
+        let w = load(&addr, clients, duration, make).await;
+        let cpu = cpu_seconds(server.child.id()) - cpu0;
+        let nodes = (w.ok * (CHILDREN + 1)) as f64;
+        println!(
+            "| {clients} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} |",
+            nodes / w.seconds,
+            w.rate(),
+            w.pct(0.5),
+            w.pct(0.99),
+            cpu / nodes.max(1.0) * 1e6
+        );
+    }
+}
+
+/// Section 5: event delivery latency. LISTENERS subscribers of the `node` channel
+/// each long-poll `GET /listen/{id}` on their own connection while one client
+/// creates a node every 10 ms for SECONDS; a delivery's latency is the time from
+/// the write's answer to a listener holding the event (negative: the event
+/// arrived before the writer read its answer).
+async fn pubsub(duration: Duration) {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+    const LISTENERS: usize = 50;
+    let fresh = tempfile::tempdir().unwrap();
+    let server = start_server(&fresh.path().join("data"));
+    let addr = server.addr.clone();
+    let token = login(&addr, &server.password).await;
+    let received: Rc<RefCell<Vec<(u64, Instant)>>> = Rc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..LISTENERS {
+        let (status, sub) = call(
+            &addr,
+            json_req(
+                "POST",
+                &addr,
+                "/latest/subscribe/node",
+                &token,
+                String::new(),
+            ),
+        )
+        .await;
+        assert!(status.is_success(), "{status}");
+        let sub: serde_json::Value = serde_json::from_slice(&sub).unwrap();
+        let id = sub["id"].as_u64().unwrap();
+        let (a, t, got) = (addr.clone(), token.clone(), Rc::clone(&received));
+        tasks.push(tokio::task::spawn_local(async move {
+            let stream = TcpStream::connect(&a).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::task::spawn_local(conn);
+            loop {
+                let req = Request::get(format!("/latest/listen/{id}"))
+                    .header("host", &a)
+                    .header("authorization", format!("Bearer {t}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let Ok(resp) = sender.send_request(req).await else {
+                    return;
+                };
+                let Ok(body) = resp.into_body().collect().await else {
+                    return;
+                };
+                let at = Instant::now();
+                let body = body.to_bytes();
+                // The node's name, `lat-K`, somewhere in the event.
+                if let Some(k) = body.windows(4).position(|w| w == b"lat-").and_then(|p| {
+                    let digits: String = body[p + 4..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .map(|b| *b as char)
+                        .collect();
+                    digits.parse().ok()
+                }) {
+                    got.borrow_mut().push((k, at));
+                }
+            }
+        }));
+    }
+    // The listeners are waiting: write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stream = TcpStream::connect(&addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::task::spawn_local(conn);
+    let mut acked: HashMap<u64, Instant> = HashMap::new();
+    let end = Instant::now() + duration;
+    let mut k = 0u64;
+    while Instant::now() < end {
+        let body = format!(r#"{{"kind":"checkout","name":"lat-{k}","path":["lat-{k}"]}}"#);
+        let resp = sender
+            .send_request(json_req("POST", &addr, "/latest/node", &token, body))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        resp.into_body().collect().await.unwrap();
+        acked.insert(k, Instant::now());
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    let mut lat: Vec<f64> = received
+        .borrow()
+        .iter()
+        .filter_map(|(k, at)| {
+            let ack = acked.get(k)?;
+            Some(if at >= ack {
+                at.duration_since(*ack).as_secs_f64() * 1e3
+            } else {
+                -(ack.duration_since(*at).as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("| event delivery, {LISTENERS} listeners | events | deliveries | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| write answered → listener has it | {k} | {} of {} | {:.2} | {:.2} | {:.2} |",
+        lat.len(),
+        k as usize * LISTENERS,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
 }

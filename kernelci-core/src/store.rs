@@ -371,6 +371,33 @@ pub trait Store: Send + Sync + 'static {
         Ok((version, self.append_event(event).await))
     }
 
+    /// Inserts (`None`) or replaces (compare-and-swap on `Some(version)`) each node
+    /// of a submission (a hierarchy), then appends `event`, as one write where the
+    /// backend can make it one: then either every node and the event are stored, or,
+    /// on a `Conflict` (a new id that exists or repeats, a version that moved on) or
+    /// `NotFound` (a replaced node that is gone), nothing is. Returns the new
+    /// versions in order and the event's result (see
+    /// [`Store::insert_node_with_event`]). This default writes one node after the
+    /// other (an error midway leaves the earlier ones written) and then the event;
+    /// a backend that can do better overrides it.
+    async fn write_nodes_with_event(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: NewEvent,
+    ) -> Result<(Vec<Version>, Result<Event>)> {
+        let mut versions = Vec::with_capacity(nodes.len());
+        for (node, expected) in nodes {
+            versions.push(match expected {
+                Some(v) => self.replace_node(node, *v).await?,
+                None => {
+                    self.insert_node(node).await?;
+                    Version(1)
+                }
+            });
+        }
+        Ok((versions, self.append_event(event).await))
+    }
+
     /// The nodes matching `query`, ordered by its sort (default ascending id), with its
     /// offset and limit applied by the store (never by loading every match).
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>>;

@@ -550,6 +550,37 @@ async fn hierarchy_submission() {
     assert_eq!(events.as_array().unwrap().len(), 1);
     assert_eq!(events[0]["data"]["is_hierarchy"], true);
     assert_eq!(events[0]["data"]["previous_state"], "running");
+    // All or nothing: a submission naming one existing node twice is refused whole
+    // (its new child and the root's change are not written either).
+    let kid = written[1]["id"].as_str().unwrap().to_owned();
+    let mut root2 = s.get(&url.replace("nodes", "node"), None).await.json();
+    root2["result"] = json!("fail");
+    let twice = json!({"node": root2, "child_nodes": [
+        {"node": {"id": kid, "kind": "test", "name": "baseline", "path": ["checkout", "baseline"]}},
+        {"node": {"id": kid, "kind": "test", "name": "baseline", "path": ["checkout", "baseline"]}},
+        {"node": {"kind": "test", "name": "new", "path": ["checkout", "new"]}}
+    ]});
+    let r = s.put(&url, Some(&alice), &twice).await;
+    assert_eq!(r.code(), 409, "{}", r.text());
+    assert!(
+        r.detail().as_str().unwrap().contains("not written"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.get("/count?kind=test", None).await.json(), json!(2));
+    assert_eq!(
+        s.get(&url.replace("nodes", "node"), None).await.json()["result"],
+        "pass"
+    );
+    assert_eq!(
+        s.get("/events?op=updated", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     s.stop().await;
 }
 

@@ -279,25 +279,72 @@ impl<K: Kv> Engine<K> {
     // ---- nodes -------------------------------------------------------------------
 
     pub(crate) fn insert_nodes(&self, nodes: &[Node]) -> Res<()> {
+        let writes: Vec<(&Node, Option<Version>)> = nodes.iter().map(|n| (n, None)).collect();
+        self.write_nodes(&writes, None).map(|_| ())
+    }
+
+    /// Inserts (`None`) or replaces (compare-and-swap on `Some(version)`) each node
+    /// and appends `event`, as one batch: all or nothing. A new id that exists or
+    /// repeats is a `Conflict`, as is a replacement whose version moved on; a
+    /// replaced node that is gone is `NotFound`. Returns the new versions in order
+    /// and the logged event.
+    pub(crate) fn write_nodes(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: Option<NewEvent>,
+    ) -> Res<(Vec<Version>, Option<Event>)> {
         let _guard = self.lock()?;
         let mut seen = HashSet::new();
-        for n in nodes {
-            if !seen.insert(n.id) || self.kv.get(&node_key(n.id))?.is_some() {
+        let mut olds = Vec::with_capacity(nodes.len());
+        let mut versions = Vec::with_capacity(nodes.len());
+        for (n, expected) in nodes {
+            if !seen.insert(n.id) {
                 return Err(Error::Conflict(format!(
-                    "Node already exists with id: {}",
+                    "Node {} is written twice in one submission",
                     n.id
                 )));
             }
+            match expected {
+                None => {
+                    if self.kv.get(&node_key(n.id))?.is_some() {
+                        return Err(Error::Conflict(format!(
+                            "Node already exists with id: {}",
+                            n.id
+                        )));
+                    }
+                    olds.push(None);
+                    versions.push(Version(1));
+                }
+                Some(expected) => {
+                    let Some((old, version)) = self.get_node(n.id)? else {
+                        return Err(node_not_found(n.id));
+                    };
+                    if version != *expected {
+                        return Err(Error::Conflict(format!(
+                            "Node {} was modified concurrently",
+                            n.id
+                        )));
+                    }
+                    olds.push(Some(old));
+                    versions.push(Version(version.0 + 1));
+                }
+            }
         }
-        let mut writes = Vec::with_capacity(nodes.len() * 32);
+        let mut writes = Vec::with_capacity(nodes.len() * 32 + 2);
         let mut deltas = Deltas::default();
-        for n in nodes {
-            writes.push((node_key(n.id), Some(encode_doc(n, Version(1))?)));
-            self.index_changes(None, Some(n), &mut writes, &mut deltas);
+        let mut inserted = 0i64;
+        for (((n, _), old), version) in nodes.iter().zip(&olds).zip(&versions) {
+            writes.push((node_key(n.id), Some(encode_doc(n, *version)?)));
+            self.index_changes(old.as_ref(), Some(n), &mut writes, &mut deltas);
+            inserted += i64::from(old.is_none());
         }
-        deltas.add(Self::node_count_key(), nodes.len() as i64);
+        deltas.add(Self::node_count_key(), inserted);
         self.counter_writes(deltas, &mut writes)?;
-        Ok(self.kv.apply(writes)?)
+        let logged = event
+            .map(|e| self.event_writes(e, &mut writes))
+            .transpose()?;
+        self.kv.apply(writes)?;
+        Ok((versions, logged))
     }
 
     pub(crate) fn get_node(&self, id: ObjectId) -> Result<Option<(Node, Version)>, StoreError> {
@@ -309,23 +356,11 @@ impl<K: Kv> Engine<K> {
     }
 
     pub(crate) fn replace_node(&self, node: &Node, expected: Version) -> Res<Version> {
-        let _guard = self.lock()?;
-        let Some((old, version)) = self.get_node(node.id)? else {
-            return Err(node_not_found(node.id));
-        };
-        if version != expected {
-            return Err(Error::Conflict(format!(
-                "Node {} was modified concurrently",
-                node.id
-            )));
-        }
-        let next = Version(version.0 + 1);
-        let mut writes = vec![(node_key(node.id), Some(encode_doc(node, next)?))];
-        let mut deltas = Deltas::default();
-        self.index_changes(Some(&old), Some(node), &mut writes, &mut deltas);
-        self.counter_writes(deltas, &mut writes)?;
-        self.kv.apply(writes)?;
-        Ok(next)
+        let (versions, _) = self.write_nodes(&[(node, Some(expected))], None)?;
+        versions
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Storage("no version written".into()))
     }
 
     pub(crate) fn set_field_many(
@@ -476,13 +511,20 @@ impl<K: Kv> Engine<K> {
 
     pub(crate) fn append_event(&self, event: NewEvent) -> Res<Event> {
         let _guard = self.lock()?;
+        let mut writes = Vec::with_capacity(2);
+        let e = self.event_writes(event, &mut writes)?;
+        self.kv.apply(writes)?;
+        Ok(e)
+    }
+
+    /// Numbers `event` with the next sequence id and adds its writes (the event and
+    /// the sequence counter) to `writes`. The caller holds the write lock.
+    fn event_writes(&self, event: NewEvent, writes: &mut Vec<Write>) -> Res<Event> {
         let seq_key = key(keys::META, &[META_EVENT_SEQ]);
         let seq = self.read_counter(&seq_key)? + 1;
         let e = event.with_sequence(seq);
-        self.kv.apply(vec![
-            (key(keys::EVENT, &[&seq.to_be_bytes()]), Some(to_json(&e))),
-            (seq_key, Some(seq.to_be_bytes().to_vec())),
-        ])?;
+        writes.push((key(keys::EVENT, &[&seq.to_be_bytes()]), Some(to_json(&e))));
+        writes.push((seq_key, Some(seq.to_be_bytes().to_vec())));
         Ok(e)
     }
 

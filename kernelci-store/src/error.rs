@@ -30,6 +30,9 @@ pub enum StoreError {
     /// [`crate::codec::MAX_DEPTH`] levels).
     #[error("node cannot be stored: {0}")]
     Unencodable(String),
+    /// Syncing the store's files to stable storage failed.
+    #[error("sync to disk: {0}")]
+    Sync(#[from] std::io::Error),
     /// A lock was poisoned by a panic in another thread.
     #[error("a store lock was poisoned")]
     Poisoned,

@@ -132,9 +132,10 @@ use kernelci_core::store::{
 };
 use kernelci_core::telemetry::{TelemetryEvent, TelemetryQuery};
 use kernelci_core::time::Timestamp;
+use kernelci_core::Error as CoreError;
 use kernelci_core::Result;
 
-pub use commit::Durability;
+pub use commit::{Durability, DEFAULT_COMMIT_DELAY};
 pub use engine::SCHEMA_VERSION;
 pub use error::StoreError;
 pub use index::{IndexDef, INDEXES};
@@ -143,7 +144,7 @@ pub use planner::{OrderBy, Plan, TotalBy};
 pub use tiered::Tiered;
 pub use verify::VerifyReport;
 
-use commit::GroupCommit;
+use commit::{DataSync, GroupCommit};
 use engine::{versioned, Engine};
 use kv::Kv;
 
@@ -154,6 +155,14 @@ pub struct SledConfig {
     pub durability: Durability,
     /// sled's page cache, in bytes (default 256 MiB).
     pub cache_bytes: u64,
+    /// How long a durable flush that finds several writers waiting first waits for
+    /// more to join it (default [`DEFAULT_COMMIT_DELAY`]; zero: never).
+    pub commit_delay: std::time::Duration,
+    /// After each flush, `fsync` sled's new blob files and `fdatasync` its log, so
+    /// an acknowledged write survives a power loss (default true). False leaves
+    /// sled's own `sync_file_range`: it survives a killed process, not a power loss
+    /// or a kernel crash.
+    pub sync_data: bool,
 }
 
 impl Default for SledConfig {
@@ -161,6 +170,8 @@ impl Default for SledConfig {
         Self {
             durability: Durability::Durable,
             cache_bytes: 256 << 20,
+            commit_delay: DEFAULT_COMMIT_DELAY,
+            sync_data: true,
         }
     }
 }
@@ -233,7 +244,10 @@ impl SledStore {
             }
         };
         migrate(&db)?;
-        let engine = Engine::new(Tiered::new(SledKv::new(db.clone())?)?);
+        // Writes wait in the space's pending overlay until the group committer's
+        // next flush hands them to sled as one batch (see `kv::pending`).
+        let kv = SledKv::deferred(db)?;
+        let engine = Engine::new(Tiered::new(kv.clone())?);
         let layout = engine.open_checks()?;
         if !engine.kv.load_snapshot(path)? {
             engine.rebuild_indexes()?;
@@ -241,10 +255,20 @@ impl SledStore {
         if layout < SCHEMA_VERSION {
             engine.migrate_documents()?;
         }
-        db.flush()?;
+        engine.kv.flush()?;
+        let sync = if config.sync_data {
+            Some(DataSync::open(path)?)
+        } else {
+            None
+        };
         Ok(Self {
             engine: Arc::new(engine),
-            commit: Some(GroupCommit::start(db, config.durability)),
+            commit: Some(GroupCommit::start(
+                kv,
+                config.durability,
+                config.commit_delay,
+                sync,
+            )),
             dir: Some(path.to_path_buf()),
         })
     }
@@ -338,6 +362,45 @@ impl<K: Kv> Store for IndexedStore<K> {
     async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
         self.engine.insert_nodes(nodes)?;
         self.durable().await
+    }
+
+    async fn insert_node_with_event(&self, node: &Node, event: NewEvent) -> Result<Result<Event>> {
+        let (_, logged) = self.engine.write_nodes(&[(node, None)], Some(event))?;
+        self.durable().await?;
+        Ok(logged.ok_or_else(|| CoreError::Storage("event not logged".into())))
+    }
+
+    async fn replace_node_with_event(
+        &self,
+        node: &Node,
+        expected: Version,
+        event: NewEvent,
+    ) -> Result<(Version, Result<Event>)> {
+        let (versions, logged) = self
+            .engine
+            .write_nodes(&[(node, Some(expected))], Some(event))?;
+        self.durable().await?;
+        let version = versions
+            .first()
+            .copied()
+            .ok_or_else(|| CoreError::Storage("no version written".into()))?;
+        Ok((
+            version,
+            logged.ok_or_else(|| CoreError::Storage("event not logged".into())),
+        ))
+    }
+
+    async fn write_nodes_with_event(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: NewEvent,
+    ) -> Result<(Vec<Version>, Result<Event>)> {
+        let (versions, logged) = self.engine.write_nodes(nodes, Some(event))?;
+        self.durable().await?;
+        Ok((
+            versions,
+            logged.ok_or_else(|| CoreError::Storage("event not logged".into())),
+        ))
     }
 
     async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {

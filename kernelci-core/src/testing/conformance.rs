@@ -453,7 +453,8 @@ pub async fn subscribers_and_counters(store: &dyn Store) {
 }
 
 /// A node write with its event: both stored, the event numbered next; a refused
-/// write (duplicate id, stale version, missing node) appends no event.
+/// write (duplicate id, stale version, missing node) appends no event. A
+/// submission of several nodes is all or nothing.
 pub async fn node_writes_with_events(store: &dyn Store) {
     let before = store.last_event_sequence().await.unwrap();
     let now = t("2024-04-01");
@@ -501,6 +502,84 @@ pub async fn node_writes_with_events(store: &dyn Store) {
     assert_eq!(store.last_event_sequence().await.unwrap(), before + 2);
     let logged = store.events_after(before, None, 10).await.unwrap();
     assert_eq!(logged, [created, updated]);
+
+    // A submission: the root replaced, two new children, one event; all or nothing.
+    let root = store.get_node(n.id).await.unwrap().unwrap();
+    let mut root_done = root.value.clone();
+    root_done.result = Some(NodeResult::Pass);
+    let mut kids: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut k = Node::new("test", &format!("kid-{i}"), now);
+            k.parent = Some(n.id);
+            k
+        })
+        .collect();
+    let total = store.count_all_nodes().await.unwrap();
+    // Refused, nothing written: a stale root version; a new id that exists; an id
+    // written twice; a replaced node that is gone.
+    let refusals: Vec<Vec<(&Node, Option<Version>)>> = vec![
+        vec![(&root_done, Some(stored.version)), (&kids[0], None)],
+        vec![
+            (&root_done, Some(root.version)),
+            (&kids[0], None),
+            (&n, None),
+        ],
+        vec![
+            (&root_done, Some(root.version)),
+            (&kids[0], None),
+            (&kids[0], None),
+        ],
+        vec![
+            (&root_done, Some(root.version)),
+            (&kids[0], None),
+            (&missing, Some(Version(1))),
+        ],
+    ];
+    for (i, writes) in refusals.iter().enumerate() {
+        let r = store
+            .write_nodes_with_event(writes, node_event(&root_done, op, true, now))
+            .await;
+        let expected_not_found = i == 3;
+        match r {
+            Err(Error::Conflict(_)) if !expected_not_found => {}
+            Err(Error::NotFound(_)) if expected_not_found => {}
+            other => panic!("refusal {i}: {other:?}"),
+        }
+        assert_eq!(store.count_all_nodes().await.unwrap(), total, "refusal {i}");
+        assert_eq!(
+            store.get_node(n.id).await.unwrap().unwrap(),
+            root,
+            "refusal {i}"
+        );
+        assert_eq!(store.last_event_sequence().await.unwrap(), before + 2);
+    }
+    kids[1].owner = Some("alice".into());
+    let writes: Vec<(&Node, Option<Version>)> = vec![
+        (&root_done, Some(root.version)),
+        (&kids[0], None),
+        (&kids[1], None),
+    ];
+    let (versions, logged) = store
+        .write_nodes_with_event(&writes, node_event(&root_done, op, true, now))
+        .await
+        .unwrap();
+    let event = logged.unwrap();
+    assert_eq!(event.sequence_id, before + 3);
+    assert_eq!(event.data["is_hierarchy"], true);
+    assert_eq!(versions[1..], [Version(1), Version(1)]);
+    let root_after = store.get_node(n.id).await.unwrap().unwrap();
+    assert_eq!(
+        (root_after.value, root_after.version),
+        (root_done.clone(), versions[0])
+    );
+    assert!(versions[0] > root.version);
+    assert_eq!(store.count_all_nodes().await.unwrap(), total + 2);
+    assert_eq!(store.children(n.id).await.unwrap(), kids);
+    let counted = store
+        .count_nodes(&q(&format!("parent={}&kind=test", n.id), Mode::Fast))
+        .await
+        .unwrap();
+    assert_eq!(counted, 2);
 }
 
 /// The subscription registry of a shared store: put, get, compare-and-set of the

@@ -129,6 +129,49 @@ impl Store for NaiveStore {
         Ok(*version)
     }
 
+    async fn write_nodes_with_event(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: NewEvent,
+    ) -> Result<(Vec<Version>, Result<Event>)> {
+        let mut g = self.lock()?;
+        // Every check first: all or nothing.
+        let mut seen = std::collections::HashSet::new();
+        let mut versions = Vec::with_capacity(nodes.len());
+        for (n, expected) in nodes {
+            if !seen.insert(n.id) {
+                return Err(Error::Conflict(format!(
+                    "Node {} is written twice in one submission",
+                    n.id
+                )));
+            }
+            match (expected, g.nodes.get(&n.id)) {
+                (None, None) => versions.push(Version(1)),
+                (None, Some(_)) => {
+                    return Err(Error::Conflict(format!(
+                        "Node already exists with id: {}",
+                        n.id
+                    )))
+                }
+                (Some(_), None) => return Err(node_not_found(n.id)),
+                (Some(e), Some((_, v))) if e != v => {
+                    return Err(Error::Conflict(format!(
+                        "Node {} was modified concurrently",
+                        n.id
+                    )))
+                }
+                (Some(_), Some((_, v))) => versions.push(Version(v.0 + 1)),
+            }
+        }
+        for ((n, _), v) in nodes.iter().zip(&versions) {
+            g.nodes.insert(n.id, ((*n).clone(), *v));
+        }
+        g.last_sequence += 1;
+        let e = event.with_sequence(g.last_sequence);
+        g.events.push(e.clone());
+        Ok((versions, Ok(e)))
+    }
+
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
         let g = self.lock()?;
         let mut found: Vec<Node> = g

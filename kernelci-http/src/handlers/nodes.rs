@@ -186,15 +186,6 @@ pub async fn count_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
     Ok(response::ok(&json!(n)))
 }
 
-async fn publish(state: &AppState, node: &Node, op: NodeOp, is_hierarchy: bool, now: Timestamp) {
-    let event = node_event(node, op, is_hierarchy, now);
-    // The write is stored; a failure to log its event must not turn it into an error
-    // the client would retry (and duplicate).
-    if let Err(e) = state.emit(event, Default::default()).await {
-        tracing::error!(node = %node.id, error = ?e.body, "node event not recorded");
-    }
-}
-
 /// `POST /node`.
 pub async fn create_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let body = req.json_opt()?;
@@ -433,31 +424,29 @@ pub async fn submit_hierarchy(state: &AppState, req: &Req) -> ApiResult<Resp> {
             versions.push(None);
         }
     }
-    let mut out = Vec::with_capacity(writes.len());
-    for (w, version) in writes.iter().zip(versions) {
-        match version {
-            Some(v) => {
-                state
-                    .store()
-                    .replace_node(&w.node, v)
-                    .await
-                    .map_err(|e| match e {
-                        CoreError::Conflict(_) => ApiError::detail(
-                            StatusCode::CONFLICT,
-                            format!(
-                                "Node {} changed during the submission; try again",
-                                w.node.id
-                            ),
-                        ),
-                        other => other.into(),
-                    })?;
-            }
-            None => state.store().insert_node(&w.node).await?,
-        }
-        out.push(w.node.to_json());
-    }
-    if let Some(first) = writes.first() {
-        publish(state, &first.node, updated_op(&root.value), true, now).await;
-    }
-    Ok(response::ok(&Value::Array(out)))
+    let Some(first) = writes.first() else {
+        return Ok(response::ok_typed(&[] as &[Node]));
+    };
+    // Every node and the root's event in one write where the store allows it (sled:
+    // one batch, one flush for the whole submission; all or nothing).
+    let nodes: Vec<(&Node, Option<Version>)> = writes
+        .iter()
+        .zip(versions)
+        .map(|(w, v)| (&w.node, v))
+        .collect();
+    let event = node_event(&first.node, updated_op(&root.value), true, now);
+    let (_, logged) = state
+        .store()
+        .write_nodes_with_event(&nodes, event)
+        .await
+        .map_err(|e| match e {
+            CoreError::Conflict(why) => ApiError::detail(
+                StatusCode::CONFLICT,
+                format!("{why}: the submission was not written"),
+            ),
+            other => other.into(),
+        })?;
+    state.announce(first.node.id, logged);
+    let written: Vec<&Node> = writes.iter().map(|w| &w.node).collect();
+    Ok(response::ok_typed(&written))
 }

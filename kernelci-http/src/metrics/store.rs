@@ -171,6 +171,18 @@ impl Store for MeteredStore {
         .await
     }
 
+    async fn write_nodes_with_event(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: NewEvent,
+    ) -> Result<(Vec<Version>, Result<Event>)> {
+        self.timed(
+            "write_nodes_with_event",
+            self.inner.write_nodes_with_event(nodes, event),
+        )
+        .await
+    }
+
     async fn find_nodes(&self, query: &Query) -> Result<Vec<Node>> {
         self.timed("find_nodes", self.inner.find_nodes(query)).await
     }

@@ -128,6 +128,22 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub sled_flush_interval_ms: Option<String>,
+    /// Microseconds a flush that finds several writers waiting first waits for more to join it (fewer, fuller flushes under load; 0: never) [default: 300].
+    #[arg(
+        long,
+        env = "KCI_SLED_COMMIT_DELAY_US",
+        value_name = "US",
+        help_heading = "Storage"
+    )]
+    pub sled_commit_delay_us: Option<String>,
+    /// true: after each flush, fsync sled's new blob files and fdatasync its log (an acknowledged write survives a power loss); false: sled's own sync_file_range only (survives a killed process, not a power loss) [default: true].
+    #[arg(
+        long,
+        env = "KCI_SLED_SYNC_DATA",
+        value_name = "BOOL",
+        help_heading = "Storage"
+    )]
+    pub sled_sync_data: Option<String>,
     /// Key signing the access tokens (required unless --dev) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,

@@ -136,6 +136,8 @@ pub const NAMES: &[&str] = &[
     "password_parallelism",
     "sled_cache_mb",
     "sled_flush_interval_ms",
+    "sled_commit_delay_us",
+    "sled_sync_data",
 ];
 
 /// The settings that hold secrets: masked by `config check`, and readable from a
@@ -352,6 +354,8 @@ impl ServerConfig {
                         Durability::Durable => "0".to_owned(),
                         Durability::FlushEvery(d) => d.as_millis().to_string(),
                     },
+                    "sled_commit_delay_us" => self.sled.commit_delay.as_micros().to_string(),
+                    "sled_sync_data" => self.sled.sync_data.to_string(),
                     other => format!("(unknown setting {other})"),
                 };
                 (*name, value)
@@ -539,6 +543,13 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
         } else {
             Durability::FlushEvery(std::time::Duration::from_millis(ms))
         };
+    }
+    if let Some(v) = get("sled_commit_delay_us") {
+        let us: u64 = parse("sled_commit_delay_us", v)?;
+        cfg.sled.commit_delay = std::time::Duration::from_micros(us);
+    }
+    if let Some(v) = get("sled_sync_data") {
+        cfg.sled.sync_data = parse("sled_sync_data", v)?;
     }
     if let Some(v) = get("shutdown_grace_seconds") {
         http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;

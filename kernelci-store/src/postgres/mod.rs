@@ -444,6 +444,73 @@ impl Store for PgStore {
         Ok((version, logged))
     }
 
+    async fn write_nodes_with_event(
+        &self,
+        nodes: &[(&Node, Option<Version>)],
+        event: NewEvent,
+    ) -> Result<(Vec<Version>, Result<Event>)> {
+        // One transaction: every replacement (compare-and-swap), the new rows in
+        // statements of up to COPY_FROM rows, and the event staged with them.
+        let mut seen = std::collections::HashSet::new();
+        if let Some((n, _)) = nodes.iter().find(|(n, _)| !seen.insert(n.id)) {
+            return Err(Error::Conflict(format!(
+                "Node {} is written twice in one submission",
+                n.id
+            )));
+        }
+        let mut client = self.client().await?;
+        let update = client.prepare_cached(&update_sql()).await.map_err(conv)?;
+        let tx = client.transaction().await.map_err(conv)?;
+        let mut versions = Vec::with_capacity(nodes.len());
+        let mut new_rows = Vec::new();
+        for (node, expected) in nodes {
+            let Some(expected) = expected else {
+                new_rows.push(NodeRow::new(node, 1)?);
+                versions.push(Version(1));
+                continue;
+            };
+            let old_version = i64::try_from(expected.0).unwrap_or(i64::MAX);
+            let new = old_version.saturating_add(1);
+            let mut row = NodeRow::new(node, new)?;
+            row.params.bind(old_version);
+            let Some(old) = tx
+                .query_opt(&update, &row.params.refs())
+                .await
+                .map_err(conv)?
+            else {
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM kci_nodes WHERE id = $1",
+                        &[&node.id.bytes().as_slice()],
+                    )
+                    .await
+                    .map_err(conv)?
+                    .is_some();
+                return Err(if exists {
+                    Error::Conflict(format!("Node {} was modified concurrently", node.id))
+                } else {
+                    node_not_found(node.id)
+                });
+            };
+            apply(&tx, replaced(&decode_doc(&old, 0)?, &row)).await?;
+            versions.push(Version(u64::try_from(new).unwrap_or(0)));
+        }
+        for chunk in new_rows.chunks(COPY_FROM) {
+            insert_values(&tx, chunk, &Default::default())
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        Error::Conflict("A node of the submission already exists".into())
+                    } else {
+                        conv(e)
+                    }
+                })?;
+        }
+        let stage = stage_event(&tx, &event).await?;
+        tx.commit().await.map_err(conv)?;
+        Ok((versions, self.sequence_staged(stage, event).await))
+    }
+
     async fn insert_nodes(&self, nodes: &[Node]) -> Result<()> {
         if nodes.is_empty() {
             return Ok(());

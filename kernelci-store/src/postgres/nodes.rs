@@ -90,7 +90,7 @@ impl StagedEvents {
 /// its own transaction (a data-modifying `WITH` runs to completion with the
 /// statement, all or nothing). Returns each event's id and staging number.
 pub(super) async fn insert_values(
-    client: &Object,
+    client: &impl GenericClient,
     rows: &[NodeRow],
     events: &StagedEvents,
 ) -> std::result::Result<Vec<(Vec<u8>, i64)>, tokio_postgres::Error> {

@@ -1,237 +1,16 @@
-//! The ordered key-value layer under the engine (an implementation detail, public only
-//! because the store types are generic over it): an in-memory B-tree, or one sled
-//! tree. The engine writes only through [`Kv::apply`], an atomic batch, so a reader
-//! never sees a document without its index entries or the reverse.
+//! The durable space: one sled tree, large values out of line, writes deferred
+//! into a pending overlay when a group committer drains them.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use sled::IVec;
+
+use super::pending::{Merged, Pending};
+use super::{Kv, Scan, Write};
 use crate::error::StoreError;
 
-/// One write of a batch: `Some` puts, `None` deletes.
-pub type Write = (Vec<u8>, Option<Vec<u8>>);
-
-/// Boxed iterator over `(key, value)` pairs.
-pub type Scan<'a, B> = Box<dyn Iterator<Item = Result<(B, B), StoreError>> + Send + 'a>;
-
-pub(crate) mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::MemKv {}
-    impl Sealed for super::SledKv {}
-}
-
-/// Holds off writers while a multi-key read runs (a no-op for plain spaces).
-pub struct ViewGuard<'a>(
-    // Held for its Drop: releasing it lets writers in.
-    #[allow(dead_code)] pub(crate) Option<std::sync::RwLockReadGuard<'a, ()>>,
-);
-
-/// An ordered key-value space under the engine. Sealed: implemented by [`MemKv`] and
-/// [`SledKv`] only.
-pub trait Kv: sealed::Sealed + Send + Sync + 'static {
-    /// Bytes handed out by reads (cheap to clone).
-    type Bytes: AsRef<[u8]> + Clone + Send + Sync;
-
-    /// The value under `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Self::Bytes>, StoreError>;
-
-    /// Keys in `[lo, hi)` in ascending order, or descending when `rev`.
-    fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Self::Bytes>;
-
-    /// Applies all writes atomically (all visible at once, or none).
-    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
-
-    /// Makes every applied write durable (no-op for volatile spaces).
-    fn flush(&self) -> Result<(), StoreError>;
-
-    /// A consistent view for a multi-key read (see [`crate::tiered`]).
-    fn read_view(&self) -> Result<ViewGuard<'_>, StoreError> {
-        Ok(ViewGuard(None))
-    }
-
-    /// The sorted ids of one value tuple of one index, when the space holds postings
-    /// directly (`None`: scan the `I` keys instead).
-    fn posting_ids(
-        &self,
-        _index_id: u8,
-        _tuple: &[u8],
-    ) -> Result<Option<Vec<kernelci_core::id::ObjectId>>, StoreError> {
-        Ok(None)
-    }
-
-    /// The ids of the `I` keys in `[lo, hi)` (both within one index, or `hi` past
-    /// its end), in key order, when the space can list them without building keys
-    /// (`None`: scan instead).
-    fn range_ids(
-        &self,
-        _lo: &[u8],
-        _hi: &[u8],
-    ) -> Result<Option<Vec<kernelci_core::id::ObjectId>>, StoreError> {
-        Ok(None)
-    }
-
-    /// How many `I` keys `[lo, hi)` holds, counting at most `cap` (`None`: the space
-    /// cannot count without scanning).
-    fn range_count(&self, _lo: &[u8], _hi: &[u8], _cap: u64) -> Result<Option<u64>, StoreError> {
-        Ok(None)
-    }
-
-    /// True when value counters are derived from the index entries (the engine then
-    /// skips maintaining them).
-    fn derives_counts(&self) -> bool {
-        false
-    }
-
-    /// Called when a rebuild of every index entry and counter has completed.
-    fn indexes_rebuilt(&self) {}
-
-    /// Removes every index entry and counter.
-    fn clear_indexes(&self) -> Result<(), StoreError> {
-        for prefix in [crate::keys::INDEX, crate::keys::COUNT] {
-            let mut doomed = Vec::new();
-            for item in self.scan(&[prefix], &crate::keys::prefix_end(&[prefix]), false) {
-                doomed.push((item?.0.as_ref().to_vec(), None));
-            }
-            self.apply(doomed)?;
-        }
-        Ok(())
-    }
-}
-
-/// Shared bytes of the memory space.
-type Bytes = Arc<[u8]>;
-/// The memory space's map.
-type Map = BTreeMap<Bytes, Bytes>;
-
-/// A volatile ordered space: a B-tree behind a read-write lock.
-#[derive(Default, Clone)]
-pub struct MemKv {
-    map: Arc<RwLock<Map>>,
-}
-
-/// How many entries a memory scan copies per lock acquisition.
-const SCAN_CHUNK: usize = 256;
-
-impl MemKv {
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
-        self.map.read().map_err(|_| StoreError::Poisoned)
-    }
-}
-
-/// A chunked scan: each chunk re-takes the read lock and continues after the last key
-/// seen, so a long scan never blocks writers for long (like sled, a scan is not a
-/// snapshot across chunks).
-struct MemScan {
-    kv: MemKv,
-    lo: Bound<Arc<[u8]>>,
-    hi: Bound<Arc<[u8]>>,
-    rev: bool,
-    buf: std::vec::IntoIter<(Bytes, Bytes)>,
-    done: bool,
-}
-
-impl Iterator for MemScan {
-    type Item = Result<(Arc<[u8]>, Arc<[u8]>), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(item) = self.buf.next() {
-            return Some(Ok(item));
-        }
-        if self.done {
-            return None;
-        }
-        let inverted = match (&self.lo, &self.hi) {
-            (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => {
-                l >= h
-            }
-            _ => false,
-        };
-        if inverted {
-            self.done = true;
-            return None;
-        }
-        let map = match self.kv.read() {
-            Ok(m) => m,
-            Err(e) => {
-                self.done = true;
-                return Some(Err(e));
-            }
-        };
-        let range = map.range::<[u8], _>((
-            self.lo.as_ref().map(|k| &k[..]),
-            self.hi.as_ref().map(|k| &k[..]),
-        ));
-        let chunk: Vec<(Bytes, Bytes)> = if self.rev {
-            range
-                .rev()
-                .take(SCAN_CHUNK)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            range
-                .take(SCAN_CHUNK)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        drop(map);
-        if chunk.len() < SCAN_CHUNK {
-            self.done = true;
-        }
-        if let Some((last, _)) = chunk.last() {
-            if self.rev {
-                self.hi = Bound::Excluded(last.clone());
-            } else {
-                self.lo = Bound::Excluded(last.clone());
-            }
-        }
-        self.buf = chunk.into_iter();
-        self.buf.next().map(Ok)
-    }
-}
-
-impl Kv for MemKv {
-    type Bytes = Arc<[u8]>;
-
-    fn get(&self, key: &[u8]) -> Result<Option<Arc<[u8]>>, StoreError> {
-        Ok(self.read()?.get(key).cloned())
-    }
-
-    fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Arc<[u8]>> {
-        if lo >= hi {
-            // An empty (or inverted, e.g. `created__gt=B&created__lt=A` with A < B)
-            // range: B-tree ranges panic on it.
-            return Box::new(std::iter::empty());
-        }
-        Box::new(MemScan {
-            kv: self.clone(),
-            lo: Bound::Included(Arc::from(lo)),
-            hi: Bound::Excluded(Arc::from(hi)),
-            rev,
-            buf: Vec::new().into_iter(),
-            done: false,
-        })
-    }
-
-    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let mut map = self.map.write().map_err(|_| StoreError::Poisoned)?;
-        for (k, v) in writes {
-            match v {
-                Some(v) => {
-                    map.insert(Arc::from(k), Arc::from(v));
-                }
-                None => {
-                    map.remove(&k[..]);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+/// A write as sled stores it (after large values were cut into chunks).
+type RawWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Batches of at least this many writes drive sled's garbage collection afterwards
 /// (see [`reclaim`]).
@@ -304,9 +83,13 @@ fn marker_chunks(v: &[u8]) -> Option<(u64, u32)> {
 /// a 14-byte marker; the chunks, the marker and the removal of the chunks of the
 /// value it replaces are one batch. Reads put the value together again; scans
 /// never show chunk or fence keys.
+///
+/// A deferred space ([`SledKv::deferred`]) keeps its batches in a pending overlay
+/// (the `kv::pending` module) until [`Kv::flush`] hands them all to sled as one batch.
 #[derive(Clone)]
 pub struct SledKv {
     pub(crate) db: sled::Db,
+    pending: Option<Arc<Pending>>,
 }
 
 impl SledKv {
@@ -319,7 +102,51 @@ impl SledKv {
             }
             db.apply_batch(batch)?;
         }
-        Ok(SledKv { db })
+        Ok(SledKv { db, pending: None })
+    }
+
+    /// Like [`SledKv::new`], with writes deferred: each batch is visible at once but
+    /// reaches sled only at the next [`Kv::flush`] (all pending batches as one sled
+    /// batch), or when the overlay passes its high-water mark. For a store whose
+    /// group committer flushes before acknowledging.
+    pub fn deferred(db: sled::Db) -> Result<Self, StoreError> {
+        let mut kv = Self::new(db)?;
+        kv.pending = Some(Arc::default());
+        Ok(kv)
+    }
+
+    /// The value sled stores under `key`, pending writes first.
+    fn raw_get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        if let Some(p) = &self.pending {
+            if let Some(v) = p.get(key)? {
+                return Ok(v);
+            }
+        }
+        Ok(self.db.get(key)?)
+    }
+
+    /// Hands the pending batches to sled (no-op when not deferred).
+    fn drain(&self) -> Result<(), StoreError> {
+        if let Some(p) = &self.pending {
+            let n = p.drain(&self.db)?;
+            if n >= RECLAIM_MIN_WRITES {
+                reclaim(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies sled-level writes to sled now, as one batch.
+    fn apply_now(&self, writes: Vec<RawWrite>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
     }
 
     /// The stored form of `v` read back: chunks put together, an escape removed.
@@ -334,7 +161,7 @@ impl SledKv {
             .ok_or_else(|| StoreError::corrupt("out-of-line value", key, "bad marker"))?;
         let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         for i in 0..chunks {
-            let part = self.db.get(chunk_key(key, i))?.ok_or_else(|| {
+            let part = self.raw_get(&chunk_key(key, i))?.ok_or_else(|| {
                 StoreError::corrupt("out-of-line value", key, format!("chunk {i} missing"))
             })?;
             out.extend_from_slice(&part);
@@ -349,17 +176,63 @@ impl SledKv {
         Ok(sled::IVec::from(out))
     }
 
-    /// Adds to `batch` the removal of the chunks of the value stored under `key`
+    /// Adds to `out` the removal of the chunks of the value stored under `key`
     /// (none unless it is out of line).
-    fn drop_chunks(&self, key: &[u8], batch: &mut sled::Batch) -> Result<(), StoreError> {
-        if let Some(old) = self.db.get(key)? {
+    fn drop_chunks(&self, key: &[u8], out: &mut Vec<RawWrite>) -> Result<(), StoreError> {
+        if let Some(old) = self.raw_get(key)? {
             if let Some((_, chunks)) = marker_chunks(&old) {
                 for i in 0..chunks {
-                    batch.remove(chunk_key(key, i));
+                    out.push((chunk_key(key, i), None));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The sled-level writes of a batch: large values cut into chunks behind a
+    /// marker, the chunks of replaced values removed, values that look like a
+    /// marker escaped. Later writes of a key win, as in a sled batch.
+    fn lower(&self, writes: Vec<Write>) -> Result<Vec<RawWrite>, StoreError> {
+        let mut out = Vec::with_capacity(writes.len());
+        // Chunk counts of the values this batch puts out of line, by key (a key
+        // written twice in one batch drops the chunks of its first value).
+        let mut spilled: std::collections::HashMap<Vec<u8>, u32> = Default::default();
+        for (k, v) in writes {
+            // Empty values (index-like keys) are never out of line and replace no
+            // out-of-line value: no read for them.
+            if v.as_ref().is_none_or(|v| !v.is_empty()) {
+                self.drop_chunks(&k, &mut out)?;
+            }
+            if let Some(count) = spilled.remove(&k) {
+                for i in 0..count {
+                    out.push((chunk_key(&k, i), None));
+                }
+            }
+            match v {
+                Some(v) if v.len() >= SPILL_MIN => {
+                    let chunks = v.chunks(CHUNK);
+                    let count = u32::try_from(chunks.len())
+                        .map_err(|_| StoreError::Unencodable("a value over 256 TiB".into()))?;
+                    for (i, part) in (0u32..).zip(chunks) {
+                        out.push((chunk_key(&k, i), Some(part.to_vec())));
+                    }
+                    spilled.insert(k.clone(), count);
+                    let mut marker = Vec::with_capacity(14);
+                    marker.extend_from_slice(&[SPILL, MARKER]);
+                    marker.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                    marker.extend_from_slice(&count.to_be_bytes());
+                    out.push((k, Some(marker)));
+                }
+                Some(v) if v.first() == Some(&SPILL) => {
+                    let mut escaped = Vec::with_capacity(v.len() + 2);
+                    escaped.extend_from_slice(&[SPILL, ESCAPED]);
+                    escaped.extend_from_slice(&v);
+                    out.push((k, Some(escaped)));
+                }
+                other => out.push((k, other)),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -367,7 +240,7 @@ impl Kv for SledKv {
     type Bytes = sled::IVec;
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        match self.db.get(key)? {
+        match self.raw_get(key)? {
             Some(v) => Ok(Some(self.resolve(key, v)?)),
             None => Ok(None),
         }
@@ -383,62 +256,47 @@ impl Kv for SledKv {
         if lo >= hi {
             return Box::new(std::iter::empty());
         }
+        // The pending entries first: one drained after this snapshot is already in
+        // sled when the range below starts.
+        let pending = match &self.pending {
+            Some(p) => match p.range(lo, hi) {
+                Ok(v) => v,
+                Err(e) => return Box::new(std::iter::once(Err(e))),
+            },
+            None => Vec::new(),
+        };
         let range = self.db.range(lo.to_vec()..hi.to_vec());
-        let map = move |r: sled::Result<(sled::IVec, sled::IVec)>| {
+        let base: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>> + Send> = if rev {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let merged = Merged::new(base, pending, rev);
+        Box::new(merged.map(move |r| {
             let (k, v) = r.map_err(StoreError::from)?;
             let v = self.resolve(&k, v)?;
             Ok((k, v))
-        };
-        if rev {
-            Box::new(range.rev().map(map))
-        } else {
-            Box::new(range.map(map))
-        }
+        }))
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let n = writes.len();
-        let mut batch = sled::Batch::default();
-        // Chunk counts of the values this batch puts out of line, by key (a key
-        // written twice in one batch drops the chunks of its first value).
-        let mut spilled: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-        for (k, v) in writes {
-            // Empty values (index-like keys) are never out of line and replace no
-            // out-of-line value: no read for them.
-            if v.as_ref().is_none_or(|v| !v.is_empty()) {
-                self.drop_chunks(&k, &mut batch)?;
-            }
-            if let Some(count) = spilled.remove(&k) {
-                for i in 0..count {
-                    batch.remove(chunk_key(&k, i));
+        let raw = self.lower(writes)?;
+        match &self.pending {
+            // Small batches wait in the overlay for the next flush.
+            Some(p) if n < RECLAIM_MIN_WRITES => {
+                if p.put(raw)? {
+                    self.drain()?;
                 }
+                return Ok(());
             }
-            match v {
-                Some(v) if v.len() >= SPILL_MIN => {
-                    let chunks = v.chunks(CHUNK);
-                    let count = u32::try_from(chunks.len())
-                        .map_err(|_| StoreError::Unencodable("a value over 256 TiB".into()))?;
-                    for (i, part) in (0u32..).zip(chunks) {
-                        batch.insert(chunk_key(&k, i), part);
-                    }
-                    spilled.insert(k.clone(), count);
-                    let mut marker = Vec::with_capacity(14);
-                    marker.extend_from_slice(&[SPILL, MARKER]);
-                    marker.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                    marker.extend_from_slice(&count.to_be_bytes());
-                    batch.insert(k, marker);
-                }
-                Some(v) if v.first() == Some(&SPILL) => {
-                    let mut escaped = Vec::with_capacity(v.len() + 2);
-                    escaped.extend_from_slice(&[SPILL, ESCAPED]);
-                    escaped.extend_from_slice(&v);
-                    batch.insert(k, escaped);
-                }
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+            // A bulk batch is a sled batch of its own, after what was pending.
+            Some(_) => {
+                self.drain()?;
+                self.apply_now(raw)?;
             }
+            None => self.apply_now(raw)?,
         }
-        self.db.apply_batch(batch)?;
         if n >= RECLAIM_MIN_WRITES {
             reclaim(n);
         }
@@ -446,6 +304,7 @@ impl Kv for SledKv {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.drain()?;
         self.db.flush()?;
         Ok(())
     }
@@ -455,11 +314,20 @@ impl Kv for SledKv {
 mod tests {
     use super::*;
 
+    /// Opens the space of `dir`, waiting (as `SledStore::open` does) for sled's
+    /// background threads to release the lock of a handle just dropped.
     fn open(dir: &std::path::Path) -> SledKv {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         SledKv::new(db).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -561,5 +429,74 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("chunk 1 missing"), "{e}");
+    }
+
+    fn scan_all(kv: &SledKv, rev: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        kv.scan(&[0], &[0xFF, 0xFF], rev)
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deferred_space_shows_pending_writes_and_hands_them_to_sled_on_flush() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kv = SledKv::deferred(open(dir.path()).db).unwrap_or_else(|e| panic!("{e}"));
+        let apply = |w: Vec<Write>| kv.apply(w).unwrap_or_else(|e| panic!("{e}"));
+        apply(vec![
+            (b"Na".to_vec(), Some(b"1".to_vec())),
+            (b"Nc".to_vec(), Some(b"3".to_vec())),
+        ]);
+        kv.flush().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kv.db.get(b"Na").ok().flatten().map(|v| v.to_vec()),
+            Some(b"1".to_vec())
+        );
+        // Pending: a new key, a replaced one, a deleted one, a large value.
+        let big: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| (i % 241) as u8).collect();
+        apply(vec![
+            (b"Nb".to_vec(), Some(b"2".to_vec())),
+            (b"Nc".to_vec(), Some(b"3'".to_vec())),
+            (b"Na".to_vec(), None),
+            (b"Nbig".to_vec(), Some(big.clone())),
+        ]);
+        // Not in sled yet...
+        assert_eq!(kv.db.get(b"Nb").ok().flatten(), None);
+        assert!(kv.db.get(b"Na").ok().flatten().is_some());
+        assert_eq!(chunk_keys(&kv), 0);
+        // ...but every read sees them: gets, scans both ways.
+        let want = vec![
+            (b"Nb".to_vec(), b"2".to_vec()),
+            (b"Nbig".to_vec(), big.clone()),
+            (b"Nc".to_vec(), b"3'".to_vec()),
+        ];
+        assert_eq!(get(&kv, b"Na"), None);
+        assert_eq!(get(&kv, b"Nbig"), Some(big.clone()));
+        assert_eq!(scan_all(&kv, false), want);
+        let mut back = want.clone();
+        back.reverse();
+        assert_eq!(scan_all(&kv, true), back);
+        // A large value replaced while its chunks are still pending leaves none.
+        apply(vec![(b"Nbig".to_vec(), Some(vec![9u8; CHUNK + 1]))]);
+        kv.flush().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chunk_keys(&kv), 2);
+        assert_eq!(kv.db.get(b"Na").ok().flatten(), None);
+        assert_eq!(
+            kv.db.get(b"Nc").ok().flatten().map(|v| v.to_vec()),
+            Some(b"3'".to_vec())
+        );
+        drop(kv);
+        // What was flushed is what a reopen finds.
+        let kv = open(dir.path());
+        assert_eq!(
+            scan_all(&kv, false),
+            vec![
+                (b"Nb".to_vec(), b"2".to_vec()),
+                (b"Nbig".to_vec(), vec![9u8; CHUNK + 1]),
+                (b"Nc".to_vec(), b"3'".to_vec()),
+            ]
+        );
     }
 }
