@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use sled::IVec;
@@ -61,6 +62,9 @@ type Snapshot = (sled::Batch, Vec<(IVec, u64)>);
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     inner: Mutex<Inner>,
+    /// The map's length, kept under the lock: reads skip the lock when it is zero
+    /// (the common case between flushes on a read-mostly server).
+    entries: AtomicUsize,
     /// One drain at a time (so drains reach sled in order).
     drain: Mutex<()>,
 }
@@ -73,6 +77,9 @@ impl Pending {
     /// The pending value of `key`: `None` if nothing is pending for it, `Some(None)`
     /// if it is pending deletion.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Option<IVec>>, StoreError> {
+        if self.entries.load(Ordering::SeqCst) == 0 {
+            return Ok(None);
+        }
         Ok(self.lock()?.map.get(key).map(|e| e.value.clone()))
     }
 
@@ -82,7 +89,7 @@ impl Pending {
         lo: &[u8],
         hi: &[u8],
     ) -> Result<Vec<(IVec, Option<IVec>)>, StoreError> {
-        if lo >= hi {
+        if lo >= hi || self.entries.load(Ordering::SeqCst) == 0 {
             return Ok(Vec::new());
         }
         let inner = self.lock()?;
@@ -117,6 +124,7 @@ impl Pending {
                     .saturating_sub(old.value.as_ref().map_or(0, |v| v.len()) + 64);
             }
         }
+        self.entries.store(inner.map.len(), Ordering::SeqCst);
         Ok(inner.bytes > HIGH_WATER_BYTES)
     }
 
@@ -167,6 +175,7 @@ impl Pending {
                 }
             }
         }
+        self.entries.store(inner.map.len(), Ordering::SeqCst);
         Ok(())
     }
 }

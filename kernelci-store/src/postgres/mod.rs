@@ -357,22 +357,23 @@ impl PgStore {
             return Ok((Version(u64::try_from(new).unwrap_or(0)), stage));
         }
         drop(tx);
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM kci_nodes WHERE id = $1",
-                &[&node.id.bytes().as_slice()],
-            )
-            .await
-            .map_err(conv)?
-            .is_some();
-        if exists {
-            Err(Error::Conflict(format!(
-                "Node {} was modified concurrently",
-                node.id
-            )))
-        } else {
-            Err(node_not_found(node.id))
-        }
+        Err(why_not_replaced(&client, node.id).await)
+    }
+}
+
+/// Why a compare-and-swap update of node `id` matched no row: `Conflict` if the
+/// node exists (its version moved on), `NotFound` if it is gone.
+async fn why_not_replaced(client: &impl GenericClient, id: ObjectId) -> Error {
+    let found = client
+        .query_opt(
+            "SELECT 1 FROM kci_nodes WHERE id = $1",
+            &[&id.bytes().as_slice()],
+        )
+        .await;
+    match found {
+        Ok(Some(_)) => Error::Conflict(format!("Node {id} was modified concurrently")),
+        Ok(None) => node_not_found(id),
+        Err(e) => conv(e),
     }
 }
 
@@ -478,19 +479,7 @@ impl Store for PgStore {
                 .await
                 .map_err(conv)?
             else {
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM kci_nodes WHERE id = $1",
-                        &[&node.id.bytes().as_slice()],
-                    )
-                    .await
-                    .map_err(conv)?
-                    .is_some();
-                return Err(if exists {
-                    Error::Conflict(format!("Node {} was modified concurrently", node.id))
-                } else {
-                    node_not_found(node.id)
-                });
+                return Err(why_not_replaced(&tx, node.id).await);
             };
             apply(&tx, replaced(&decode_doc(&old, 0)?, &row)).await?;
             versions.push(Version(u64::try_from(new).unwrap_or(0)));
