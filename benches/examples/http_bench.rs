@@ -25,7 +25,14 @@
 //!    client creates a node every 10 ms: time from the write's answer to each
 //!    listener holding the event.
 //!
-//! `SECTIONS=queries,reads,writes,hierarchy,pubsub` (default: all) runs only those.
+//! 6. **Disk and memory after a load through the API** (`disk`): the workload's N
+//!    nodes posted one by one (`POST /node`, 32 clients, each node once its
+//!    parent's new id is known) into a new store; then the data directory's size
+//!    and the server's RSS while it runs, after a clean stop, and after a restart
+//!    (the indexes reloaded), per node.
+//!
+//! `SECTIONS=queries,reads,writes,hierarchy,pubsub,disk` (default: all) runs only
+//! those.
 //! The load generator is this process: one thread (like `wrk -t1`), one task per
 //! connection, hyper's HTTP/1.1 client. Not yet here: 1M nodes over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -365,6 +372,9 @@ fn main() {
         if run("pubsub") {
             pubsub(duration).await;
         }
+        if run("disk") {
+            disk(n).await;
+        }
     });
 }
 
@@ -667,4 +677,164 @@ async fn pubsub(duration: Duration) {
         pct(0.99),
         pct(1.0)
     );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    kernelci_benches::rss_bytes(&pid.to_string())
+}
+
+/// Section 6: the workload loaded through the API, then disk and memory per node.
+async fn disk(n: usize) {
+    const CLIENTS: usize = 32;
+    let fresh = tempfile::tempdir().unwrap();
+    let data = fresh.path().join("data");
+    let server = start_server(&data);
+    let addr = server.addr.clone();
+    let token = Arc::new(login(&addr, &server.password).await);
+    // Each node waits for its parent's new id, then for one of CLIENTS slots.
+    let text = std::fs::read_to_string(kernelci_benches::nodes_path(n, 1).unwrap()).unwrap();
+    // The groups the nodes name must exist.
+    let mut groups = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let node: serde_json::Value = serde_json::from_str(line).unwrap();
+        for g in node["user_groups"].as_array().into_iter().flatten() {
+            groups.extend(g.as_str().map(str::to_owned));
+        }
+    }
+    for g in groups {
+        let body = serde_json::json!({ "name": g }).to_string();
+        let (status, body) = call(
+            &addr,
+            json_req("POST", &addr, "/latest/user-groups", &token, body),
+        )
+        .await;
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut ids: Vec<tokio::sync::watch::Sender<Option<String>>> = Vec::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS).map(|_| None).collect();
+    let clients = Arc::new(std::sync::Mutex::new(clients));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for line in text.lines() {
+        let mut node: serde_json::Value = serde_json::from_str(line).unwrap();
+        let old_id = node["id"].as_str().unwrap().to_owned();
+        let parent = node["parent"]
+            .as_str()
+            .and_then(|p| index.get(p))
+            .map(|&i| ids[i].subscribe());
+        if let Some(obj) = node.as_object_mut() {
+            obj.remove("id");
+        }
+        let (tx, _) = tokio::sync::watch::channel(None);
+        let me = tx.clone();
+        index.insert(old_id, ids.len());
+        ids.push(tx);
+        let (addr, token, slots, clients) = (
+            addr.clone(),
+            Arc::clone(&token),
+            Arc::clone(&slots),
+            Arc::clone(&clients),
+        );
+        tasks.push(tokio::task::spawn_local(async move {
+            if let Some(mut parent) = parent {
+                let id = parent.wait_for(Option::is_some).await.unwrap().clone();
+                node["parent"] = serde_json::Value::String(id.unwrap());
+            }
+            let _slot = slots.acquire().await.unwrap();
+            // Reuse one of the CLIENTS keep-alive connections.
+            let sender = clients.lock().unwrap().iter_mut().find_map(Option::take);
+            let mut sender = match sender {
+                Some(s) => s,
+                None => {
+                    let stream = TcpStream::connect(&addr).await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                    tokio::task::spawn_local(conn);
+                    sender
+                }
+            };
+            let req = json_req("POST", &addr, "/latest/node", &token, node.to_string());
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(
+                status.is_success(),
+                "{status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            me.send_replace(created["id"].as_str().map(str::to_owned));
+            if let Some(free) = clients.lock().unwrap().iter_mut().find(|c| c.is_none()) {
+                *free = Some(sender);
+            }
+        }));
+    }
+    drop(text);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    let per = |bytes: u64| bytes as f64 / n as f64;
+    let live_disk = kernelci_benches::dir_bytes(&data);
+    let live_rss = rss_bytes(server.child.id());
+    drop(server);
+    let stopped_disk = kernelci_benches::dir_bytes(&data);
+    let server = start_server(&data);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reopened_rss = rss_bytes(server.child.id());
+    let reopened_disk = kernelci_benches::dir_bytes(&data);
+    drop(server);
+    println!();
+    println!(
+        "loaded {n} nodes through POST /node ({CLIENTS} clients) in {took:.1} s ({:.0} nodes/s)",
+        n as f64 / took
+    );
+    println!();
+    println!("| after the load | disk MiB | disk B/node | RSS MiB | RSS B/node |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| running | {} | {:.0} | {} | {:.0} |",
+        live_disk >> 20,
+        per(live_disk),
+        live_rss >> 20,
+        per(live_rss)
+    );
+    println!(
+        "| stopped (clean close) | {} | {:.0} | | |",
+        stopped_disk >> 20,
+        per(stopped_disk)
+    );
+    println!(
+        "| restarted, idle | {} | {:.0} | {} | {:.0} |",
+        reopened_disk >> 20,
+        per(reopened_disk),
+        reopened_rss >> 20,
+        per(reopened_rss)
+    );
+    let store = SledStore::open(&data, SledConfig::default()).unwrap();
+    println!();
+    println!("| records | count | bytes | B/node |");
+    println!("|---|---:|---:|---:|");
+    for r in store.record_sizes().unwrap() {
+        println!(
+            "| {} | {} | {} | {:.0} |",
+            r.kind,
+            r.count,
+            r.bytes,
+            per(r.bytes)
+        );
+    }
+    store.close().unwrap();
+    // KCI_KEEP_DIR=path keeps the loaded directory there (to look inside).
+    if let Some(keep) = std::env::var_os("KCI_KEEP_DIR") {
+        std::fs::rename(&data, keep).unwrap();
+    }
 }

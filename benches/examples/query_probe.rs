@@ -36,6 +36,10 @@ fn main() {
             shape.name,
             times[times.len() / 2]
         );
+        // EXPLAIN=1 prints how each shape was answered.
+        if std::env::var_os("EXPLAIN").is_some() {
+            println!("    {:?}", store.explain(&shape.parse().unwrap()).unwrap());
+        }
     }
     store.close().unwrap();
 }

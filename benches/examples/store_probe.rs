@@ -17,33 +17,11 @@ use kernelci_core::store::Store;
 use kernelci_store::{Durability, SledConfig, SledStore};
 
 fn rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        >> 10
+    kernelci_benches::rss_bytes("self") >> 20
 }
 
 fn dir_mb(path: &std::path::Path) -> u64 {
-    fn walk(p: &std::path::Path) -> u64 {
-        std::fs::read_dir(p)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| match e.metadata() {
-                        Ok(m) if m.is_dir() => walk(&e.path()),
-                        Ok(m) => m.len(),
-                        Err(_) => 0,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    walk(path) >> 20
+    kernelci_benches::dir_bytes(path) >> 20
 }
 
 fn main() {
@@ -98,6 +76,28 @@ fn main() {
         rss_mb(),
         dir_mb(&dir)
     );
+    let stats = store.index_stats().unwrap();
+    let sum = |f: fn(&kernelci_store::tiered::IndexStats) -> u64| stats.iter().map(f).sum::<u64>();
+    println!(
+        "indexes: {} tuples ({} held by one node), {} entries, {} MB of tuple bytes, about {} MB on the heap",
+        sum(|s| s.tuples),
+        sum(|s| s.single_tuples),
+        sum(|s| s.entries),
+        sum(|s| s.tuple_bytes) >> 20,
+        sum(|s| s.heap_bytes) >> 20
+    );
+    if std::env::var_os("KCI_INDEX_STATS").is_some() {
+        for s in &stats {
+            println!(
+                "  index {:>2}: {:>8} tuples, {:>8} single, {:>8} entries, {:>6} KB tuples",
+                s.index,
+                s.tuples,
+                s.single_tuples,
+                s.entries,
+                s.tuple_bytes >> 10
+            );
+        }
+    }
     let mut lat: Vec<Duration> = Vec::with_capacity(ids.len() * 2);
     rt.block_on(async {
         for round in 0..2 {

@@ -287,6 +287,61 @@ impl SledStore {
     }
 }
 
+impl<B: kv::Kv> IndexedStore<Tiered<B>> {
+    /// Per index: the tuples and entries it holds in memory (for sizing and
+    /// benchmarks).
+    pub fn index_stats(&self) -> std::result::Result<Vec<tiered::IndexStats>, StoreError> {
+        self.engine.kv.index_stats()
+    }
+}
+
+/// The records of one kind in a store's base space (see [`SledStore::record_sizes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSize {
+    /// What the records are (`nodes`, `events`, ...).
+    pub kind: &'static str,
+    /// How many.
+    pub count: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+}
+
+impl SledStore {
+    /// The live records of the store by kind, with their bytes (a full scan: for
+    /// sizing and benchmarks). What the directory holds beyond their sum is sled's
+    /// own layout and the garbage its log has not reclaimed yet.
+    pub fn record_sizes(&self) -> std::result::Result<Vec<RecordSize>, StoreError> {
+        let kind = |prefix: u8| match prefix {
+            keys::NODE => "nodes",
+            keys::EVENT => "events",
+            keys::TELEMETRY | keys::TELEMETRY_TS => "telemetry",
+            keys::USER | keys::USER_KEY | keys::GROUP | keys::GROUP_NAME | keys::TOKEN => {
+                "users, groups, tokens"
+            }
+            keys::SUBSCRIBER | keys::QUEUE => "subscriptions",
+            _ => "other",
+        };
+        let mut out: Vec<RecordSize> = Vec::new();
+        for item in self.engine.kv.base.scan(&[], &[0xFF; 4], false) {
+            let (k, v) = item?;
+            let name = kind(k.as_ref().first().copied().unwrap_or(0));
+            let bytes = (k.as_ref().len() + v.as_ref().len()) as u64;
+            match out.iter_mut().find(|r| r.kind == name) {
+                Some(r) => {
+                    r.count += 1;
+                    r.bytes += bytes;
+                }
+                None => out.push(RecordSize {
+                    kind: name,
+                    count: 1,
+                    bytes,
+                }),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Layout migrations, on the raw sled tree before the engine opens it.
 ///
 /// - 1 → 2: index entries and counters moved from sled keys into memory (see

@@ -32,162 +32,21 @@ use crate::error::StoreError;
 use crate::keys::{self, read_u64};
 use crate::kv::{Kv, Scan, ViewGuard, Write};
 
+mod packed;
+mod postings;
 mod snapshot;
+
+use postings::Postings;
 
 use snapshot::SnapshotHeader;
 pub(crate) use snapshot::SNAPSHOT_FILE;
 
-/// The ids of one value tuple, sorted ascending (one inline id for unique values).
-#[derive(Debug, Clone, PartialEq)]
-enum Ids {
-    One(ObjectId),
-    Many(Vec<ObjectId>),
-}
-
-impl Ids {
-    fn as_slice(&self) -> &[ObjectId] {
-        match self {
-            Ids::One(id) => std::slice::from_ref(id),
-            Ids::Many(v) => v,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn insert(&mut self, id: ObjectId) {
-        match self {
-            Ids::One(one) if *one == id => {}
-            Ids::One(one) => {
-                let mut v = vec![*one, id];
-                v.sort_unstable();
-                *self = Ids::Many(v);
-            }
-            Ids::Many(v) => {
-                // New ids are usually the largest: check the end first.
-                if v.last().is_none_or(|last| *last < id) {
-                    v.push(id);
-                } else if let Err(at) = v.binary_search(&id) {
-                    v.insert(at, id);
-                }
-            }
-        }
-    }
-
-    /// Removes `id`; true when the list became empty.
-    fn remove(&mut self, id: ObjectId) -> bool {
-        match self {
-            Ids::One(one) => *one == id,
-            Ids::Many(v) => {
-                if let Ok(at) = v.binary_search(&id) {
-                    v.remove(at);
-                }
-                if v.len() == 1 {
-                    *self = Ids::One(v[0]);
-                }
-                false
-            }
-        }
-    }
-}
-
 /// The in-memory entries and counters of one index.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct IndexData {
-    postings: BTreeMap<Box<[u8]>, Ids>,
+    postings: Postings,
     irregular: u64,
     lossy: u64,
-}
-
-impl IndexData {
-    /// Calls `f` with each entry (tuple, id) of the key range `(lo_rest, hi_rest)`
-    /// (the key parts after prefix and index id; `lo_rest` exclusive when
-    /// `lo_exclusive`, `hi_rest` always exclusive), in key order or reversed, until
-    /// `f` returns false.
-    fn visit_entries(
-        &self,
-        lo_rest: &[u8],
-        lo_exclusive: bool,
-        hi_rest: &[u8],
-        rev: bool,
-        f: &mut dyn FnMut(&[u8], &ObjectId) -> bool,
-    ) {
-        // Keys are tuple ++ id and tuples never prefix each other, so only the
-        // tuple that `lo_rest` starts with can hold keys below it.
-        let floor = self
-            .postings
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(lo_rest)))
-            .next_back()
-            .map(|(t, _)| &t[..])
-            .filter(|t| lo_rest.starts_with(t));
-        let start = floor.unwrap_or(lo_rest);
-        let ceil = self
-            .postings
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(hi_rest)))
-            .next_back()
-            .map(|(t, _)| &t[..])
-            .filter(|t| hi_rest.starts_with(t) && t.len() < hi_rest.len());
-        let end = match ceil {
-            Some(t) => Bound::Included(t),
-            None => Bound::Excluded(hi_rest),
-        };
-        if let Bound::Included(e) | Bound::Excluded(e) = end {
-            if start > e {
-                return;
-            }
-        }
-        // Within a tuple, ids below/above the bounds are skipped by binary
-        // search (comparing the id bytes with the bound's remainder).
-        let above_lo = |t: &[u8], id: &ObjectId| {
-            if !lo_rest.starts_with(t) || lo_rest.len() == t.len() && !lo_exclusive {
-                return true;
-            }
-            let rest = &lo_rest[t.len()..];
-            let b = id.bytes();
-            if lo_exclusive {
-                &b[..] > rest
-            } else {
-                &b[..] >= rest
-            }
-        };
-        let below_hi = |t: &[u8], id: &ObjectId| {
-            if !hi_rest.starts_with(t) || hi_rest.len() == t.len() {
-                return hi_rest.len() != t.len() || !hi_rest.starts_with(t);
-            }
-            id.bytes()[..] < hi_rest[t.len()..]
-        };
-        let range = self
-            .postings
-            .range::<[u8], _>((Bound::Included(start), end));
-        if rev {
-            'rev: for (t, ids) in range.rev() {
-                let ids = ids.as_slice();
-                let upto = ids.partition_point(|id| below_hi(t, id));
-                for id in ids[..upto].iter().rev() {
-                    if !above_lo(t, id) {
-                        break;
-                    }
-                    if !f(t, id) {
-                        break 'rev;
-                    }
-                }
-            }
-        } else {
-            'fwd: for (t, ids) in range {
-                let ids = ids.as_slice();
-                let from = ids.partition_point(|id| !above_lo(t, id));
-                for id in &ids[from..] {
-                    if !below_hi(t, id) {
-                        break 'fwd;
-                    }
-                    if !f(t, id) {
-                        break 'fwd;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Every index, by index id.
@@ -213,21 +72,8 @@ impl IndexSpace {
                     .ok_or_else(|| StoreError::corrupt("index key", k, "malformed"))?;
                 let data = self.indexes.entry(idx).or_default();
                 match v {
-                    Some(_) => match data.postings.get_mut(tuple) {
-                        Some(ids) => ids.insert(id),
-                        None => {
-                            data.postings.insert(tuple.into(), Ids::One(id));
-                        }
-                    },
-                    None => {
-                        if data
-                            .postings
-                            .get_mut(tuple)
-                            .is_some_and(|ids| ids.remove(id))
-                        {
-                            data.postings.remove(tuple);
-                        }
-                    }
+                    Some(_) => data.postings.insert(tuple, id),
+                    None => data.postings.remove(tuple, id),
                 }
             }
             Some(&keys::COUNT)
@@ -258,15 +104,15 @@ impl IndexSpace {
         match k.first() {
             Some(&keys::INDEX) => {
                 let (idx, tuple, id) = split_entry(k)?;
-                let ids = self.indexes.get(&idx)?.postings.get(tuple)?;
-                ids.as_slice().binary_search(&id).ok().map(|_| Vec::new())
+                let data = self.indexes.get(&idx)?;
+                data.postings.contains(tuple, &id).then(Vec::new)
             }
             Some(&keys::COUNT) if k.len() >= 2 => {
                 let data = self.indexes.get(&k[1])?;
                 let n = match &k[2..] {
                     [keys::IRREGULAR] => data.irregular,
                     [keys::LOSSY] => data.lossy,
-                    tuple => data.postings.get(tuple).map_or(0, |ids| ids.len() as u64),
+                    tuple => data.postings.count(tuple) as u64,
                 };
                 (n > 0).then(|| n.to_be_bytes().to_vec())
             }
@@ -320,10 +166,11 @@ impl IndexSpace {
         };
         match prefix {
             keys::INDEX => {
-                data.visit_entries(lo_rest, lo_exclusive, hi_rest, rev, &mut |t, id| {
-                    out.push((key_of(t, id), Vec::new()));
-                    out.len() < max
-                });
+                data.postings
+                    .visit_entries(lo_rest, lo_exclusive, hi_rest, rev, &mut |t, id| {
+                        out.push((key_of(t, id), Vec::new()));
+                        out.len() < max
+                    });
             }
             keys::COUNT => {
                 let lo_bound = if lo_exclusive {
@@ -332,18 +179,10 @@ impl IndexSpace {
                     Bound::Included(lo_rest)
                 };
                 let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-                for (t, ids) in data
-                    .postings
-                    .range::<[u8], _>((lo_bound, Bound::Excluded(hi_rest)))
-                {
-                    if !rev && all.len() >= max {
-                        break;
-                    }
-                    all.push((
-                        [&head[..], t].concat(),
-                        (ids.len() as u64).to_be_bytes().to_vec(),
-                    ));
-                }
+                data.postings.visit_tuples(lo_bound, hi_rest, &mut |t, n| {
+                    all.push(([&head[..], t].concat(), (n as u64).to_be_bytes().to_vec()));
+                    rev || all.len() < max
+                });
                 for (suffix, n) in [(keys::LOSSY, data.lossy), (keys::IRREGULAR, data.irregular)] {
                     let k = vec![prefix, idx, suffix];
                     if n > 0
@@ -561,7 +400,8 @@ impl<B: Kv> Tiered<B> {
         };
         if let Some(data) = space.indexes.get(&idx) {
             if lo[2..] < *hi_rest {
-                data.visit_entries(&lo[2..], false, hi_rest, false, &mut |_, id| f(id));
+                data.postings
+                    .visit_entries(&lo[2..], false, hi_rest, false, &mut |_, id| f(id));
             }
         }
         Ok(true)
@@ -667,8 +507,7 @@ impl<B: Kv> Kv for Tiered<B> {
             space
                 .indexes
                 .get(&index_id)
-                .and_then(|d| d.postings.get(tuple))
-                .map_or_else(Vec::new, |ids| ids.as_slice().to_vec()),
+                .map_or_else(Vec::new, |d| d.postings.ids(tuple)),
         ))
     }
 
@@ -703,6 +542,50 @@ impl<B: Kv> Kv for Tiered<B> {
 
     fn indexes_rebuilt(&self) {
         self.dirty.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The size of one in-memory index (see [`Tiered::index_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexStats {
+    /// The index id (see [`crate::INDEXES`]).
+    pub index: u8,
+    /// Distinct value tuples.
+    pub tuples: u64,
+    /// Tuples held by exactly one node.
+    pub single_tuples: u64,
+    /// Entries (tuple, node) in all.
+    pub entries: u64,
+    /// Bytes of the encoded tuples, summed over distinct tuples.
+    pub tuple_bytes: u64,
+    /// An estimate of the heap bytes the index holds.
+    pub heap_bytes: u64,
+}
+
+impl<B: Kv> Tiered<B> {
+    /// Per index: how many tuples and entries it holds in memory.
+    pub fn index_stats(&self) -> Result<Vec<IndexStats>, StoreError> {
+        let space = self.index.read().map_err(|_| StoreError::Poisoned)?;
+        Ok(space
+            .indexes
+            .iter()
+            .map(|(&index, data)| {
+                let mut s = IndexStats {
+                    index,
+                    heap_bytes: data.postings.heap_bytes() as u64,
+                    ..IndexStats::default()
+                };
+                data.postings.for_each_tuple(&mut |t, ids| {
+                    s.tuples += 1;
+                    s.tuple_bytes += t.len() as u64;
+                    s.entries += ids.len() as u64;
+                    if ids.len() == 1 {
+                        s.single_tuples += 1;
+                    }
+                });
+                s
+            })
+            .collect())
     }
 }
 
