@@ -911,7 +911,9 @@ impl<K: Kv> Engine<K> {
             }
         }
         // Candidates come in ascending id order: membership is a forward walk.
-        let mut members = Cursors::new(&sets);
+        // Survivors are the driver's ids already checked against every set.
+        let no_sets: &[Vec<ObjectId>] = &[];
+        let mut members = Cursors::new(if survivors.is_some() { no_sets } else { &sets });
 
         // Exact total from counters: one posting source, nothing else to check.
         let single_postings = p.sources.len() == 1 && !check_docs;
@@ -954,6 +956,9 @@ impl<K: Kv> Engine<K> {
             .sources
             .first()
         {
+            _ if survivors.is_some() => {
+                Box::new(survivors.take().unwrap_or_default().into_iter().map(Ok))
+            }
             None => Box::new(
                 self.kv
                     .scan(&[keys::NODE], &prefix_end(&[keys::NODE]), false)
