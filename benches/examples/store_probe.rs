@@ -38,8 +38,14 @@ fn main() {
     let ids_file = kernelci_benches::cache_dir().join(format!("store-{n}.ids"));
     if !dir.exists() {
         let data = kernelci_benches::nodes(n, 1).unwrap();
+        // KCI_SLED_COMPRESSION_LEVEL=0 builds an uncompressed store (to compare).
+        let compression_level = std::env::var("KCI_SLED_COMPRESSION_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(kernelci_store::DEFAULT_COMPRESSION_LEVEL);
         let bulk = SledConfig {
             durability: Durability::FlushEvery(Duration::from_millis(200)),
+            compression_level,
             ..SledConfig::default()
         };
         let store = SledStore::open(&dir, bulk).unwrap();

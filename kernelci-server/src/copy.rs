@@ -78,7 +78,8 @@ impl Opened {
     }
 }
 
-async fn open(spec: &Spec, source: bool) -> Result<Opened, String> {
+/// Opens `spec`; a sled store created here is compressed at `level` (0: not).
+async fn open(spec: &Spec, source: bool, level: u8) -> Result<Opened, String> {
     match spec {
         Spec::Memory => Ok(Opened {
             store: Arc::new(MemoryStore::new()),
@@ -101,7 +102,11 @@ async fn open(spec: &Spec, source: bool) -> Result<Opened, String> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            let s = SledStore::open(dir, SledConfig::default()).map_err(|e| {
+            let config = SledConfig {
+                compression_level: level,
+                ..SledConfig::default()
+            };
+            let s = SledStore::open(dir, config).map_err(|e| {
                 if e.to_string().contains("could not acquire lock") {
                     format!(
                         "the sled store in {} is in use (is a server running on it? stop it \
@@ -208,12 +213,18 @@ impl Progress {
 /// Copies every section of `from` into `to`, `batch` records at a time (up to `jobs`
 /// node or telemetry batches written at once), then compares the counts of every
 /// section. Errors are messages for the operator.
-pub async fn run(from: &Spec, to: &Spec, batch: usize, jobs: usize) -> Result<(), String> {
+pub async fn run(
+    from: &Spec,
+    to: &Spec,
+    batch: usize,
+    jobs: usize,
+    compression_level: u8,
+) -> Result<(), String> {
     if from == to {
         return Err("--from and --to are the same store".into());
     }
-    let source = open(from, true).await?;
-    let target = match open(to, false).await {
+    let source = open(from, true, compression_level).await?;
+    let target = match open(to, false, compression_level).await {
         Ok(t) => t,
         Err(e) => {
             source.close()?;

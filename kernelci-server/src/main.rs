@@ -171,6 +171,15 @@ enum Command {
         /// of a PostgreSQL target); the other sections go one batch at a time.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: u32,
+        /// zstd level of a sled target created by the copy (0: not compressed); a
+        /// target that exists keeps its own.
+        #[arg(
+            long,
+            env = "KCI_SLED_COMPRESSION_LEVEL",
+            default_value_t = kernelci_store::DEFAULT_COMPRESSION_LEVEL,
+            value_parser = clap::value_parser!(u8).range(0..=22)
+        )]
+        compression_level: u8,
     },
 }
 
@@ -298,6 +307,19 @@ fn init_tracing(format: LogFormat) {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (its `malloc_conf`; `_RJEM_MALLOC_CONF` in the environment
+/// still overrides them). `oversize_threshold:0`: jemalloc serves allocations over
+/// 8 MiB from an arena that hands their pages back to the system as soon as they
+/// are freed, so a query listing a large index (`kind=test` at 1M nodes: an 11 MB
+/// id list) faulted in fresh pages on every request: 32 ms where the store alone
+/// takes 17 ms (docs/PERFORMANCE.md). Off, such allocations reuse pages like any
+/// other and go back after the same `dirty_decay_ms`.
+// The one exported symbol: jemalloc reads this NUL-terminated string at start-up
+// (a thin pointer to its first byte, as C's `const char *malloc_conf`).
+#[allow(unsafe_code)]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &u8 = &b"oversize_threshold:0\0"[0];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
@@ -321,7 +343,15 @@ fn main() -> ExitCode {
                 to,
                 batch_size,
                 jobs,
-            } => Ok(copy::run(&from, &to, batch_size as usize, jobs as usize).await?),
+                compression_level,
+            } => Ok(copy::run(
+                &from,
+                &to,
+                batch_size as usize,
+                jobs as usize,
+                compression_level,
+            )
+            .await?),
             Command::Config {
                 command: ConfigCommand::Check { dev, common },
             } => {
@@ -637,4 +667,28 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    /// jemalloc took our `malloc_conf`: large allocations are not purged at once.
+    #[test]
+    #[allow(unsafe_code)]
+    fn jemalloc_reads_the_exported_options() {
+        let mut threshold = usize::MAX;
+        let mut len = std::mem::size_of::<usize>();
+        // SAFETY: `opt.oversize_threshold` is a size_t; `threshold` and `len`
+        // describe a buffer of that size, and nothing is written.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"opt.oversize_threshold".as_ptr(),
+                std::ptr::addr_of_mut!(threshold).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(threshold, 0);
+    }
 }

@@ -32,8 +32,14 @@ fn post(addr: &str, token: &str, path: &str, body: &str) -> (u16, String) {
 
 /// Runs `copy --from FROM --to TO`; (success, stdout, stderr).
 fn copy(dir: &Path, from: &str, to: &str) -> (bool, String, String) {
+    copy_with(dir, from, to, &[])
+}
+
+/// Runs `copy --from FROM --to TO` with more options.
+fn copy_with(dir: &Path, from: &str, to: &str, more: &[&str]) -> (bool, String, String) {
     let out = command(dir)
         .args(["copy", "--from", from, "--to", to, "--batch-size", "3"])
+        .args(more)
         .output()
         .unwrap();
     (
@@ -130,6 +136,30 @@ fn copy_sled_to_postgres_and_back() {
     assert_eq!(status, 200, "{body}");
     let token = token_of(&body);
     assert_eq!(snapshot(&s.addr, &token), before);
+    s.stop();
+    // sled compresses a store the copy creates, unless told not to.
+    let conf = |dir: &Path| {
+        String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned()
+    };
+    assert!(
+        conf(&back).contains("use_compression: true"),
+        "{}",
+        conf(&back)
+    );
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = plain_dir.path().join("data");
+    let to = format!("sled:{}", plain.display());
+    let (ok, out, err) = copy_with(dir.path(), &middle, &to, &["--compression-level", "0"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        conf(&plain).contains("use_compression: false"),
+        "{}",
+        conf(&plain)
+    );
+    let s = start(plain_dir.path(), &[SECRET], &[]);
+    let (status, body) = login(&s.addr, "admin", PASSWORD.1);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(snapshot(&s.addr, &token_of(&body)), before);
     s.stop();
 
     // A target that holds more than the source fails the verification.

@@ -61,6 +61,26 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The stored form of an event: binary ([`crate::codec::encode_event`]), or JSON for
+/// the rare event the binary form refuses (data nested past the codec's bound).
+pub(crate) fn encode_event_value(e: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    match crate::codec::encode_event(e, &mut out) {
+        Ok(()) => out,
+        Err(_) => to_json(e),
+    }
+}
+
+/// Reads a stored event: binary, or JSON as earlier versions (and
+/// [`encode_event_value`]'s fallback) wrote it.
+pub(crate) fn decode_event_value(key: &[u8], b: &[u8]) -> Result<Event, StoreError> {
+    if b.first() == Some(&crate::codec::FORMAT_EVENT) {
+        crate::codec::decode_event(b).map_err(|e| StoreError::corrupt("event", key, e))
+    } else {
+        from_json("event", key, b)
+    }
+}
+
 fn from_json<T: DeserializeOwned>(
     what: &'static str,
     key: &[u8],
@@ -523,7 +543,10 @@ impl<K: Kv> Engine<K> {
         let seq_key = key(keys::META, &[META_EVENT_SEQ]);
         let seq = self.read_counter(&seq_key)? + 1;
         let e = event.with_sequence(seq);
-        writes.push((key(keys::EVENT, &[&seq.to_be_bytes()]), Some(to_json(&e))));
+        writes.push((
+            key(keys::EVENT, &[&seq.to_be_bytes()]),
+            Some(encode_event_value(&e)),
+        ));
         writes.push((seq_key, Some(seq.to_be_bytes().to_vec())));
         Ok(e)
     }
@@ -533,7 +556,7 @@ impl<K: Kv> Engine<K> {
         let hi = prefix_end(&[keys::EVENT]);
         self.kv.scan(&lo, &hi, false).map(|item| {
             let (k, v) = item?;
-            from_json::<Event>("event", k.as_ref(), v.as_ref())
+            decode_event_value(k.as_ref(), v.as_ref())
         })
     }
 
@@ -593,7 +616,7 @@ impl<K: Kv> Engine<K> {
             .scan(&[keys::EVENT], &prefix_end(&[keys::EVENT]), false)
         {
             let (k, v) = item?;
-            let e: Event = from_json("event", k.as_ref(), v.as_ref())?;
+            let e = decode_event_value(k.as_ref(), v.as_ref())?;
             if e.timestamp < before {
                 doomed.push((k.as_ref().to_vec(), None));
             }

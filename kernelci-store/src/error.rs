@@ -33,6 +33,9 @@ pub enum StoreError {
     /// Syncing the store's files to stable storage failed.
     #[error("sync to disk: {0}")]
     Sync(#[from] std::io::Error),
+    /// The settings sled keeps next to its log cannot be read.
+    #[error("store settings: {0}")]
+    Settings(String),
     /// A lock was poisoned by a panic in another thread.
     #[error("a store lock was poisoned")]
     Poisoned,

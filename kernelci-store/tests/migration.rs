@@ -124,3 +124,63 @@ async fn json_documents_are_migrated_to_the_binary_layout() {
         SCHEMA_VERSION.to_be_bytes()
     );
 }
+
+/// Events written by earlier versions (JSON) read back as they were, next to the
+/// binary ones this version writes; nothing rewrites them.
+#[tokio::test]
+async fn json_events_read_back_next_to_binary_ones() {
+    use kernelci_core::events::{node_event, EventQuery, NewEvent, NodeOp};
+    use kernelci_store::codec::FORMAT_EVENT;
+    let dir = tempfile::tempdir().unwrap();
+    let node = &nodes(1)[0];
+    let now = Timestamp::now();
+    let published = NewEvent {
+        id: kernelci_core::id::ObjectId::new(),
+        timestamp: now.truncate_to_millis(),
+        channel: "results".into(),
+        owner: Some("bot".into()),
+        data: serde_json::json!({"zeta": 1, "alpha": [true, null, 2.5]}),
+    };
+    let written = {
+        let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+        let mut written = Vec::new();
+        for e in [
+            node_event(node, NodeOp::Created, false, now),
+            published,
+            node_event(
+                node,
+                NodeOp::Updated {
+                    previous_state: kernelci_core::node::State::Running,
+                    previous_result: None,
+                },
+                true,
+                now,
+            ),
+        ] {
+            written.push(store.append_event(e).await.unwrap());
+        }
+        store.close().unwrap();
+        written
+    };
+    {
+        // The first two as an earlier version stored them.
+        let db = raw_open(dir.path());
+        let events: Vec<_> = db.scan_prefix(b"E").map(Result::unwrap).collect();
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(|(_, v)| v[0] == FORMAT_EVENT));
+        for (i, (k, _)) in events.iter().take(2).enumerate() {
+            db.insert(k, serde_json::to_vec(&written[i]).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), SledConfig::default()).unwrap();
+    let read = store.find_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(read, written);
+    // Key order kept, as clients see it.
+    assert_eq!(
+        serde_json::to_string(&read).unwrap(),
+        serde_json::to_string(&written).unwrap()
+    );
+    store.close().unwrap();
+}

@@ -144,6 +144,14 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub sled_sync_data: Option<String>,
+    /// zstd level (1-22) sled compresses the log of a store it creates with; 0: no compression. An existing store keeps the choice it was created with [default: 1].
+    #[arg(
+        long,
+        env = "KCI_SLED_COMPRESSION_LEVEL",
+        value_name = "LEVEL",
+        help_heading = "Storage"
+    )]
+    pub sled_compression_level: Option<String>,
     /// Key signing the access tokens (required unless --dev) (prefer the variable or the file: options show in `ps`).
     #[arg(
         long,

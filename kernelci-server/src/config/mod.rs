@@ -138,6 +138,7 @@ pub const NAMES: &[&str] = &[
     "sled_flush_interval_ms",
     "sled_commit_delay_us",
     "sled_sync_data",
+    "sled_compression_level",
 ];
 
 /// The settings that hold secrets: masked by `config check`, and readable from a
@@ -356,6 +357,7 @@ impl ServerConfig {
                     },
                     "sled_commit_delay_us" => self.sled.commit_delay.as_micros().to_string(),
                     "sled_sync_data" => self.sled.sync_data.to_string(),
+                    "sled_compression_level" => self.sled.compression_level.to_string(),
                     other => format!("(unknown setting {other})"),
                 };
                 (*name, value)
@@ -551,6 +553,16 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     if let Some(v) = get("sled_sync_data") {
         cfg.sled.sync_data = parse("sled_sync_data", v)?;
     }
+    if let Some(v) = get("sled_compression_level") {
+        let level: u8 = parse("sled_compression_level", v)?;
+        if level > 22 {
+            return Err(ConfigError::Bad {
+                name: "sled_compression_level".to_owned(),
+                reason: format!("{level} is not a zstd level (1-22, or 0 for none)"),
+            });
+        }
+        cfg.sled.compression_level = level;
+    }
     if let Some(v) = get("shutdown_grace_seconds") {
         http.shutdown_grace_seconds = parse("shutdown_grace_seconds", v)?;
     }
@@ -654,6 +666,20 @@ mod tests {
         assert!(resolve(&[&layer(&[("backend", "mongo")])]).is_err());
         let c = resolve(&[&layer(&[("smtp_host", "mail"), ("smtp_port", "465")])]).unwrap();
         assert_eq!(c.http.smtp.unwrap().port, 465);
+    }
+
+    #[test]
+    fn sled_compression_level() {
+        assert_eq!(
+            resolve(&[]).unwrap().sled.compression_level,
+            kernelci_store::DEFAULT_COMPRESSION_LEVEL
+        );
+        let c = resolve(&[&layer(&[("sled_compression_level", "0")])]).unwrap();
+        assert_eq!(c.sled.compression_level, 0);
+        for bad in ["23", "-1", "fast"] {
+            let e = resolve(&[&layer(&[("sled_compression_level", bad)])]).unwrap_err();
+            assert!(e.to_string().starts_with("sled_compression_level"), "{e}");
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl<K: Kv> Engine<K> {
                         let (node, version) = decode_doc(k, v)?;
                         Record::Node { node, version }
                     }
-                    Section::Events => Record::Event(from_json("event", k, v)?),
+                    Section::Events => Record::Event(decode_event_value(k, v)?),
                     Section::Subscribers => Record::Subscriber(from_json("subscriber", k, v)?),
                     Section::Users => Record::User(from_json("user", k, v)?),
                     Section::Groups => Record::Group(from_json("group", k, v)?),
@@ -213,7 +213,7 @@ impl<K: Kv> Engine<K> {
                     if exists(&written, &k)? {
                         false
                     } else {
-                        put(&mut written, &mut writes, k, to_json(e));
+                        put(&mut written, &mut writes, k, encode_event_value(e));
                         raise(&mut counters, seq_key.clone(), e.sequence_id)?;
                         true
                     }

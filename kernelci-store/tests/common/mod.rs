@@ -6,7 +6,9 @@
 pub fn raw_open(dir: &std::path::Path) -> sled::Db {
     let started = std::time::Instant::now();
     loop {
-        match sled::open(dir) {
+        // With the compression setting the store was created with.
+        let config = kernelci_store::sled_config(dir, 0).unwrap();
+        match config.open() {
             Ok(db) => return db,
             Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
                 std::thread::sleep(std::time::Duration::from_millis(10));

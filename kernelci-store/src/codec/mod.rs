@@ -24,12 +24,16 @@
 //! and bounds nesting at [`MAX_DEPTH`]: damaged bytes give a [`CodecError`], never a
 //! panic or an allocation larger than the input.
 
+mod event;
+
 use std::collections::BTreeMap;
 
 use kernelci_core::id::ObjectId;
 use kernelci_core::node::{Node, NodeResult, State};
 use kernelci_core::time::Timestamp;
 use serde_json::{Map, Number, Value};
+
+pub use event::{decode_event, encode_event, exercise_event_decode, FORMAT_EVENT};
 
 /// First byte of a binary document (after the version). JSON documents start with `{`.
 pub const FORMAT_BINARY: u8 = 0xB5;
