@@ -584,6 +584,13 @@ async fn open_store(cfg: &ServerConfig) -> Result<Opened, Failure> {
             let s = Arc::new(SledStore::open(&cfg.data_dir, cfg.sled).map_err(|e| {
                 format!("cannot open the store in {}: {e}", cfg.data_dir.display())
             })?);
+            if s.is_compressed() != (cfg.sled.compression_level > 0) {
+                tracing::info!(
+                    compressed = s.is_compressed(),
+                    "the store keeps the compression it was created with \
+                     (sled_compression_level applies to new stores)"
+                );
+            }
             Ok((s.clone() as Arc<dyn Store>, Some(s)))
         }
     }

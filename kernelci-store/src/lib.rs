@@ -305,8 +305,9 @@ impl SledStore {
 ///
 /// sled refuses to open a space with a compression setting other than the one it was
 /// created with, and records that setting in the `conf` file it writes next to its
-/// log (a `use_compression: true|false` line among others, then a checksum). A directory without that file is a
-/// new store. Tools and tests that open a store's sled space directly use this too.
+/// log (a `use_compression: true|false` line among others, then a checksum). A
+/// directory without that file is a new store. Tools and tests that open a store's
+/// sled space directly use this too.
 pub fn sled_config(path: &Path, level: u8) -> std::result::Result<sled::Config, StoreError> {
     Ok(sled_settings(path, level)?.0)
 }
