@@ -146,7 +146,6 @@ fn opt_string(r: &mut Reader<'_>) -> Result<Option<String>, CodecError> {
 
 /// The fields of a node event payload, borrowed from the value.
 struct NodeEventFields<'a> {
-    updated: bool,
     id: ObjectId,
     kind: &'a str,
     name: &'a str,
@@ -157,13 +156,14 @@ struct NodeEventFields<'a> {
     owner: Option<&'a str>,
     data: Option<&'a Map<String, Value>>,
     is_hierarchy: bool,
+    /// `previous_state` and `previous_result` of an update (`None`: a creation).
     previous: Option<(u8, u8)>,
 }
 
 impl NodeEventFields<'_> {
     fn write(&self, w: &mut Writer<'_>) -> Result<(), CodecError> {
         w.out
-            .push(u8::from(self.updated) | (u8::from(self.is_hierarchy) << 1));
+            .push(u8::from(self.previous.is_some()) | (u8::from(self.is_hierarchy) << 1));
         w.out.extend_from_slice(&self.id.bytes());
         w.str(self.kind);
         w.str(self.name);
@@ -230,7 +230,6 @@ fn node_event_fields(data: &Value) -> Option<NodeEventFields<'_>> {
         None
     };
     Some(NodeEventFields {
-        updated,
         id,
         kind: m.get("kind")?.as_str()?,
         name: m.get("name")?.as_str()?,
