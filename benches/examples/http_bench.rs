@@ -35,7 +35,8 @@
 //!    (the indexes reloaded), per node.
 //!
 //! `SECTIONS=queries,reads,writes,hierarchy,pubsub,disk` (default: all) runs only
-//! those.
+//! those. `SECTIONS=paths PATHS='/latest/count /latest/nodes?kind=x'` (only when
+//! named) times the listed requests against each other on the N-node store.
 //! The load generator is this process: one thread (like `wrk -t1`), one task per
 //! connection, hyper's HTTP/1.1 client. N = 1000000 runs every section on the
 //! 1M-node store (store_probe builds it; about 5 minutes).
@@ -364,6 +365,9 @@ fn main() {
         if run("queries") {
             queries(&dir, &shapes, &store_ms, iters, n).await;
         }
+        if sections.split(',').any(|s| s == "paths") {
+            paths(&dir, iters).await;
+        }
         if run("reads") {
             reads(&dir, ids, n, duration).await;
         }
@@ -380,6 +384,28 @@ fn main() {
             disk(n).await;
         }
     });
+}
+
+/// `SECTIONS=paths PATHS='/latest/count /latest/nodes?kind=x'`: the median round
+/// trip of each path on one connection, in three alternating rounds, to compare
+/// two requests' costs on one server in one run.
+async fn paths(dir: &Path, iters: usize) {
+    let list = std::env::var("PATHS").unwrap_or_default();
+    let server = start_server(dir);
+    println!("| path | median ms, three rounds |");
+    println!("|---|---:|");
+    let mut medians: Vec<Vec<f64>> = vec![Vec::new(); list.split_whitespace().count()];
+    for _ in 0..3 {
+        for (path, m) in list.split_whitespace().zip(medians.iter_mut()) {
+            let times = sequential(&server.addr, path, iters).await;
+            m.push(times[times.len() / 2]);
+        }
+    }
+    for (path, m) in list.split_whitespace().zip(&medians) {
+        let text: Vec<String> = m.iter().map(|v| format!("{v:.3}")).collect();
+        println!("| {path} | {} |", text.join(" / "));
+    }
+    println!();
 }
 
 /// Section 1 over HTTP: every shape, beside its store-level median and a hyper

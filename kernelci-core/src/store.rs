@@ -405,6 +405,18 @@ pub trait Store: Send + Sync + 'static {
     /// The number of nodes matching `query`'s filters (limit and offset ignored).
     async fn count_nodes(&self, query: &Query) -> Result<u64>;
 
+    /// The [`Store::count_nodes`] answer when the store's counters give it without
+    /// reading any node or list of ids (no node can match, or one index answers
+    /// every filter exactly, or there is no filter), at the cost of a few counter
+    /// reads: cheap enough to answer on an async worker thread instead of the
+    /// blocking pool. `None` when only [`Store::count_nodes`] can tell (this
+    /// default), and for any query whose decision itself would scan (regular
+    /// expressions, ranges, `ne`).
+    async fn count_nodes_from_counters(&self, query: &Query) -> Result<Option<u64>> {
+        let _ = query;
+        Ok(None)
+    }
+
     /// One page of [`Store::find_nodes`] with the [`Store::count_nodes`] total, read
     /// from one consistent view where the backend allows it.
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {

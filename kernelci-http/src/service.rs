@@ -3,8 +3,8 @@
 //!
 //! [`ApiService`] is the bare API: it reads each request's body within the size
 //! limit and the minimum transfer rate, rewrites and routes the path, runs the
-//! handler in its own task (a panic becomes a 500, never a dropped connection), logs
-//! one line and answers. [`api`] wraps it in the middleware [`crate::serve`] uses:
+//! handler (a panic becomes a 500, never a dropped connection), logs one line and
+//! answers. [`api`] wraps it in the middleware [`crate::serve`] uses:
 //! a request id (`x-request-id`, kept when the client sends one), gzip/deflate
 //! compression of answers of at least [`COMPRESS_MIN_BYTES`] for clients that ask
 //! for it (`Accept-Encoding`), a JSON 500 for a panic outside the handlers, and,
@@ -14,11 +14,12 @@
 //! inserts it; without it the peer is taken as `0.0.0.0:0`, a global address, so
 //! that no forwarding header is believed).
 //!
-//! Handler tasks outlive a client that goes away (a write the client gave up on
-//! still completes), except the long polls (`/pop`, `/listen`): their task is
-//! aborted when the request future is dropped, so that a client that timed out does
-//! not leave behind a waiter that would take the next queue item or message and
-//! drop it.
+//! A write runs in a task of its own, which outlives a client that goes away (a
+//! write the client gave up on still completes). Reads and the long polls (`/pop`,
+//! `/listen`) run on the connection's task and stop when the request future is
+//! dropped: a read nobody waits for is not worth finishing, and a client that
+//! timed out does not leave behind a waiter that would take the next queue item or
+//! message and drop it.
 //!
 //! Known limit: requests hyper itself refuses before routing (a malformed request
 //! line, invalid URI bytes, oversized headers: 400/431) are answered by hyper with an
@@ -27,12 +28,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
@@ -51,7 +54,7 @@ use tower_http::request_id::{
 use kernelci_core::validation::value::too_long;
 use kernelci_core::validation::FieldError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::handlers;
 use crate::request::Req;
 use crate::response::{self, Resp};
@@ -136,8 +139,8 @@ where
 /// event stream.
 pub type Compressible = And<SizeAbove, NotForContentType>;
 
-/// What answers a panic that escapes [`ApiService`] (handlers run in their own
-/// tasks, so only the routing and body code could panic here): a JSON 500, the
+/// What answers a panic that escapes [`ApiService`] (it catches the handlers'
+/// own, so only the routing and body code could panic here): a JSON 500, the
 /// cause logged, not sent.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PanicAnswer;
@@ -146,13 +149,18 @@ impl ResponseForPanic for PanicAnswer {
     type ResponseBody = Full<Bytes>;
 
     fn response_for_panic(&mut self, cause: Box<dyn std::any::Any + Send + 'static>) -> Resp {
-        let what = cause
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| cause.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let what = panic_text(cause.as_ref());
         response::error(ApiError::internal(format!("panic: {what}")))
     }
+}
+
+/// A panic's message (empty when it is neither a `&str` nor a `String`).
+fn panic_text(cause: &(dyn std::any::Any + Send)) -> String {
+    cause
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// The service [`api`] builds (outermost first): request id, its echo in the
@@ -336,22 +344,39 @@ where
     // A request that only reads (and the long polls) stops when its client goes
     // away; a write runs to its end (stopping it between two store operations
     // could lose the event of a node already written).
-    let abort_on_drop =
+    let inline =
         req.method == hyper::Method::GET || matches!(endpoint, Endpoint::Pop | Endpoint::Listen);
-    // Each handler runs in its own task so that a bug that panics answers 500
-    // instead of dropping the connection.
-    let task = tokio::spawn(async move {
+    let handler = async move {
         let answer = handlers::dispatch(state, endpoint, req).await;
         drop(permit);
         answer
-    });
-    let _abort = abort_on_drop.then(|| AbortOnDrop(task.abort_handle()));
-    let resp = match task.await {
+    };
+    let answer = run_handler(inline, handler).await;
+    let resp = match answer {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => response::error(e),
-        Err(join) => response::error(ApiError::internal(format!("handler failed: {join}"))),
+        Err(why) => response::error(ApiError::internal(format!("handler failed: {why}"))),
     };
     (resp, pattern)
+}
+
+/// Runs a handler to its answer, or to the text of its panic. `inline`: on the
+/// calling task, so that dropping the request future stops it; a task of its own
+/// would cost a hand-off to whichever worker thread picks it up and a wake-up back
+/// (about 0.1 ms, more than most reads take). Otherwise in a task of its own, which
+/// runs to its end when the caller goes away.
+async fn run_handler<F>(inline: bool, handler: F) -> Result<ApiResult<Resp>, String>
+where
+    F: Future<Output = ApiResult<Resp>> + Send + 'static,
+{
+    if inline {
+        AssertUnwindSafe(handler)
+            .catch_unwind()
+            .await
+            .map_err(|cause| format!("panic: {}", panic_text(cause.as_ref())))
+    } else {
+        tokio::spawn(handler).await.map_err(|join| join.to_string())
+    }
 }
 
 /// Reads the whole body within `max_body_bytes` and the transfer-rate rule: the body
@@ -474,16 +499,6 @@ fn closing(mut r: Resp) -> Resp {
     r
 }
 
-/// Aborts a task when dropped: the request future of a long poll is dropped when its
-/// connection closes (see the module docs).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn too_large(limit: usize) -> Resp {
     response::error(ApiError::detail(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -520,6 +535,45 @@ fn redirect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_gives_its_message_inline_or_in_a_task() {
+        for inline in [true, false] {
+            let panicking = async {
+                if true {
+                    panic!("handler bug");
+                }
+                Ok(Response::new(Full::new(Bytes::new())))
+            };
+            let got = run_handler(inline, panicking).await;
+            let why = got.err().unwrap_or_default();
+            assert!(why.contains("handler bug"), "{inline}: {why}");
+        }
+    }
+
+    /// An inline handler stops when its request future is dropped; a handler in a
+    /// task of its own runs to its end.
+    #[tokio::test]
+    async fn an_inline_handler_stops_with_its_caller() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        for inline in [true, false] {
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&done);
+            let (started_tx, started) = tokio::sync::oneshot::channel();
+            let handler = async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                flag.store(true, Ordering::SeqCst);
+                Ok(Response::new(Full::new(Bytes::new())))
+            };
+            let caller = tokio::spawn(run_handler(inline, handler));
+            let _ = started.await;
+            caller.abort();
+            let _ = caller.await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(done.load(Ordering::SeqCst), !inline, "inline: {inline}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panic_in_a_service_is_a_json_500() {

@@ -145,3 +145,63 @@ async fn background_job_rounds_are_counted() {
     }
     s.stop().await;
 }
+
+every_backend!(answers_from_counters_skip_the_query);
+/// `/count`, `/nodes` and `/nodes/fast` ask the store whether its counters give
+/// the answer first; the embedded store answers equality counts and empty pages
+/// that way (the query itself is never run), PostgreSQL declines and runs it. Each
+/// answer is the same either way.
+async fn answers_from_counters_skip_the_query() {
+    let s = TestServer::start().await;
+    let (_, user) = s.user("alice", false, true, &[]).await;
+    for name in ["one", "two", "three"] {
+        assert_eq!(
+            s.post("/latest/node", Some(&user), &node(name))
+                .await
+                .code(),
+            200
+        );
+    }
+    let embedded = common::Backend::current() == common::Backend::Sled;
+    let ops = |text: &str, op: &str| {
+        let series = format!("kci_store_operation_duration_seconds_count{{operation=\"{op}\"}}");
+        sample(text, &series).unwrap_or(0.0)
+    };
+    let before = scrape(&s).await;
+    // A count on one index, a count of everything, an empty page, an empty list.
+    assert_eq!(s.get("/count?kind=checkout", None).await.json(), json!(3));
+    assert_eq!(s.get("/count", None).await.json(), json!(3));
+    assert_eq!(
+        s.get("/nodes?kind=kbuild&limit=5&offset=1", None)
+            .await
+            .json(),
+        json!({"items": [], "total": 0, "limit": 5, "offset": 1})
+    );
+    assert_eq!(
+        s.get("/nodes/fast?kind=kbuild", None).await.json(),
+        json!([])
+    );
+    let text = scrape(&s).await;
+    let delta = |op: &str| ops(&text, op) - ops(&before, op);
+    assert_eq!(delta("count_nodes_from_counters"), 4.0, "{text}");
+    let (counts, pages, finds) = if embedded {
+        (0.0, 0.0, 0.0)
+    } else {
+        (2.0, 1.0, 1.0)
+    };
+    assert_eq!(delta("count_nodes"), counts, "{text}");
+    assert_eq!(delta("find_page"), pages, "{text}");
+    assert_eq!(delta("find_nodes"), finds, "{text}");
+
+    // What the counters cannot tell runs the query, with the same answers.
+    let before = scrape(&s).await;
+    assert_eq!(s.get("/count?name__re=^t", None).await.json(), json!(2));
+    let page = s.get("/nodes?kind=checkout&limit=2", None).await.json();
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let text = scrape(&s).await;
+    let delta = |op: &str| ops(&text, op) - ops(&before, op);
+    assert_eq!(delta("count_nodes"), 1.0, "{text}");
+    assert_eq!(delta("find_page"), 1.0, "{text}");
+    s.stop().await;
+}

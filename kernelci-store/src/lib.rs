@@ -534,6 +534,11 @@ impl<K: Kv> Store for IndexedStore<K> {
         self.engine.count(query)
     }
 
+    async fn count_nodes_from_counters(&self, query: &Query) -> Result<Option<u64>> {
+        let _view = self.engine.kv.read_view()?;
+        self.engine.count_from_counters(query)
+    }
+
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         let _view = self.engine.kv.read_view()?;
         let (items, total) = self.engine.page(query)?;

@@ -50,6 +50,9 @@ const SURVIVORS_UP_TO: u64 = 200_000;
 /// driver's size (its ids are listed straight from the index and sorted; measured at
 /// 1M nodes, 100x lost to loading the driver's documents: `kcidb_unprocessed`).
 const MEMORY_RANGE_INTERSECT_RATIO: u64 = 20;
+/// Most value combinations of equality filters [`Engine::count_from_counters`]
+/// reads the counters of (one counter read each).
+const COUNTER_TUPLES: usize = 256;
 /// A range source is counted for its estimate up to this many keys.
 const PROBE_CAP: u64 = 100_000;
 /// An in-memory range source is counted for its estimate up to this many entries.
@@ -1128,6 +1131,43 @@ impl<K: Kv> Engine<K> {
     /// `count_nodes`.
     pub(crate) fn count(&self, q: &Query) -> Res<u64> {
         Ok(self.execute(q, false, true)?.1)
+    }
+
+    /// `count_nodes_from_counters`: the count when the counters give it, decided
+    /// the way [`Self::count`] decides a total from counters, without listing an id
+    /// or loading a node. Only equality filters (`=`, `in`) are considered, with at
+    /// most [`COUNTER_TUPLES`] value combinations, so that deciding costs a bounded
+    /// number of counter reads (`ne`, `nin` and regular expressions walk an index's
+    /// distinct values, ranges are probed).
+    pub(crate) fn count_from_counters(&self, q: &Query) -> Res<Option<u64>> {
+        let mut combinations = 1usize;
+        for f in &q.filters {
+            let values = match f.conds.as_slice() {
+                [Cond::Eq(_)] => 1,
+                [Cond::In(vs)] => vs.len().max(1),
+                _ => return Ok(None),
+            };
+            combinations = combinations.saturating_mul(values);
+            if combinations > COUNTER_TUPLES {
+                return Ok(None);
+            }
+        }
+        let p = self.prepare(q)?;
+        if p.empty {
+            return Ok(Some(0));
+        }
+        if !p.residual.is_empty() {
+            return Ok(None);
+        }
+        match p.sources.as_slice() {
+            [] => Ok(Some(self.count_all()?)),
+            [(Source::Postings { index, tuples, .. }, est)]
+                if tuples.len() <= 1 || self.regular(index)? =>
+            {
+                Ok(Some(*est))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// `find_page`.

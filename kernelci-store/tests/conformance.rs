@@ -277,6 +277,55 @@ async fn index_snapshots_are_used_only_when_current() {
     assert!(store.verify().unwrap().is_clean());
 }
 
+/// The conformance sample nodes in the naive model, a sled store in `dir` and a
+/// memory store.
+async fn sample_stores(
+    dir: &tempfile::TempDir,
+) -> (kernelci_core::testing::NaiveStore, SledStore, MemoryStore) {
+    let naive = kernelci_core::testing::NaiveStore::default();
+    conformance::nodes(&naive).await;
+    let (sled, memory) = (sled_store(dir), MemoryStore::new());
+    conformance::nodes(&sled).await;
+    conformance::nodes(&memory).await;
+    (naive, sled, memory)
+}
+
+/// `count_nodes_from_counters` answers equality filters one index covers (and
+/// queries nothing can match), with the naive model's count, and declines anything
+/// it would have to scan for, on both backends.
+#[tokio::test]
+async fn counts_from_counters_are_exact_or_declined() {
+    let dir = tempfile::tempdir().unwrap();
+    let (naive, sled, memory) = sample_stores(&dir).await;
+    let stores: [&dyn Store; 2] = [&sled, &memory];
+    for (qs, answered) in [
+        ("", true),
+        ("kind=kbuild", true),
+        ("kind=no-such-kind", true),
+        ("kind=kbuild&state=done", true),
+        ("kind__in=kbuild,job", true),
+        ("state=running&kind=no-such-kind", true),
+        ("kind=kbuild&data.kernel_revision.tree=mainline", true),
+        ("kind=kbuild&name=no-such-name", true),
+        ("kind=kbuild&name=kbuild-3", false),
+        ("kind=kbuild&data.defconfig=tinyconfig", false),
+        ("name__re=^kbuild", false),
+        ("kind__ne=kbuild", false),
+        ("created__gt=2024-01-01T00:00:02", false),
+    ] {
+        let q = Query::parse_str(qs, Mode::Count).unwrap();
+        let want = naive.count_nodes(&q).await.unwrap();
+        for store in stores {
+            let got = store.count_nodes_from_counters(&q).await.unwrap();
+            if answered {
+                assert_eq!(got, Some(want), "{qs}");
+            } else {
+                assert_eq!(got, None, "{qs}");
+            }
+        }
+    }
+}
+
 /// The planner uses the compound indexes that end in a range field.
 #[tokio::test]
 async fn compound_range_indexes_answer_equality_plus_range() {
@@ -310,13 +359,8 @@ async fn compound_range_indexes_answer_equality_plus_range() {
 /// read whole documents; both give the naive model's answer, on both backends.
 #[tokio::test]
 async fn residual_checks_on_heads_agree_with_whole_documents() {
-    use kernelci_core::testing::NaiveStore;
     let dir = tempfile::tempdir().unwrap();
-    let naive = NaiveStore::default();
-    conformance::nodes(&naive).await;
-    let (sled, memory) = (sled_store(&dir), MemoryStore::new());
-    conformance::nodes(&sled).await;
-    conformance::nodes(&memory).await;
+    let (naive, sled, memory) = sample_stores(&dir).await;
     let stores: [&dyn Store; 2] = [&sled, &memory];
     for (qs, heads) in [
         (

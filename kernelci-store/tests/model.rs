@@ -163,6 +163,9 @@ async fn run(ops: Vec<Op>, pg: Option<&TestCluster>) {
                     assert_eq!(ids(&got.items), ids(&want.items), "items of {q}");
                     assert_eq!(got.items, want.items);
                     assert_eq!(s.count_nodes(&q).await.unwrap(), want.total, "count of {q}");
+                    if let Some(n) = s.count_nodes_from_counters(&q).await.unwrap() {
+                        assert_eq!(n, want.total, "count from counters of {q}");
+                    }
                     assert_eq!(
                         ids(&s.find_nodes(&q).await.unwrap()),
                         ids(&want.items),
@@ -231,6 +234,9 @@ async fn run(ops: Vec<Op>, pg: Option<&TestCluster>) {
             let want = model.count_nodes(&q).await.unwrap();
             for s in &stores[1..] {
                 assert_eq!(s.count_nodes(&q).await.unwrap(), want, "count of {q}");
+                if let Some(n) = s.count_nodes_from_counters(&q).await.unwrap() {
+                    assert_eq!(n, want, "count from counters of {q}");
+                }
             }
         }
     }

@@ -6,9 +6,11 @@
 //! publishes node events.
 //!
 //! Decisions where the reference is silent or accidental:
-//! - Queries (`/nodes`, `/nodes/fast`, `/count`) run on the blocking thread pool, so
-//!   a long scan on an unindexed field never stalls other requests; `limit` and
-//!   `offset` are applied by the store's index walk.
+//! - Queries (`/nodes`, `/nodes/fast`, `/count`) run on the blocking thread pool
+//!   (`offload`), so a long scan on an unindexed field never stalls other
+//!   requests; `limit` and `offset` are applied by the store's index walk. An
+//!   answer the store's counters give ([`Store::count_nodes_from_counters`]: a
+//!   count, or a page or list known to be empty) is given straight away.
 //! - Writes are compare-and-swap on the node's version: a PUT or PATCH racing another
 //!   write of the same node re-reads it and re-applies its rules (up to
 //!   [`CAS_ATTEMPTS`] times, then 409), so no update is silently lost.
@@ -148,6 +150,14 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = Query::parse(&filters, Mode::Page)
         .map_err(|e| ApiError::from_query(e, req))?
         .with_window(Some(limit), offset);
+    if state.store().count_nodes_from_counters(&query).await? == Some(0) {
+        return Ok(response::ok_typed(&PageBody {
+            items: &[],
+            total: 0,
+            limit,
+            offset,
+        }));
+    }
     let page = offload(state, move |s| {
         Box::pin(async move { s.find_page(&query).await })
     })
@@ -163,6 +173,9 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `GET /nodes/fast`: a plain array, 504 after the configured time.
 pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = parse_query(req, Mode::Fast)?;
+    if state.store().count_nodes_from_counters(&query).await? == Some(0) {
+        return Ok(response::ok_typed(&[] as &[Node]));
+    }
     let limit = Duration::from_secs(state.config().fast_query_timeout_seconds);
     let work = offload(state, move |s| {
         Box::pin(async move { s.find_nodes(&query).await })
@@ -179,6 +192,9 @@ pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
 /// `GET /count`: a bare integer.
 pub async fn count_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = parse_query(req, Mode::Count)?;
+    if let Some(n) = state.store().count_nodes_from_counters(&query).await? {
+        return Ok(response::ok(&json!(n)));
+    }
     let n = offload(state, move |s| {
         Box::pin(async move { s.count_nodes(&query).await })
     })

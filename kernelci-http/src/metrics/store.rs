@@ -192,6 +192,14 @@ impl Store for MeteredStore {
             .await
     }
 
+    async fn count_nodes_from_counters(&self, query: &Query) -> Result<Option<u64>> {
+        self.timed(
+            "count_nodes_from_counters",
+            self.inner.count_nodes_from_counters(query),
+        )
+        .await
+    }
+
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         self.timed("find_page", self.inner.find_page(query)).await
     }
