@@ -562,8 +562,10 @@ async fn writes(duration: Duration) {
     let addr = server.addr.clone();
     let token = Arc::new(login(&addr, &server.password).await);
     println!();
-    println!("| POST /node, clients | nodes/s | p50 ms | p99 ms | server CPU µs/node |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| POST /node, clients | nodes/s | p50 ms | p99 ms | server CPU µs/node | load generator CPU µs/node |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for clients in [1, 8, 32, 128] {
         let a = addr.clone();
         let t = Arc::clone(&token);
@@ -578,15 +580,20 @@ async fn writes(duration: Duration) {
                 .body(Full::new(Bytes::from(body)))
                 .unwrap()
         });
-        let cpu0 = cpu_seconds(server.child.id());
+        let (cpu0, own0) = (
+            cpu_seconds(server.child.id()),
+            cpu_seconds(std::process::id()),
+        );
         let w = load(&addr, clients, duration, make).await;
         let cpu = cpu_seconds(server.child.id()) - cpu0;
+        let own = cpu_seconds(std::process::id()) - own0;
         println!(
-            "| {clients} | {:.0} | {:.2} | {:.2} | {:.0} |",
+            "| {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
             w.rate(),
             w.pct(0.5),
             w.pct(0.99),
-            cpu / w.ok.max(1) as f64 * 1e6
+            cpu / w.ok.max(1) as f64 * 1e6,
+            own / w.ok.max(1) as f64 * 1e6
         );
     }
 }
