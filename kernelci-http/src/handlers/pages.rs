@@ -3,8 +3,10 @@
 //! `GET /` answers the HTML landing page to browsers (an `Accept` header naming
 //! `text/html`) and `{"message": "KernelCI API"}` to everything else, so that
 //! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
-//! (CLIENT.md §2). The viewer and dashboard pages are not built yet: their paths
-//! answer a small page linking the JSON API.
+//! (CLIENT.md §2). The web pages are API clients served from assets compiled into
+//! the binary (`assets/web/`): an HTML shell per page and its script module. The
+//! viewer is built; the dashboard, stats, analytics and manage pages answer a small
+//! page linking the JSON API until they land.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
@@ -21,6 +23,13 @@ use kernelci_core::time::Timestamp;
 pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
 /// The form script of the invite pages (`/static/js/forms.js`).
 pub const FORMS_JS: &str = include_str!("../../assets/forms.js");
+
+/// The web pages' stylesheet (`/static/css/web.css`).
+pub const WEB_CSS: &str = include_str!("../../assets/web/web.css");
+/// What every web page shares (`/static/js/common.js`): the API client, messages.
+pub const COMMON_JS: &str = include_str!("../../assets/web/common.js");
+/// The viewer page (`/static/js/viewer.js`).
+pub const VIEWER_JS: &str = include_str!("../../assets/web/viewer.js");
 
 const ICONS: &[(&str, &[u8])] = &[
     ("ok.png", include_bytes!("../../assets/ok.png")),
@@ -67,10 +76,31 @@ pub async fn root(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     }
 }
 
-/// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`: a page pointing to
-/// the JSON API until the UI lands, with the reference's no-cache headers.
+/// The shell of a web page whose script is `/static/js/{name}.js`: a header, a
+/// message area, the main area the script fills.
+fn app_page(name: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>KernelCI {name}</title><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/static/css/style.css\">\
+         <link rel=\"stylesheet\" href=\"/static/css/web.css\">\
+         </head><body class=\"app\">\n<nav id=\"nav\"><strong>KernelCI</strong></nav>\
+         <div id=\"message\" hidden></div>\
+         <main id=\"main\"><noscript>This page needs JavaScript; the same data is in \
+         the JSON API under <a href=\"/latest/nodes\">/latest/nodes</a>.</noscript></main>\
+         <script type=\"module\" src=\"/static/js/{name}.js\"></script>\n</body></html>\n"
+    )
+}
+
+/// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`, with the
+/// reference's no-cache headers: the viewer's page (the others point to the JSON
+/// API until they land).
 pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     let name = req.path.rsplit('/').next().unwrap_or("page");
+    if name == "viewer" {
+        return Ok(no_cache(response::html(app_page(name))));
+    }
     let body = format!(
         "<h1>KernelCI {name}</h1><p>This page is not part of this server yet. \
          The same data is available from the JSON API: \
@@ -79,7 +109,14 @@ pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
          <a href=\"/latest/openapi.json\">/latest/openapi.json</a>.</p>\
          <p><a href=\"/\">Back to the start page</a></p>"
     );
-    let mut r = response::html(page(&format!("KernelCI {name}"), &body));
+    Ok(no_cache(response::html(page(
+        &format!("KernelCI {name}"),
+        &body,
+    ))))
+}
+
+/// Adds the reference's no-cache headers of its pages.
+fn no_cache(mut r: Resp) -> Resp {
     let h = r.headers_mut();
     h.insert(
         CACHE_CONTROL,
@@ -87,7 +124,7 @@ pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     );
     h.insert("pragma", HeaderValue::from_static("no-cache"));
     h.insert("expires", HeaderValue::from_static("0"));
-    Ok(r)
+    r
 }
 
 fn valid_name(name: &str, ext: &str) -> bool {
@@ -122,6 +159,9 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
     let (content, ctype) = match (ext, name) {
         ("css", "style.css") => (STYLE_CSS, "text/css; charset=utf-8"),
         ("js", "forms.js") => (FORMS_JS, "application/javascript"),
+        ("css", "web.css") => (WEB_CSS, "text/css; charset=utf-8"),
+        ("js", "common.js") => (COMMON_JS, "text/javascript; charset=utf-8"),
+        ("js", "viewer.js") => (VIEWER_JS, "text/javascript; charset=utf-8"),
         _ => return Err(ApiError::not_found("File not found")),
     };
     let mut r = response::with_body(StatusCode::OK, ctype, content);

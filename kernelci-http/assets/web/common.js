@@ -1,0 +1,109 @@
+// kernelci-rs web pages: what every page shares. The pages are clients of the
+// JSON API only (anything they show can be scripted), served from the binary.
+
+/** The API's base URL: the page's own path without its page name, plus /latest. */
+export function apiBase() {
+  const path = window.location.pathname.replace(/\/(viewer|dashboard|stats|analytics|manage)\/?$/, "");
+  const root = path.replace(/\/(latest|v0)$/, "");
+  return window.location.origin + root + "/latest";
+}
+
+/** The page URL for `page` ("viewer", ...) with `params` (URLSearchParams or pairs). */
+export function pageUrl(page, params) {
+  const path = window.location.pathname.replace(/\/(viewer|dashboard|stats|analytics|manage)\/?$/, "/" + page);
+  const qs = new URLSearchParams(params).toString();
+  return path + (qs ? "?" + qs : "");
+}
+
+/** An API error with the answer's `detail` (or the network failure) as its message. */
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** The session's token (kept in sessionStorage only: gone when the tab closes). */
+export function token() {
+  return window.sessionStorage.getItem("kci-token");
+}
+
+/**
+ * GETs (or sends) `path` of the API; resolves to `{json, text}`, rejects with an
+ * ApiError saying what went wrong.
+ */
+export async function api(path, options = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+  const t = token();
+  if (t && !headers.Authorization) headers.Authorization = "Bearer " + t;
+  let resp;
+  try {
+    resp = await fetch(apiBase() + path, Object.assign({}, options, { headers }));
+  } catch (e) {
+    throw new ApiError("Cannot reach the API (" + apiBase() + "): " + e.message, 0);
+  }
+  const text = await resp.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch (e) {
+    json = null;
+  }
+  if (!resp.ok) {
+    const detail = json && json.detail !== undefined ? json.detail : text;
+    const what = typeof detail === "string" ? detail : JSON.stringify(detail);
+    throw new ApiError(resp.status + " " + resp.statusText + ": " + what, resp.status);
+  }
+  return { json, text };
+}
+
+/** Creates an element: `el("a", {href: "/x"}, "text", child, ...)`. */
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+/** Shows `message` in the page's message area (an error unless `kind` says so). */
+export function say(message, kind = "error") {
+  const box = document.getElementById("message");
+  box.replaceChildren();
+  if (!message) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  box.className = "message " + kind;
+  box.setAttribute("role", kind === "error" ? "alert" : "status");
+  box.textContent = message;
+}
+
+/** The page header: the pages' links and the login state. */
+export function header(current) {
+  const nav = document.getElementById("nav");
+  const links = [
+    ["viewer", "Viewer"],
+    ["dashboard", "Dashboard"],
+    ["stats", "Stats"],
+    ["analytics", "Analytics"],
+    ["manage", "Manage"],
+  ].map(([page, label]) =>
+    el("a", { href: pageUrl(page, []), class: page === current ? "current" : null }, label),
+  );
+  nav.replaceChildren(el("strong", {}, "KernelCI"), ...links);
+}
+
+/** A timestamp of the API (naive UTC) shown as "YYYY-MM-DD HH:MM:SS". */
+export function when(ts) {
+  if (!ts) return "";
+  return String(ts).replace("T", " ").replace(/\.\d+$/, "").replace(/\+00:00$/, "");
+}

@@ -1,0 +1,315 @@
+// kernelci-rs /viewer: search nodes with the query language, open a node.
+//
+// URL parameters (the reference viewer's, so that KCIDB and e-mail links keep
+// working): `node_id=ID` opens a node; repeated `search=COND` runs a search, each
+// COND being `field OP value` with OP one of = != > >= < <= (as the reference's
+// viewer converts them: `created>X` is `created__gt=X`), or any raw API filter
+// (`name__re=^baseline`); ours adds `offset=N` for the page of results.
+// `view=trees` shows the tree selector and the kbuild matrix of a tree/branch
+// (ours adds `tree=` and `branch=`, so a matrix can be linked).
+import { api, apiBase, el, header, pageUrl, say, when } from "./common.js";
+
+/** Results per page. */
+const PAGE = 50;
+
+/** The reference viewer's operators and the API suffix each one stands for. */
+const OPERATORS = { "=": "=", "!=": "__ne=", ">": "__gt=", ">=": "__gte=", "<": "__lt=", "<=": "__lte=" };
+
+/**
+ * One `search=` condition as an API filter pair [key, value]: a key of letters,
+ * digits and `._-`, then the longest run of `<>!=`, then the value. Anything else
+ * (another operator run, another shape) is read as the query-string text it is,
+ * key up to the first `=`, as the reference viewer sends it.
+ */
+export function convertCondition(cond) {
+  const m = /^([A-Za-z0-9._-]+)([<>!=]+)(.*)$/s.exec(cond);
+  const text = m && OPERATORS[m[2]] !== undefined ? m[1] + OPERATORS[m[2]] + m[3] : cond;
+  const i = text.indexOf("=");
+  return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + 1)];
+}
+
+/** The API query of a list of conditions, newest first unless one says `sort`. */
+function searchQuery(conds, offset) {
+  const q = new URLSearchParams();
+  for (const c of conds) {
+    const [key, value] = convertCondition(c);
+    q.append(key, value);
+  }
+  if (!q.has("sort")) q.set("sort", "-created");
+  q.set("limit", String(PAGE));
+  q.set("offset", String(offset));
+  return q;
+}
+
+const FIELDS = [
+  "kind", "name", "state", "result", "owner", "submitter", "group", "parent", "created",
+  "updated", "path", "data.kernel_revision.tree", "data.kernel_revision.branch",
+  "data.kernel_revision.commit", "data.platform", "data.arch", "data.runtime",
+];
+
+function searchForm(conds) {
+  const box = el("textarea", { id: "conditions", rows: 3, spellcheck: "false",
+    "aria-label": "Conditions, one per line" }, conds.join("\n"));
+  const field = el("select", { id: "cond-field", "aria-label": "Field" },
+    FIELDS.map((f) => el("option", { value: f }, f)));
+  const op = el("select", { id: "cond-op", "aria-label": "Operator" },
+    Object.keys(OPERATORS).map((o) => el("option", { value: o }, o)));
+  const value = el("input", { id: "cond-value", "aria-label": "Value", placeholder: "value" });
+  const add = el("button", { type: "button", id: "cond-add", onclick: () => {
+    const line = field.value + op.value + value.value;
+    box.value = (box.value.trim() ? box.value.trim() + "\n" : "") + line;
+    value.value = "";
+  } }, "Add condition");
+  const form = el("form", { id: "search", class: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    const lines = box.value.split("\n").map((l) => l.trim()).filter((l) => l);
+    navigate(lines.map((l) => ["search", l]));
+  } },
+  el("div", { class: "builder" }, field, op, value, add),
+  el("label", { for: "conditions" }, "Conditions (one per line: ",
+    el("code", {}, "kind=kbuild"), ", ", el("code", {}, "created>2026-01-01"), ", ",
+    el("code", {}, "name__re=^baseline"), ")"),
+  box,
+  el("div", {}, el("button", { type: "submit", id: "search-go" }, "Search")));
+  return form;
+}
+
+function navigate(params) {
+  window.history.pushState(null, "", pageUrl("viewer", params));
+  render();
+}
+
+function nodeLink(id, text) {
+  return el("a", { href: pageUrl("viewer", [["node_id", id]]), class: "node-link" }, text || id);
+}
+
+function resultCell(n) {
+  const r = n.result === null || n.result === undefined ? "" : n.result;
+  return el("td", { class: "result-" + (r || "none") }, r || "–");
+}
+
+function nodesTable(items) {
+  const head = ["id", "kind", "name", "state", "result", "tree / branch", "commit", "platform", "created"];
+  const rows = items.map((n) => {
+    const rev = (n.data && n.data.kernel_revision) || {};
+    return el("tr", { "data-id": n.id },
+      el("td", {}, nodeLink(n.id)),
+      el("td", {}, n.kind),
+      el("td", {}, n.name),
+      el("td", {}, n.state),
+      resultCell(n),
+      el("td", {}, rev.tree ? rev.tree + " / " + (rev.branch || "") : ""),
+      el("td", { class: "mono" }, rev.commit ? String(rev.commit).slice(0, 12) : ""),
+      el("td", {}, (n.data && n.data.platform) || ""),
+      el("td", {}, when(n.created)));
+  });
+  return el("div", { class: "scroll" }, el("table", { class: "nodes" },
+    el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows)));
+}
+
+async function showSearch(main, conds, offset) {
+  main.replaceChildren(searchForm(conds));
+  if (!conds.length) return;
+  const q = searchQuery(conds, offset);
+  const out = el("section", { id: "results", "aria-busy": "true" }, el("p", { class: "muted" }, "Searching…"));
+  main.append(out);
+  const { json } = await api("/nodes?" + q.toString());
+  const first = json.total === 0 ? 0 : offset + 1;
+  const last = offset + json.items.length;
+  const pager = el("p", { class: "pager" },
+    el("span", { id: "total", "data-total": json.total },
+      `${first}–${last} of ${json.total} node${json.total === 1 ? "" : "s"}`),
+    offset > 0 ? el("a", { id: "prev", href: pageUrl("viewer",
+      [...conds.map((c) => ["search", c]), ["offset", Math.max(0, offset - PAGE)]]) }, "← newer") : null,
+    last < json.total ? el("a", { id: "next", href: pageUrl("viewer",
+      [...conds.map((c) => ["search", c]), ["offset", offset + PAGE]]) }, "older →") : null,
+    el("a", { href: apiBase() + "/nodes?" + q.toString(), class: "muted" }, "as JSON"));
+  out.replaceChildren(pager, json.items.length ? nodesTable(json.items) : el("p", {}, "No node matches."));
+  out.removeAttribute("aria-busy");
+}
+
+function fieldRows(node) {
+  const skip = new Set(["data", "artifacts", "path"]);
+  return Object.entries(node).filter(([k]) => !skip.has(k)).map(([k, v]) => {
+    let cell;
+    if (k === "parent" && v) cell = nodeLink(v);
+    else if (v === null || v === undefined) cell = el("span", { class: "muted" }, "null");
+    else if (typeof v === "object") cell = el("code", {}, JSON.stringify(v));
+    else cell = String(v);
+    return el("tr", {}, el("th", {}, k), el("td", { "data-field": k }, cell));
+  });
+}
+
+async function showNode(main, id) {
+  main.replaceChildren(el("p", { class: "muted" }, "Loading node " + id + "…"));
+  const { json: node, text } = await api("/node/" + encodeURIComponent(id));
+  if (node === null) {
+    main.replaceChildren();
+    say("No node with id " + id + ".");
+    return;
+  }
+  const crumbs = el("nav", { class: "crumbs", "aria-label": "Path" },
+    (node.path || []).map((p, i, all) => i === all.length - 1 ? el("strong", {}, p) : el("span", {}, p + " › ")));
+  const artifacts = Object.entries(node.artifacts || {});
+  const download = el("button", { type: "button", id: "download", onclick: () => {
+    const blob = new Blob([text], { type: "application/json" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: "node-" + node.id + ".json" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } }, "Download JSON");
+  const children = el("section", { id: "children" }, el("h2", {}, "Children"), el("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(
+    crumbs,
+    el("h1", { id: "node-title" }, node.name, " ", el("small", { class: "muted" }, node.kind)),
+    el("p", { class: "links" },
+      node.parent ? nodeLink(node.parent, "↑ parent") : null,
+      el("a", { id: "children-search", href: pageUrl("viewer", [["search", "parent=" + node.id]]) }, "children as a search"),
+      el("a", { href: apiBase() + "/node/" + node.id }, "API"),
+      download),
+    el("table", { class: "fields" }, el("tbody", {}, fieldRows(node))),
+    artifacts.length ? el("section", { id: "artifacts" }, el("h2", {}, "Artifacts"),
+      el("ul", {}, artifacts.map(([k, url]) => el("li", {}, el("a", { href: url }, k))))) : null,
+    node.data ? el("section", {}, el("h2", {}, "Data"), el("pre", { id: "data" }, JSON.stringify(node.data, null, 2))) : null,
+    children,
+    el("details", { id: "raw" }, el("summary", {}, "Raw JSON"), el("pre", { id: "raw-json" }, JSON.stringify(node, null, 2))));
+  const kids = await api("/nodes?" + new URLSearchParams([["parent", node.id], ["limit", "100"], ["sort", "created"]]));
+  children.replaceChildren(el("h2", {}, "Children ", el("small", { class: "muted", id: "children-total" }, String(kids.json.total))),
+    kids.json.items.length ? nodesTable(kids.json.items) : el("p", { class: "muted" }, "None."),
+    kids.json.total > kids.json.items.length ? el("p", {}, el("a", { href: pageUrl("viewer", [["search", "parent=" + node.id]]) }, "all " + kids.json.total)) : null);
+}
+
+/** How far back the trees view looks (the reference's four weeks). */
+const TREES_DAYS = 28;
+/** Nodes per request when the trees view pages through a set, and most pages. */
+const TREES_PAGE = 1000;
+const TREES_MAX_PAGES = 20;
+
+/** Every node of an API query, paged (at most TREES_MAX_PAGES pages). */
+async function allNodes(params) {
+  const out = [];
+  for (let page = 0; page < TREES_MAX_PAGES; page++) {
+    const q = new URLSearchParams(params);
+    q.set("limit", String(TREES_PAGE));
+    q.set("offset", String(page * TREES_PAGE));
+    const { json } = await api("/nodes?" + q.toString());
+    out.push(...json.items);
+    if (json.items.length < TREES_PAGE || out.length >= json.total) break;
+  }
+  return out;
+}
+
+function since(days) {
+  return new Date(Date.now() - days * 86400e3).toISOString().slice(0, 19);
+}
+
+/** A kbuild's cell: its label and class, by result, then state. */
+function cellOf(n) {
+  if (!n) return ["-", "cell-none"];
+  if (n.result === "pass") return ["PASS", "cell-pass"];
+  if (n.result === "fail") return ["FAIL", "cell-fail"];
+  if (n.state === "running") return ["RUN", "cell-run"];
+  return ["?", "cell-other"];
+}
+
+async function showTrees(main, tree, branch) {
+  const pick = el("select", { id: "tree-branch", "aria-label": "Tree and branch" });
+  const filter = el("input", { id: "tree-filter", placeholder: "filter", "aria-label": "Filter trees",
+    oninput: () => {
+      const f = filter.value.toLowerCase();
+      for (const o of pick.options) o.hidden = !o.value.toLowerCase().includes(f);
+    } });
+  const form = el("form", { id: "trees", class: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    const [t, b] = pick.value.split("\n");
+    if (!t) {
+      say("Choose a tree and branch first.");
+      return;
+    }
+    navigate([["view", "trees"], ["tree", t], ["branch", b]]);
+  } }, el("div", { class: "builder" }, filter, pick, el("button", { type: "submit", id: "load-matrix" }, "Load matrix")));
+  const out = el("section", { id: "matrix-area" });
+  main.replaceChildren(el("h1", {}, "Trees"), form, out);
+  const checkouts = await allNodes([["kind", "checkout"], ["created__gt", since(TREES_DAYS)]]);
+  const pairs = new Map();
+  for (const n of checkouts) {
+    const rev = (n.data && n.data.kernel_revision) || {};
+    if (rev.tree) pairs.set(rev.tree + "/" + (rev.branch || ""), [rev.tree, rev.branch || ""]);
+  }
+  const keys = [...pairs.keys()].sort();
+  pick.replaceChildren(el("option", { value: "" }, keys.length ? "tree/branch…" : "no checkout in " + TREES_DAYS + " days"),
+    ...keys.map((k) => {
+      const [t, b] = pairs.get(k);
+      return el("option", { value: t + "\n" + b, selected: t === tree && b === branch }, k);
+    }));
+  if (!tree) return;
+  out.replaceChildren(el("p", { class: "muted" }, "Loading kbuilds…"));
+  const kbuilds = await allNodes([["kind", "kbuild"], ["data.kernel_revision.tree", tree],
+    ["data.kernel_revision.branch", branch], ["created__gt", since(TREES_DAYS)]]);
+  if (!kbuilds.length) {
+    out.replaceChildren(el("p", {}, `No kbuild of ${tree}/${branch} in the last ${TREES_DAYS} days.`));
+    return;
+  }
+  // Columns: commits, oldest first (by their first kbuild); rows: kbuild names;
+  // a cell: the most recently updated kbuild of that name and commit (retries).
+  const firstSeen = new Map();
+  const cells = new Map();
+  for (const n of kbuilds) {
+    const commit = n.data.kernel_revision.commit || "";
+    if (!firstSeen.has(commit) || n.created < firstSeen.get(commit).created) firstSeen.set(commit, n);
+    const key = n.name + "\n" + commit;
+    const prev = cells.get(key);
+    if (!prev || n.updated > prev.updated) cells.set(key, n);
+  }
+  const commits = [...firstSeen.keys()].sort((a, b) => firstSeen.get(a).created < firstSeen.get(b).created ? -1 : 1);
+  const names = [...new Set(kbuilds.map((n) => n.name))].sort();
+  const head = el("tr", {}, el("th", {}, "kbuild"), commits.map((c) => {
+    const rev = firstSeen.get(c).data.kernel_revision;
+    return el("th", { class: "commit", title: rev.describe || c }, c.slice(0, 12));
+  }));
+  const rows = names.map((name) => el("tr", {}, el("th", {}, name), commits.map((c) => {
+    const n = cells.get(name + "\n" + c);
+    const [label, cls] = cellOf(n);
+    return el("td", { class: "cell " + cls, "data-commit": c, title: n ? "retry " + (n.retry_counter || 0) : "" },
+      n ? el("a", { href: pageUrl("viewer", [["node_id", n.id]]) }, label) : label);
+  })));
+  out.replaceChildren(
+    el("h2", {}, `kbuilds of ${tree}/${branch}`),
+    el("p", { class: "muted" }, `${commits.length} commits, ${names.length} configurations, last ${TREES_DAYS} days`),
+    el("div", { class: "scroll" }, el("table", { id: "matrix", class: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
+}
+
+async function render() {
+  say("");
+  const main = document.getElementById("main");
+  const params = new URLSearchParams(window.location.search);
+  try {
+    if (params.get("view") === "trees") {
+      document.title = "KernelCI trees";
+      await showTrees(main, params.get("tree") || "", params.get("branch") || "");
+    } else if (params.has("node_id")) {
+      const id = params.get("node_id").trim();
+      if (!id) {
+        main.replaceChildren(el("form", { class: "search", onsubmit: (ev) => {
+          ev.preventDefault();
+          navigate([["node_id", document.getElementById("node-id").value.trim()]]);
+        } }, el("label", { for: "node-id" }, "Node id"), el("input", { id: "node-id" }), el("button", {}, "Open")));
+        return;
+      }
+      document.title = "KernelCI node " + id;
+      await showNode(main, id);
+    } else {
+      document.title = "KernelCI viewer";
+      const conds = params.getAll("search").filter((c) => c.trim() !== "");
+      const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+      await showSearch(main, conds, offset);
+    }
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+header("viewer");
+window.addEventListener("popstate", render);
+render();

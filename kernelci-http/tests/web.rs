@@ -1,0 +1,441 @@
+//! The web pages in a real browser: Debian's Chromium, headless, driven through
+//! its ChromeDriver (WebDriver) by fantoccini, against a real server on loopback
+//! with seeded nodes. Skipped when Chromium or ChromeDriver is missing, unless
+//! `KCI_REQUIRE_BROWSER` is set (`.ci/run` installs both and sets it).
+//! Screenshots go to `target/screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer};
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// A headless Chromium session; the driver process is killed on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts ChromeDriver and a headless Chromium session, or `None` (skip) when
+/// either program is missing and the browser is not required.
+async fn browser() -> Option<Browser> {
+    let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"]);
+    let driver = find_program(&["chromedriver"]);
+    let (Some(chromium), Some(driver)) = (chromium, driver) else {
+        assert!(
+            std::env::var_os("KCI_REQUIRE_BROWSER").is_none(),
+            "KCI_REQUIRE_BROWSER is set but chromium or chromedriver is missing"
+        );
+        eprintln!("SKIPPED: no chromium/chromedriver on PATH");
+        return None;
+    };
+    let port = free_port();
+    let driver = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = Capabilities::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        // ChromeDriver listens on loopback over plain HTTP: no TLS connector.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    Some(Browser {
+        client,
+        driver,
+        _profile: profile,
+    })
+}
+
+/// ChromeDriver's browser log (console messages, failed loads) since the last read.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (hyper::http::Method, Option<String>) {
+        (
+            hyper::http::Method::POST,
+            Some(r#"{"type":"browser"}"#.into()),
+        )
+    }
+}
+
+/// The console errors (level SEVERE) logged since the last call.
+async fn console_errors(c: &Client) -> Vec<String> {
+    let log = c.issue_cmd(BrowserLog).await.unwrap();
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits for `css` to be there with some text (pages fill their elements after
+/// their API calls answer) and returns the text.
+async fn text_of(c: &Client, css: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            let text = e.text().await.unwrap_or_default();
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "{css}: no text after 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `css`'s text is `want` (a click may still be loading the next
+/// page when it returns), failing with the last text seen after 10 s.
+async fn text_is(c: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if last == want {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css}: {last:?}, not {want:?}");
+}
+
+/// Clicks the element `css` names.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Seeds checkouts over two trees, a kbuild per checkout, jobs and tests with
+/// mixed results; returns (checkout ids, the first checkout's kbuild id).
+async fn seed(s: &TestServer, token: &str) -> (Vec<String>, String) {
+    let mut checkouts = Vec::new();
+    let mut first_kbuild = String::new();
+    for i in 0..6 {
+        let tree = if i % 2 == 0 { "mainline" } else { "next" };
+        let c = s
+            .post(
+                "/node",
+                Some(token),
+                &json!({"kind": "checkout", "name": "checkout", "path": ["checkout"],
+                        "data": {"kernel_revision": {"tree": tree, "branch": "master",
+                                  "commit": format!("{i:040x}"), "url": "https://git.example.org/linux.git"}}}),
+            )
+            .await;
+        assert_eq!(c.code(), 200, "{}", c.text());
+        let cid = c.json()["id"].as_str().unwrap().to_owned();
+        let k = s
+            .post(
+                "/node",
+                Some(token),
+                &json!({"kind": "kbuild", "name": "kbuild-gcc-12-x86", "parent": cid,
+                        "path": ["checkout", "kbuild-gcc-12-x86"], "result": if i % 3 == 0 { "fail" } else { "pass" },
+                        "artifacts": {"kernel": "https://files.example.org/bzImage"},
+                        "data": {"arch": "x86_64", "kernel_revision": {"tree": tree, "branch": "master",
+                                  "commit": format!("{i:040x}"), "url": "https://git.example.org/linux.git"}}}),
+            )
+            .await;
+        assert_eq!(k.code(), 200, "{}", k.text());
+        let kid = k.json()["id"].as_str().unwrap().to_owned();
+        if i == 0 {
+            first_kbuild = kid.clone();
+        }
+        for (t, result) in ["pass", "fail", "skip"].into_iter().enumerate() {
+            let r = s
+                .post(
+                    "/node",
+                    Some(token),
+                    &json!({"kind": "test", "name": format!("baseline-{t}"), "parent": kid,
+                            "path": ["checkout", "kbuild-gcc-12-x86", format!("baseline-{t}")],
+                            "result": result}),
+                )
+                .await;
+            assert_eq!(r.code(), 200, "{}", r.text());
+        }
+        checkouts.push(cid);
+    }
+    (checkouts, first_kbuild)
+}
+
+/// The viewer: a search's rows and total match the API, paging, a node page with
+/// its fields, parent and children links, and the raw JSON equal to the API's;
+/// no console error on the way; a page that cannot reach the API says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_searches_opens_nodes_and_reports_errors() {
+    Backend::Sled
+        .run(async {
+            let Some(b) = browser().await else { return };
+            let c = &b.client;
+            let s = TestServer::start().await;
+            let (_, token) = s.user("alice", false, true, &[]).await;
+            let (checkouts, kbuild) = seed(&s, &token).await;
+            let base = format!("http://{}", s.addr);
+
+            // A search as KCIDB and e-mails link it (reference URL form).
+            c.goto(&format!(
+                "{base}/viewer?search=kind%3Dtest&search=result%21%3Dpass"
+            ))
+            .await
+            .unwrap();
+            let total = text_of(c, "#total").await;
+            let want = s.get("/count?kind=test&result__ne=pass", None).await.json();
+            assert!(
+                total.ends_with(&format!("of {want} nodes")),
+                "{total} vs {want}"
+            );
+            let rows = c
+                .find_all(Locator::Css("table.nodes tbody tr"))
+                .await
+                .unwrap();
+            assert_eq!(rows.len() as u64, want.as_u64().unwrap());
+            screenshot(c, "viewer-search").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // Paging: the 18 tests from the 11th, then the page before.
+            c.goto(&format!("{base}/viewer?search=kind%3Dtest&offset=10"))
+                .await
+                .unwrap();
+            text_is(c, "#total", "11–18 of 18 nodes").await;
+            click(c, "#prev").await;
+            text_is(c, "#total", "1–18 of 18 nodes").await;
+
+            // The condition builder and the free-form box.
+            c.goto(&format!("{base}/viewer")).await.unwrap();
+            let value = c
+                .wait()
+                .for_element(Locator::Css("#cond-value"))
+                .await
+                .unwrap();
+            click(c, "#cond-field option[value='kind']").await;
+            value.send_keys("checkout").await.unwrap();
+            click(c, "#cond-add").await;
+            click(c, "#search-go").await;
+            text_is(c, "#total", "1–6 of 6 nodes").await;
+            let url = c.current_url().await.unwrap();
+            assert_eq!(url.query(), Some("search=kind%3Dcheckout"));
+
+            // A node page: fields, parent link, children, raw JSON = GET /node/{id}.
+            c.goto(&format!("{base}/viewer?node_id={kbuild}"))
+                .await
+                .unwrap();
+            text_is(c, "#node-title", "kbuild-gcc-12-x86 kbuild").await;
+            text_is(c, "#children-total", "3").await;
+            let raw = c
+                .execute(
+                    "return document.getElementById('raw-json').textContent",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let raw: Value = serde_json::from_str(raw.as_str().unwrap()).unwrap();
+            assert_eq!(raw, s.get(&format!("/node/{kbuild}"), None).await.json());
+            assert_eq!(
+                text_of(c, "td[data-field='result']").await,
+                "fail",
+                "the first kbuild failed"
+            );
+            screenshot(c, "viewer-node").await;
+            // Parent link, then back to a child through the children table.
+            click(c, "td[data-field='parent'] a").await;
+            c.wait()
+                .for_url(
+                    &url::Url::parse(&format!("{base}/viewer?node_id={}", checkouts[0])).unwrap(),
+                )
+                .await
+                .unwrap();
+            text_is(c, "#children-total", "1").await;
+            click(c, "#children a.node-link").await;
+            text_is(c, "#node-title", "kbuild-gcc-12-x86 kbuild").await;
+            // The download button offers the same JSON (a Blob of the API's text).
+            let blob = c
+                .execute_async(
+                    "const done = arguments[0];\
+                     const orig = URL.createObjectURL;\
+                     URL.createObjectURL = (b) => { b.text().then(done); return orig(b); };\
+                     document.getElementById('download').click();",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let downloaded: Value = serde_json::from_str(blob.as_str().unwrap()).unwrap();
+            assert_eq!(
+                downloaded,
+                s.get(&format!("/node/{kbuild}"), None).await.json()
+            );
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // The trees view: pick mainline/master, the kbuild matrix's cells are
+            // coloured by result (the first mainline kbuild failed, the others
+            // passed), oldest commit first, each linking to its kbuild.
+            c.goto(&format!("{base}/viewer?view=trees")).await.unwrap();
+            c.wait()
+                .for_element(Locator::Css("#tree-branch option[value^='mainline']"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            click(c, "#load-matrix").await;
+            text_of(c, "#matrix").await;
+            let url = c.current_url().await.unwrap();
+            assert_eq!(url.query(), Some("view=trees&tree=mainline&branch=master"));
+            let cells = c.find_all(Locator::Css("#matrix td.cell")).await.unwrap();
+            let mut seen = Vec::new();
+            for cell in &cells {
+                let bg = c
+                    .execute(
+                        "return getComputedStyle(arguments[0]).backgroundColor",
+                        vec![serde_json::to_value(cell).unwrap()],
+                    )
+                    .await
+                    .unwrap();
+                seen.push((
+                    cell.text().await.unwrap(),
+                    cell.attr("data-commit").await.unwrap().unwrap(),
+                    bg.as_str().unwrap().to_owned(),
+                ));
+            }
+            let (red, green) = ("rgb(255, 206, 203)", "rgb(172, 238, 187)");
+            let commit = |i: usize| format!("{i:040x}");
+            assert_eq!(
+                seen,
+                vec![
+                    ("FAIL".into(), commit(0), red.into()),
+                    ("PASS".into(), commit(2), green.into()),
+                    ("PASS".into(), commit(4), green.into()),
+                ]
+            );
+            screenshot(c, "viewer-trees").await;
+            cells[0]
+                .find(Locator::Css("a"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            text_is(c, "td[data-field='id']", &kbuild).await;
+            // Back returns to the matrix (the state is in the URL).
+            c.back().await.unwrap();
+            text_of(c, "#matrix").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // An unknown node: a message, not a blank page.
+            c.goto(&format!("{base}/viewer?node_id=000000000000000000000000"))
+                .await
+                .unwrap();
+            let msg = text_of(c, "#message").await;
+            assert!(msg.contains("No node with id"), "{msg}");
+            // A bad query: the API's detail is shown.
+            c.goto(&format!("{base}/viewer?search=name__re%3D("))
+                .await
+                .unwrap();
+            let msg = text_of(c, "#message").await;
+            assert!(msg.starts_with("400"), "{msg}");
+
+            // The API goes away: the page says it cannot reach it.
+            c.goto(&format!("{base}/viewer")).await.unwrap();
+            text_of(c, "#search").await;
+            s.stop().await;
+            c.execute(
+                "document.getElementById('conditions').value = 'kind=checkout';\
+                 document.getElementById('search-go').click();",
+                vec![],
+            )
+            .await
+            .unwrap();
+            let msg = text_of(c, "#message").await;
+            assert!(msg.contains("Cannot reach the API"), "{msg}");
+            screenshot(c, "viewer-unreachable").await;
+        })
+        .await;
+}
