@@ -260,6 +260,15 @@ async fn viewer_searches_opens_nodes_and_reports_errors() {
             let (_, token) = s.user("alice", false, true, &[]).await;
             let (checkouts, kbuild) = seed(&s, &token).await;
             let base = format!("http://{}", s.addr);
+            // An artifact URL the API would refuse (422: http or https only), as
+            // data imported from elsewhere could hold: written to the store directly.
+            let id = kernelci_core::id::ObjectId::parse(&kbuild).unwrap();
+            let stored = s.store.get_node(id).await.unwrap().unwrap();
+            let mut node = stored.value;
+            if let Some(a) = node.artifacts.as_mut() {
+                a.insert("evil".into(), "javascript:alert(1)".into());
+            }
+            s.store.replace_node(&node, stored.version).await.unwrap();
 
             // A search as KCIDB and e-mails link it (reference URL form).
             c.goto(&format!(
@@ -324,6 +333,16 @@ async fn viewer_searches_opens_nodes_and_reports_errors() {
                 "fail",
                 "the first kbuild failed"
             );
+            // Artifacts: links, except a URL that is not http(s) or ftp (a
+            // `javascript:` link would run in the page), shown as text.
+            let links = c.find_all(Locator::Css("#artifacts a")).await.unwrap();
+            assert_eq!(links.len(), 1);
+            assert_eq!(
+                links[0].attr("href").await.unwrap().as_deref(),
+                Some("https://files.example.org/bzImage")
+            );
+            let shown = text_of(c, "#artifacts").await;
+            assert!(shown.contains("evil: javascript:alert(1)"), "{shown}");
             screenshot(c, "viewer-node").await;
             // Parent link, then back to a child through the children table.
             click(c, "td[data-field='parent'] a").await;

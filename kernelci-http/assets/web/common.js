@@ -102,6 +102,14 @@ export function header(current) {
   nav.replaceChildren(el("strong", {}, "KernelCI"), ...links);
 }
 
+/**
+ * `url` when it is safe to link (http, https or ftp), else null: node fields are
+ * written by API clients, and a `javascript:` link would run in the page.
+ */
+export function safeHref(url) {
+  return typeof url === "string" && /^(https?|ftp):\/\//i.test(url) ? url : null;
+}
+
 /** A timestamp of the API (naive UTC) shown as "YYYY-MM-DD HH:MM:SS". */
 export function when(ts) {
   if (!ts) return "";

@@ -7,7 +7,7 @@
 // (`name__re=^baseline`); ours adds `offset=N` for the page of results.
 // `view=trees` shows the tree selector and the kbuild matrix of a tree/branch
 // (ours adds `tree=` and `branch=`, so a matrix can be linked).
-import { api, apiBase, el, header, pageUrl, say, when } from "./common.js";
+import { api, apiBase, el, header, pageUrl, safeHref, say, when } from "./common.js";
 
 /** Results per page. */
 const PAGE = 50;
@@ -121,9 +121,9 @@ async function showSearch(main, conds, offset) {
     el("span", { id: "total", "data-total": json.total },
       `${first}–${last} of ${json.total} node${json.total === 1 ? "" : "s"}`),
     offset > 0 ? el("a", { id: "prev", href: pageUrl("viewer",
-      [...conds.map((c) => ["search", c]), ["offset", Math.max(0, offset - PAGE)]]) }, "← newer") : null,
+      [...conds.map((c) => ["search", c]), ["offset", Math.max(0, offset - PAGE)]]) }, "← previous") : null,
     last < json.total ? el("a", { id: "next", href: pageUrl("viewer",
-      [...conds.map((c) => ["search", c]), ["offset", offset + PAGE]]) }, "older →") : null,
+      [...conds.map((c) => ["search", c]), ["offset", offset + PAGE]]) }, "next →") : null,
     el("a", { href: apiBase() + "/nodes?" + q.toString(), class: "muted" }, "as JSON"));
   out.replaceChildren(pager, json.items.length ? nodesTable(json.items) : el("p", {}, "No node matches."));
   out.removeAttribute("aria-busy");
@@ -170,7 +170,9 @@ async function showNode(main, id) {
       download),
     el("table", { class: "fields" }, el("tbody", {}, fieldRows(node))),
     artifacts.length ? el("section", { id: "artifacts" }, el("h2", {}, "Artifacts"),
-      el("ul", {}, artifacts.map(([k, url]) => el("li", {}, el("a", { href: url }, k))))) : null,
+      el("ul", {}, artifacts.map(([k, url]) => el("li", {}, safeHref(url)
+        ? el("a", { href: safeHref(url) }, k)
+        : el("span", {}, k + ": ", el("code", {}, String(url))))))) : null,
     node.data ? el("section", {}, el("h2", {}, "Data"), el("pre", { id: "data" }, JSON.stringify(node.data, null, 2))) : null,
     children,
     el("details", { id: "raw" }, el("summary", {}, "Raw JSON"), el("pre", { id: "raw-json" }, JSON.stringify(node, null, 2))));
