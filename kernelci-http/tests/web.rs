@@ -247,6 +247,15 @@ async fn seed(s: &TestServer, token: &str) -> (Vec<String>, String) {
     (checkouts, first_kbuild)
 }
 
+/// A browser and a server with the seeded nodes (see [`seed`]), or `None` (skip).
+async fn seeded() -> Option<(Browser, TestServer, Vec<String>, String)> {
+    let b = browser().await?;
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let (checkouts, kbuild) = seed(&s, &token).await;
+    Some((b, s, checkouts, kbuild))
+}
+
 /// The viewer: a search's rows and total match the API, paging, a node page with
 /// its fields, parent and children links, and the raw JSON equal to the API's;
 /// no console error on the way; a page that cannot reach the API says so.
@@ -254,11 +263,10 @@ async fn seed(s: &TestServer, token: &str) -> (Vec<String>, String) {
 async fn viewer_searches_opens_nodes_and_reports_errors() {
     Backend::Sled
         .run(async {
-            let Some(b) = browser().await else { return };
+            let Some((b, s, checkouts, kbuild)) = seeded().await else {
+                return;
+            };
             let c = &b.client;
-            let s = TestServer::start().await;
-            let (_, token) = s.user("alice", false, true, &[]).await;
-            let (checkouts, kbuild) = seed(&s, &token).await;
             let base = format!("http://{}", s.addr);
             // An artifact URL the API would refuse (422: http or https only), as
             // data imported from elsewhere could hold: written to the store directly.
@@ -455,6 +463,82 @@ async fn viewer_searches_opens_nodes_and_reports_errors() {
             let msg = text_of(c, "#message").await;
             assert!(msg.contains("Cannot reach the API"), "{msg}");
             screenshot(c, "viewer-unreachable").await;
+        })
+        .await;
+}
+
+/// The stats page: each bar's count equals `/count` over the same window, the
+/// charts are drawn (one bar per value), the kind filter and the window live in
+/// the URL, and a bar opens those nodes in the viewer with the same total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_charts_match_the_api() {
+    Backend::Sled
+        .run(async {
+            let Some((b, s, _, _)) = seeded().await else {
+                return;
+            };
+            let c = &b.client;
+            let base = format!("http://{}", s.addr);
+
+            c.goto(&format!("{base}/stats?window=30d")).await.unwrap();
+            text_is(c, "#stats-total", "30 nodes").await;
+            let bars = |chart: &'static str| async move {
+                let mut out = Vec::new();
+                for a in c
+                    .find_all(Locator::Css(&format!("#{chart} a.bar")))
+                    .await
+                    .unwrap()
+                {
+                    out.push((
+                        a.attr("data-label").await.unwrap().unwrap(),
+                        a.attr("data-count").await.unwrap().unwrap(),
+                    ));
+                }
+                out
+            };
+            let kinds = bars("by-kind").await;
+            assert_eq!(kinds.len(), 6);
+            for (kind, count) in &kinds {
+                let want = s.get(&format!("/count?kind={kind}"), None).await.json();
+                assert_eq!(count, &want.to_string(), "{kind}");
+            }
+            assert_eq!(kinds[1], ("kbuild".to_owned(), "6".to_owned()));
+            let results = bars("by-result").await;
+            for (result, count) in &results {
+                let want = s.get(&format!("/count?result={result}"), None).await.json();
+                assert_eq!(count, &want.to_string(), "{result}");
+            }
+            screenshot(c, "stats").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // One kind: the state and result charts count tests only.
+            c.execute(
+                "const k = document.getElementById('kind'); k.value = 'test';\
+                 k.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+            let url = c.current_url().await.unwrap();
+            assert_eq!(url.query(), Some("window=30d&kind=test"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let failed = loop {
+                let r = bars("by-result").await;
+                if let Some((_, n)) = r.iter().find(|(l, _)| l == "fail") {
+                    if n == "6" {
+                        break r;
+                    }
+                }
+                assert!(Instant::now() < deadline, "{r:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(failed[0], ("pass".to_owned(), "6".to_owned()));
+            // A bar opens the viewer on the same nodes.
+            click(c, "#by-result a.bar[data-label='fail']").await;
+            text_is(c, "#total", "1–6 of 6 nodes").await;
+            let url = c.current_url().await.unwrap();
+            assert!(url.path().ends_with("/viewer"), "{url}");
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
         })
         .await;
 }

@@ -110,6 +110,22 @@ export function safeHref(url) {
   return typeof url === "string" && /^(https?|ftp):\/\//i.test(url) ? url : null;
 }
 
+/** The reference viewer's operators and the API suffix each one stands for. */
+export const OPERATORS = { "=": "=", "!=": "__ne=", ">": "__gt=", ">=": "__gte=", "<": "__lt=", "<=": "__lte=" };
+
+/**
+ * One `search=` condition as an API filter pair [key, value]: a key of letters,
+ * digits and `._-`, then the longest run of `<>!=`, then the value. Anything else
+ * (another operator run, another shape) is read as the query-string text it is,
+ * key up to the first `=`, as the reference viewer sends it.
+ */
+export function convertCondition(cond) {
+  const m = /^([A-Za-z0-9._-]+)([<>!=]+)(.*)$/s.exec(cond);
+  const text = m && OPERATORS[m[2]] !== undefined ? m[1] + OPERATORS[m[2]] + m[3] : cond;
+  const i = text.indexOf("=");
+  return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + 1)];
+}
+
 /** A timestamp of the API (naive UTC) shown as "YYYY-MM-DD HH:MM:SS". */
 export function when(ts) {
   if (!ts) return "";

@@ -7,26 +7,10 @@
 // (`name__re=^baseline`); ours adds `offset=N` for the page of results.
 // `view=trees` shows the tree selector and the kbuild matrix of a tree/branch
 // (ours adds `tree=` and `branch=`, so a matrix can be linked).
-import { api, apiBase, el, header, pageUrl, safeHref, say, when } from "./common.js";
+import { api, apiBase, convertCondition, el, header, OPERATORS, pageUrl, safeHref, say, when } from "./common.js";
 
 /** Results per page. */
 const PAGE = 50;
-
-/** The reference viewer's operators and the API suffix each one stands for. */
-const OPERATORS = { "=": "=", "!=": "__ne=", ">": "__gt=", ">=": "__gte=", "<": "__lt=", "<=": "__lte=" };
-
-/**
- * One `search=` condition as an API filter pair [key, value]: a key of letters,
- * digits and `._-`, then the longest run of `<>!=`, then the value. Anything else
- * (another operator run, another shape) is read as the query-string text it is,
- * key up to the first `=`, as the reference viewer sends it.
- */
-export function convertCondition(cond) {
-  const m = /^([A-Za-z0-9._-]+)([<>!=]+)(.*)$/s.exec(cond);
-  const text = m && OPERATORS[m[2]] !== undefined ? m[1] + OPERATORS[m[2]] + m[3] : cond;
-  const i = text.indexOf("=");
-  return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + 1)];
-}
 
 /** The API query of a list of conditions, newest first unless one says `sort`. */
 function searchQuery(conds, offset) {

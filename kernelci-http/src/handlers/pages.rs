@@ -5,8 +5,8 @@
 //! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
 //! (CLIENT.md §2). The web pages are API clients served from assets compiled into
 //! the binary (`assets/web/`): an HTML shell per page and its script module. The
-//! viewer is built; the dashboard, stats, analytics and manage pages answer a small
-//! page linking the JSON API until they land.
+//! viewer and stats pages are built; the dashboard, analytics and manage pages
+//! answer a small page linking the JSON API until they land.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
@@ -30,6 +30,8 @@ pub const WEB_CSS: &str = include_str!("../../assets/web/web.css");
 pub const COMMON_JS: &str = include_str!("../../assets/web/common.js");
 /// The viewer page (`/static/js/viewer.js`).
 pub const VIEWER_JS: &str = include_str!("../../assets/web/viewer.js");
+/// The stats page (`/static/js/stats.js`).
+pub const STATS_JS: &str = include_str!("../../assets/web/stats.js");
 
 const ICONS: &[(&str, &[u8])] = &[
     ("ok.png", include_bytes!("../../assets/ok.png")),
@@ -94,11 +96,11 @@ fn app_page(name: &str) -> String {
 }
 
 /// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`, with the
-/// reference's no-cache headers: the viewer's page (the others point to the JSON
-/// API until they land).
+/// reference's no-cache headers: the viewer's and the stats' pages (the others
+/// point to the JSON API until they land).
 pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     let name = req.path.rsplit('/').next().unwrap_or("page");
-    if name == "viewer" {
+    if matches!(name, "viewer" | "stats") {
         return Ok(no_cache(response::html(app_page(name))));
     }
     let body = format!(
@@ -162,6 +164,7 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
         ("css", "web.css") => (WEB_CSS, "text/css; charset=utf-8"),
         ("js", "common.js") => (COMMON_JS, "text/javascript; charset=utf-8"),
         ("js", "viewer.js") => (VIEWER_JS, "text/javascript; charset=utf-8"),
+        ("js", "stats.js") => (STATS_JS, "text/javascript; charset=utf-8"),
         _ => return Err(ApiError::not_found("File not found")),
     };
     let mut r = response::with_body(StatusCode::OK, ctype, content);
