@@ -186,9 +186,12 @@ async fn text_is(c: &Client, css: &str, want: &str) {
     panic!("{css}: {last:?}, not {want:?}");
 }
 
-/// Clicks the element `css` names.
+/// Clicks the element `css` names (waiting for it: pages draw after their API
+/// calls answer).
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
@@ -538,6 +541,135 @@ async fn stats_charts_match_the_api() {
             text_is(c, "#total", "1–6 of 6 nodes").await;
             let url = c.current_url().await.unwrap();
             assert!(url.path().ends_with("/viewer"), "{url}");
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+        })
+        .await;
+}
+
+/// Fills the input `css` with `text`.
+async fn fill(c: &Client, css: &str, text: &str) {
+    let e = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// Signs the browser tab in as `user` with `token`, as the login form would.
+async fn sign_in(c: &Client, user: &str, token: &str) {
+    c.execute(
+        "sessionStorage.setItem('kci-token', arguments[0]);\
+         sessionStorage.setItem('kci-user', arguments[1]);",
+        vec![json!(token), json!(user)],
+    )
+    .await
+    .unwrap();
+}
+
+/// The manage page: the login form; an administrator invites a user from it;
+/// the user accepts the invitation in the browser (the accept page), logs in
+/// through the form and sees who they are; the administrator deactivates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manage_invites_a_user_who_accepts_and_logs_in() {
+    Backend::Sled
+        .run(async {
+            let Some((b, s, _, _)) = seeded().await else {
+                return;
+            };
+            let c = &b.client;
+            let base = format!("http://{}", s.addr);
+            let (_, root) = s.user("root", true, true, &[]).await;
+
+            // Nobody logged in: the login form, and a "Log in" link in the header.
+            c.goto(&format!("{base}/manage")).await.unwrap();
+            text_of(c, "#login").await;
+            text_is(c, "#login-link", "Log in").await;
+            // A wrong password: a message, still the form.
+            fill(c, "#login-user", "root").await;
+            fill(c, "#login-password", "wrong").await;
+            click(c, "#login-go").await;
+            let msg = text_of(c, "#message").await;
+            assert!(msg.contains("Wrong username or password"), "{msg}");
+            // The browser logs the refused login itself (a 400): that one only.
+            let logged = console_errors(c).await;
+            assert!(
+                logged.len() == 1 && logged[0].contains("/latest/user/login"),
+                "{logged:?}"
+            );
+
+            // The administrator's session (its token, as the login form keeps it).
+            sign_in(c, "root", &root).await;
+            c.refresh().await.unwrap();
+            text_is(c, "td[data-field='username']", "root").await;
+            text_is(c, "td[data-field='administrator']", "yes").await;
+            text_of(c, "#users tr[data-user='alice']").await;
+
+            // Invite bob (no e-mail: the link is shown).
+            fill(c, "#invite-user", "bob").await;
+            fill(c, "#invite-email", "bob@example.org").await;
+            click(c, "#invite-send").await;
+            click(c, "#invite-go").await;
+            let link = text_of(c, "#invite-url").await;
+            text_of(c, "#users tr[data-user='bob']").await;
+            screenshot(c, "manage-admin").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+            let token = url::Url::parse(&link)
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+                .unwrap();
+
+            // Bob accepts in the browser, on this server's accept page.
+            click(c, "#logout").await;
+            let accept = format!(
+                "{base}/user/accept-invite?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("token", &token)
+                    .finish()
+            );
+            c.goto(&accept).await.unwrap();
+            fill(c, "input[name='password']", "bob-secret-pw-1").await;
+            fill(c, "input[name='password_again']", "bob-secret-pw-1").await;
+            click(c, "#accept button[type='submit']").await;
+            let answer = text_of(c, "#accept-result").await;
+            assert!(answer.starts_with("200"), "{answer}");
+
+            // Bob logs in through the form and sees himself.
+            c.goto(&format!("{base}/manage")).await.unwrap();
+            fill(c, "#login-user", "bob").await;
+            fill(c, "#login-password", "bob-secret-pw-1").await;
+            click(c, "#login-go").await;
+            text_is(c, "td[data-field='username']", "bob").await;
+            text_is(c, "td[data-field='verified']", "yes").await;
+            text_is(c, "#who strong", "bob").await;
+            assert!(
+                c.find(Locator::Css("#users")).await.is_err(),
+                "not an admin"
+            );
+            screenshot(c, "manage-user").await;
+            // The session lives in this tab's sessionStorage only.
+            let stored = c
+                .execute(
+                    "return [sessionStorage.getItem('kci-token') !== null,\
+                             localStorage.length]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(stored, json!([true, 0]));
+
+            // The administrator deactivates bob.
+            click(c, "#logout").await;
+            sign_in(c, "root", &root).await;
+            c.goto(&format!("{base}/manage")).await.unwrap();
+            click(c, "#users tr[data-user='bob'] .toggle-active").await;
+            text_is(c, "#users tr[data-user='bob'] td.active", "no").await;
+            let users = s.get("/users?username=bob", Some(&root)).await.json();
+            assert_eq!(users["items"][0]["is_active"], false);
             assert_eq!(console_errors(c).await, Vec::<String>::new());
         })
         .await;

@@ -28,6 +28,29 @@ export function token() {
   return window.sessionStorage.getItem("kci-token");
 }
 
+/** The signed-in user's name, if any. */
+export function username() {
+  return window.sessionStorage.getItem("kci-user");
+}
+
+/**
+ * Logs in through `/user/login` (the form the reference's clients use) and keeps
+ * the token and the name for this tab only.
+ */
+export async function login(user, password) {
+  const body = new URLSearchParams([["username", user], ["password", password]]);
+  const { json } = await api("/user/login", { method: "POST", body,
+    headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+  window.sessionStorage.setItem("kci-token", json.access_token);
+  window.sessionStorage.setItem("kci-user", user);
+}
+
+/** Forgets the session's token (a JWT cannot be revoked; it expires). */
+export function logout() {
+  window.sessionStorage.removeItem("kci-token");
+  window.sessionStorage.removeItem("kci-user");
+}
+
 /**
  * GETs (or sends) `path` of the API; resolves to `{json, text}`, rejects with an
  * ApiError saying what went wrong.
@@ -99,7 +122,14 @@ export function header(current) {
   ].map(([page, label]) =>
     el("a", { href: pageUrl(page, []), class: page === current ? "current" : null }, label),
   );
-  nav.replaceChildren(el("strong", {}, "KernelCI"), ...links);
+  const who = username()
+    ? el("span", { id: "who", class: "who" }, "signed in as ", el("strong", {}, username()), " ",
+      el("button", { type: "button", id: "logout", onclick: () => {
+        logout();
+        window.location.reload();
+      } }, "Log out"))
+    : el("a", { id: "login-link", class: "who", href: pageUrl("manage", []) }, "Log in");
+  nav.replaceChildren(el("strong", {}, "KernelCI"), ...links, who);
 }
 
 /**
@@ -130,4 +160,35 @@ export function convertCondition(cond) {
 export function when(ts) {
   if (!ts) return "";
   return String(ts).replace("T", " ").replace(/\.\d+$/, "").replace(/\+00:00$/, "");
+}
+
+/** A link to node `id`'s page in the viewer. */
+export function nodeLink(id, text) {
+  return el("a", { href: pageUrl("viewer", [["node_id", id]]), class: "node-link" }, text || id);
+}
+
+function resultCell(n) {
+  const r = n.result === null || n.result === undefined ? "" : n.result;
+  return el("td", { class: "result-" + (r || "none") }, r || "–");
+}
+
+/** A table of nodes, each row linking to its node's page. */
+export function nodesTable(items) {
+  const head = ["id", "kind", "name", "state", "result", "tree / branch", "commit", "platform", "created"];
+  const rows = items.map((n) => {
+    const rev = (n.data && n.data.kernel_revision) || {};
+    return el("tr", { "data-id": n.id },
+      el("td", {}, nodeLink(n.id)),
+      el("td", {}, n.kind),
+      el("td", {}, n.name),
+      el("td", {}, n.state),
+      resultCell(n),
+      el("td", {}, rev.tree ? rev.tree + " / " + (rev.branch || "") : ""),
+      el("td", { class: "mono" }, rev.commit ? String(rev.commit).slice(0, 12) : ""),
+      el("td", {}, (n.data && n.data.platform) || ""),
+      el("td", {}, when(n.created)));
+  });
+  return el("div", { class: "scroll" }, el("table", { class: "nodes" },
+    el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows)));
 }

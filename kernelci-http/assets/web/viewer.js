@@ -7,7 +7,9 @@
 // (`name__re=^baseline`); ours adds `offset=N` for the page of results.
 // `view=trees` shows the tree selector and the kbuild matrix of a tree/branch
 // (ours adds `tree=` and `branch=`, so a matrix can be linked).
-import { api, apiBase, convertCondition, el, header, OPERATORS, pageUrl, safeHref, say, when } from "./common.js";
+import {
+  api, apiBase, convertCondition, el, header, nodeLink, nodesTable, OPERATORS, pageUrl, safeHref, say,
+} from "./common.js";
 
 /** Results per page. */
 const PAGE = 50;
@@ -61,35 +63,6 @@ function searchForm(conds) {
 function navigate(params) {
   window.history.pushState(null, "", pageUrl("viewer", params));
   render();
-}
-
-function nodeLink(id, text) {
-  return el("a", { href: pageUrl("viewer", [["node_id", id]]), class: "node-link" }, text || id);
-}
-
-function resultCell(n) {
-  const r = n.result === null || n.result === undefined ? "" : n.result;
-  return el("td", { class: "result-" + (r || "none") }, r || "–");
-}
-
-function nodesTable(items) {
-  const head = ["id", "kind", "name", "state", "result", "tree / branch", "commit", "platform", "created"];
-  const rows = items.map((n) => {
-    const rev = (n.data && n.data.kernel_revision) || {};
-    return el("tr", { "data-id": n.id },
-      el("td", {}, nodeLink(n.id)),
-      el("td", {}, n.kind),
-      el("td", {}, n.name),
-      el("td", {}, n.state),
-      resultCell(n),
-      el("td", {}, rev.tree ? rev.tree + " / " + (rev.branch || "") : ""),
-      el("td", { class: "mono" }, rev.commit ? String(rev.commit).slice(0, 12) : ""),
-      el("td", {}, (n.data && n.data.platform) || ""),
-      el("td", {}, when(n.created)));
-  });
-  return el("div", { class: "scroll" }, el("table", { class: "nodes" },
-    el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
-    el("tbody", {}, rows)));
 }
 
 async function showSearch(main, conds, offset) {

@@ -5,7 +5,7 @@
 //! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
 //! (CLIENT.md §2). The web pages are API clients served from assets compiled into
 //! the binary (`assets/web/`): an HTML shell per page and its script module. The
-//! viewer and stats pages are built; the dashboard, analytics and manage pages
+//! viewer, stats and manage pages are built; the dashboard and analytics pages
 //! answer a small page linking the JSON API until they land.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
@@ -32,6 +32,8 @@ pub const COMMON_JS: &str = include_str!("../../assets/web/common.js");
 pub const VIEWER_JS: &str = include_str!("../../assets/web/viewer.js");
 /// The stats page (`/static/js/stats.js`).
 pub const STATS_JS: &str = include_str!("../../assets/web/stats.js");
+/// The manage page and its login form (`/static/js/manage.js`).
+pub const MANAGE_JS: &str = include_str!("../../assets/web/manage.js");
 
 const ICONS: &[(&str, &[u8])] = &[
     ("ok.png", include_bytes!("../../assets/ok.png")),
@@ -44,7 +46,8 @@ pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><link rel=\"stylesheet\" href=\"/static/css/style.css\">\
+         <title>{title}</title><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/static/css/style.css\">\
          </head><body>\n{body}\n</body></html>\n"
     )
 }
@@ -96,11 +99,11 @@ fn app_page(name: &str) -> String {
 }
 
 /// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`, with the
-/// reference's no-cache headers: the viewer's and the stats' pages (the others
-/// point to the JSON API until they land).
+/// reference's no-cache headers: the viewer, stats and manage pages (the
+/// dashboard and analytics point to the JSON API until they land).
 pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     let name = req.path.rsplit('/').next().unwrap_or("page");
-    if matches!(name, "viewer" | "stats") {
+    if matches!(name, "viewer" | "stats" | "manage") {
         return Ok(no_cache(response::html(app_page(name))));
     }
     let body = format!(
@@ -165,6 +168,7 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
         ("js", "common.js") => (COMMON_JS, "text/javascript; charset=utf-8"),
         ("js", "viewer.js") => (VIEWER_JS, "text/javascript; charset=utf-8"),
         ("js", "stats.js") => (STATS_JS, "text/javascript; charset=utf-8"),
+        ("js", "manage.js") => (MANAGE_JS, "text/javascript; charset=utf-8"),
         _ => return Err(ApiError::not_found("File not found")),
     };
     let mut r = response::with_body(StatusCode::OK, ctype, content);
