@@ -87,6 +87,36 @@ async fn pages_assets_and_metrics() {
     let r = s.get("/static/css/style.css", None).await;
     assert_eq!(r.code(), 200);
     assert_eq!(r.header("cache-control").unwrap(), "public, max-age=3600");
+    // The web pages' assets: revalidated each time, 304 for the same bytes.
+    let r = s.get("/static/js/viewer.js", None).await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-cache"));
+    let tag = r.header("etag").unwrap();
+    assert!(r.text().contains("convertCondition"));
+    let again = s
+        .request(
+            Method::GET,
+            "/static/js/viewer.js",
+            &[("if-none-match", &tag)],
+            "",
+        )
+        .await;
+    assert_eq!(again.code(), 304);
+    assert!(again.body.is_empty());
+    let other = s
+        .request(
+            Method::GET,
+            "/static/js/common.js",
+            &[("if-none-match", &tag)],
+            "",
+        )
+        .await;
+    assert_eq!(other.code(), 200, "another file, another tag");
+    assert_ne!(other.header("etag"), Some(tag));
     assert_eq!(
         s.get("/static/css/a%20b.css", None).await.detail(),
         json!("Invalid filename")

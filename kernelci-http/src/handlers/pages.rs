@@ -161,22 +161,52 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
     if !valid_name(name, ext) {
         return Err(ApiError::bad_request("Invalid filename"));
     }
-    let (content, ctype) = match (ext, name) {
-        ("css", "style.css") => (STYLE_CSS, "text/css; charset=utf-8"),
-        ("js", "forms.js") => (FORMS_JS, "application/javascript"),
-        ("css", "web.css") => (WEB_CSS, "text/css; charset=utf-8"),
-        ("js", "common.js") => (COMMON_JS, "text/javascript; charset=utf-8"),
-        ("js", "viewer.js") => (VIEWER_JS, "text/javascript; charset=utf-8"),
-        ("js", "stats.js") => (STATS_JS, "text/javascript; charset=utf-8"),
-        ("js", "manage.js") => (MANAGE_JS, "text/javascript; charset=utf-8"),
+    const JS: &str = "text/javascript; charset=utf-8";
+    let (content, ctype, web) = match (ext, name) {
+        ("css", "style.css") => (STYLE_CSS, "text/css; charset=utf-8", false),
+        ("js", "forms.js") => (FORMS_JS, "application/javascript", false),
+        ("css", "web.css") => (WEB_CSS, "text/css; charset=utf-8", true),
+        ("js", "common.js") => (COMMON_JS, JS, true),
+        ("js", "viewer.js") => (VIEWER_JS, JS, true),
+        ("js", "stats.js") => (STATS_JS, JS, true),
+        ("js", "manage.js") => (MANAGE_JS, JS, true),
         _ => return Err(ApiError::not_found("File not found")),
     };
-    let mut r = response::with_body(StatusCode::OK, ctype, content);
-    r.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
+    if !web {
+        let mut r = response::with_body(StatusCode::OK, ctype, content);
+        r.headers_mut().insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
+        return Ok(r);
+    }
+    // The web pages' modules import each other by plain URLs, so a browser must
+    // never mix two versions after an upgrade: revalidated on every use (no-cache),
+    // answered 304 when the browser's copy is this binary's.
+    let tag = etag(content);
+    let fresh = req
+        .header("if-none-match")
+        .is_some_and(|h| h.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut r = if fresh {
+        response::with_body(StatusCode::NOT_MODIFIED, ctype, "")
+    } else {
+        response::with_body(StatusCode::OK, ctype, content)
+    };
+    let h = r.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(hyper::header::ETAG, v);
+    }
     Ok(r)
+}
+
+/// A strong entity tag of `content` (a hash of the bytes: the assets are
+/// compiled in, so it changes exactly when the binary serves other bytes).
+fn etag(content: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
 }
 
 /// `GET /metrics`: the reference's counters, then ours (see [`crate::metrics`]).
