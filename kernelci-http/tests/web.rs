@@ -309,6 +309,11 @@ async fn viewer_searches_opens_nodes_and_reports_errors() {
             click(c, "#prev").await;
             text_is(c, "#total", "1–18 of 18 nodes").await;
 
+            // An empty `search=` lists every node (the reference's menu link).
+            c.goto(&format!("{base}/viewer?search=")).await.unwrap();
+            let all = s.get("/count", None).await.json();
+            text_is(c, "#total", &format!("1–{all} of {all} nodes")).await;
+
             // The condition builder and the free-form box.
             c.goto(&format!("{base}/viewer")).await.unwrap();
             let value = c

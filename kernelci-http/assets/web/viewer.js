@@ -49,7 +49,7 @@ function searchForm(conds) {
   const form = el("form", { id: "search", class: "search", onsubmit: (ev) => {
     ev.preventDefault();
     const lines = box.value.split("\n").map((l) => l.trim()).filter((l) => l);
-    navigate(lines.map((l) => ["search", l]));
+    navigate(lines.length ? lines.map((l) => ["search", l]) : [["search", ""]]);
   } },
   el("div", { class: "builder" }, field, op, value, add),
   el("label", { for: "conditions" }, "Conditions (one per line: ",
@@ -65,22 +65,25 @@ function navigate(params) {
   render();
 }
 
-async function showSearch(main, conds, offset) {
+/** The search form, and the results when `run` (an empty `search=` lists every node, as in the reference). */
+async function showSearch(main, conds, offset, run, stale) {
   main.replaceChildren(searchForm(conds));
-  if (!conds.length) return;
+  if (!run) return;
   const q = searchQuery(conds, offset);
   const out = el("section", { id: "results", "aria-busy": "true" }, el("p", { class: "muted" }, "Searching…"));
   main.append(out);
   const { json } = await api("/nodes?" + q.toString());
+  if (stale()) return;
+  const keep = conds.length ? conds.map((c) => ["search", c]) : [["search", ""]];
   const first = json.total === 0 ? 0 : offset + 1;
   const last = offset + json.items.length;
   const pager = el("p", { class: "pager" },
     el("span", { id: "total", "data-total": json.total },
       `${first}–${last} of ${json.total} node${json.total === 1 ? "" : "s"}`),
     offset > 0 ? el("a", { id: "prev", href: pageUrl("viewer",
-      [...conds.map((c) => ["search", c]), ["offset", Math.max(0, offset - PAGE)]]) }, "← previous") : null,
+      [...keep, ["offset", Math.max(0, offset - PAGE)]]) }, "← previous") : null,
     last < json.total ? el("a", { id: "next", href: pageUrl("viewer",
-      [...conds.map((c) => ["search", c]), ["offset", offset + PAGE]]) }, "next →") : null,
+      [...keep, ["offset", offset + PAGE]]) }, "next →") : null,
     el("a", { href: apiBase() + "/nodes?" + q.toString(), class: "muted" }, "as JSON"));
   out.replaceChildren(pager, json.items.length ? nodesTable(json.items) : el("p", {}, "No node matches."));
   out.removeAttribute("aria-busy");
@@ -98,9 +101,10 @@ function fieldRows(node) {
   });
 }
 
-async function showNode(main, id) {
+async function showNode(main, id, stale) {
   main.replaceChildren(el("p", { class: "muted" }, "Loading node " + id + "…"));
   const { json: node, text } = await api("/node/" + encodeURIComponent(id));
+  if (stale()) return;
   if (node === null) {
     main.replaceChildren();
     say("No node with id " + id + ".");
@@ -134,6 +138,7 @@ async function showNode(main, id) {
     children,
     el("details", { id: "raw" }, el("summary", {}, "Raw JSON"), el("pre", { id: "raw-json" }, JSON.stringify(node, null, 2))));
   const kids = await api("/nodes?" + new URLSearchParams([["parent", node.id], ["limit", "100"], ["sort", "created"]]));
+  if (stale()) return;
   children.replaceChildren(el("h2", {}, "Children ", el("small", { class: "muted", id: "children-total" }, String(kids.json.total))),
     kids.json.items.length ? nodesTable(kids.json.items) : el("p", { class: "muted" }, "None."),
     kids.json.total > kids.json.items.length ? el("p", {}, el("a", { href: pageUrl("viewer", [["search", "parent=" + node.id]]) }, "all " + kids.json.total)) : null);
@@ -172,7 +177,7 @@ function cellOf(n) {
   return ["?", "cell-other"];
 }
 
-async function showTrees(main, tree, branch) {
+async function showTrees(main, tree, branch, stale) {
   const pick = el("select", { id: "tree-branch", "aria-label": "Tree and branch" });
   const filter = el("input", { id: "tree-filter", placeholder: "filter", "aria-label": "Filter trees",
     oninput: () => {
@@ -191,6 +196,7 @@ async function showTrees(main, tree, branch) {
   const out = el("section", { id: "matrix-area" });
   main.replaceChildren(el("h1", {}, "Trees"), form, out);
   const checkouts = await allNodes([["kind", "checkout"], ["created__gt", since(TREES_DAYS)]]);
+  if (stale()) return;
   const pairs = new Map();
   for (const n of checkouts) {
     const rev = (n.data && n.data.kernel_revision) || {};
@@ -206,6 +212,7 @@ async function showTrees(main, tree, branch) {
   out.replaceChildren(el("p", { class: "muted" }, "Loading kbuilds…"));
   const kbuilds = await allNodes([["kind", "kbuild"], ["data.kernel_revision.tree", tree],
     ["data.kernel_revision.branch", branch], ["created__gt", since(TREES_DAYS)]]);
+  if (stale()) return;
   if (!kbuilds.length) {
     out.replaceChildren(el("p", {}, `No kbuild of ${tree}/${branch} in the last ${TREES_DAYS} days.`));
     return;
@@ -239,14 +246,20 @@ async function showTrees(main, tree, branch) {
     el("div", { class: "scroll" }, el("table", { id: "matrix", class: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
 }
 
+/** Counts renders: an answer that arrives after the page moved on is dropped. */
+let generation = 0;
+
 async function render() {
+  const mine = ++generation;
+  /** Whether a newer render started since this one (its answers are not drawn). */
+  const stale = () => mine !== generation;
   say("");
   const main = document.getElementById("main");
   const params = new URLSearchParams(window.location.search);
   try {
     if (params.get("view") === "trees") {
       document.title = "KernelCI trees";
-      await showTrees(main, params.get("tree") || "", params.get("branch") || "");
+      await showTrees(main, params.get("tree") || "", params.get("branch") || "", stale);
     } else if (params.has("node_id")) {
       const id = params.get("node_id").trim();
       if (!id) {
@@ -257,15 +270,15 @@ async function render() {
         return;
       }
       document.title = "KernelCI node " + id;
-      await showNode(main, id);
+      await showNode(main, id, stale);
     } else {
       document.title = "KernelCI viewer";
       const conds = params.getAll("search").filter((c) => c.trim() !== "");
       const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
-      await showSearch(main, conds, offset);
+      await showSearch(main, conds, offset, params.has("search"), stale);
     }
   } catch (e) {
-    say(e.message);
+    if (!stale()) say(e.message);
   }
 }
 
