@@ -628,6 +628,7 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), Failure>
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shutdown = shutdown_signal();
     println!("kernelci-server listening on http://{addr}");
     match cfg.backend {
         Backend::Sled => println!("data directory: {}", cfg.data_dir.display()),
@@ -639,7 +640,7 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), Failure>
             "development mode: log in as admin with\n  curl -s -d username=admin -d password={password} http://{addr}/latest/user/login"
         );
     }
-    serve(listener, state, shutdown_signal())
+    serve(listener, state, shutdown)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(sled) = sled {
@@ -654,26 +655,41 @@ async fn run_serve(mut cfg: ServerConfig, dev_mode: bool) -> Result<(), Failure>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Waits for SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: the caller calls it before it says it
+/// listens, so a signal sent as soon as the server answers is never missed (the
+/// default action would kill the process without the graceful stop).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {},
+                _ = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 #[cfg(test)]

@@ -523,3 +523,37 @@ fn the_sample_configuration_names_every_setting_with_its_default() {
         );
     }
 }
+
+/// A SIGTERM sent the moment the server says it listens stops it gracefully
+/// (exit status 0, the store closed), never by the signal's default action: the
+/// handlers are installed before that line is printed.
+#[test]
+fn sigterm_right_after_start_is_a_graceful_stop() {
+    use std::io::{BufRead, BufReader};
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = command(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("SECRET_KEY", "signal-test-secret")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "no address line");
+            if line.starts_with("kernelci-server listening on") {
+                break;
+            }
+        }
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
