@@ -157,6 +157,8 @@ pub enum Operation {
     BatchNodeset,
     SubmitHierarchy,
     ListEvents,
+    /// `GET /events/stream`: the event log as server-sent events.
+    EventStream,
     PostTelemetry,
     GetTelemetry,
     TelemetryStats,
@@ -184,7 +186,9 @@ impl Operation {
             Root | HtmlPage | OpenApi | InvitePage | AcceptInvitePage | Icon | StaticCss
             | StaticJs | Metrics | Health | Ready | Login | AcceptInvite | ForgotPassword
             | ResetPassword | UpdatePassword | GetNode | ListNodes | ListNodesFast | CountNodes
-            | ListEvents | GetTelemetry | TelemetryStats | TelemetryAnomalies => Access::Public,
+            | ListEvents | EventStream | GetTelemetry | TelemetryStats | TelemetryAnomalies => {
+                Access::Public
+            }
             GetUser | PatchMe | ListUsers | CreateNode | ReplaceNode | PatchNode | BatchNodeset
             | SubmitHierarchy | PostTelemetry | KvGet | KvSet | KvDelete | Subscribe
             | Unsubscribe | Listen | Publish | Push | Pop => Access::User,

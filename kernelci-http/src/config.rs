@@ -242,6 +242,9 @@ pub struct HttpConfig {
     /// Most live subscriptions one user may hold (429 beyond).
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_user: usize,
+    /// Most event streams open at once (`GET /events/stream`; 503 beyond).
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
     /// `/nodes/fast` gives up after this long (504), as the reference's 15 s.
     pub fast_query_timeout_seconds: u64,
     /// Cost of new password hashes.
@@ -292,6 +295,10 @@ fn default_max_subscriptions() -> usize {
     1000
 }
 
+fn default_max_event_streams() -> usize {
+    256
+}
+
 impl Default for HttpConfig {
     /// The reference defaults; `secret_key` is empty (the caller must set it).
     fn default() -> Self {
@@ -327,6 +334,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             max_subscriptions_per_user: default_max_subscriptions(),
+            max_event_streams: default_max_event_streams(),
             fast_query_timeout_seconds: 15,
             password_cost: PasswordCost::REFERENCE,
             initial_admin: None,

@@ -642,6 +642,34 @@ fn describe(ep: Endpoint) -> Spec {
                 json!({"type": "array", "items": reference("EventItem")}),
             )
             .errors(&[400]),
+        EventStream => Spec::new(
+            "events",
+            "The event log as server-sent events (`id:` the sequence id, `data:` the \
+             /events document), from `Last-Event-ID`, else `after`, else the end of the log",
+        )
+        .query([
+            query(
+                "after",
+                json!({"type": "integer", "minimum": 0}),
+                "Start after this sequence id (the Last-Event-ID header wins)",
+            ),
+            query("node_id", id(), "Events of this node"),
+            filters(
+                "`kind`, `state`, `result`, `op`, `name`, `group`, `owner` match the \
+                node event's data; `channel`, `path` (regex); anything else is an \
+                exact-match filter; `limit`, `offset`, `recursive`, `id`, `ids` and \
+                `from` are refused (400)",
+            ),
+        ])
+        .ok(
+            200,
+            typed_response(
+                "Server-sent events, until the client or the server goes",
+                "text/event-stream",
+                json!({"type": "string"}),
+            ),
+        )
+        .errors(&[400, 503]),
         PostTelemetry => Spec::new("telemetry", "Store telemetry events")
             .body(
                 json!({"type": "array", "items": reference("TelemetryEventInput"), "minItems": 1}),

@@ -1,19 +1,85 @@
 //! Building responses.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 
 /// The response type of every handler.
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Body>;
+
+/// A response body: the whole answer at once (every answer but one), or the
+/// chunks a task sends while the client listens (the event stream,
+/// `GET /events/stream`), ending when the task drops its sender.
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body.
+    Full(Full<Bytes>),
+    /// Chunks as they are sent; the channel is bounded, so a slow client makes
+    /// the sender wait instead of growing a buffer.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Body {
+        Body::Full(Full::new(Bytes::new()))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body::Full(Full::new(b))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(f) => Pin::new(f).poll_frame(cx),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(f) => f.is_end_stream(),
+            Body::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(f) => f.size_hint(),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// A response with a body and content type.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::from(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -47,7 +113,7 @@ pub fn ok_raw(body: Vec<u8>) -> Resp {
 
 /// A status with an empty body (204).
 pub fn empty(status: StatusCode) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     r
 }

@@ -70,6 +70,7 @@ pub static ROUTES: &[Route] = &[
     (Method::GET, "/count", Endpoint::CountNodes),
     (Method::PUT, "/batch/nodeset", Endpoint::BatchNodeset),
     (Method::GET, "/events", Endpoint::ListEvents),
+    (Method::GET, "/events/stream", Endpoint::EventStream),
     (Method::POST, "/telemetry", Endpoint::PostTelemetry),
     (Method::GET, "/telemetry", Endpoint::GetTelemetry),
     (Method::GET, "/telemetry/stats", Endpoint::TelemetryStats),

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
@@ -146,7 +146,7 @@ pub type Compressible = And<SizeAbove, NotForContentType>;
 pub struct PanicAnswer;
 
 impl ResponseForPanic for PanicAnswer {
-    type ResponseBody = Full<Bytes>;
+    type ResponseBody = response::Body;
 
     fn response_for_panic(&mut self, cause: Box<dyn std::any::Any + Send + 'static>) -> Resp {
         let what = panic_text(cause.as_ref());
@@ -522,7 +522,7 @@ fn redirect(
         target.push_str(q);
     }
     let location = crate::public_url::redirect_location(config, &target);
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(response::Body::empty());
     *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(LOCATION, v);
@@ -535,6 +535,7 @@ fn redirect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
 
     #[tokio::test]
     async fn a_handler_that_panics_gives_its_message_inline_or_in_a_task() {
@@ -543,7 +544,7 @@ mod tests {
                 if true {
                     panic!("handler bug");
                 }
-                Ok(Response::new(Full::new(Bytes::new())))
+                Ok(Response::new(response::Body::empty()))
             };
             let got = run_handler(inline, panicking).await;
             let why = got.err().unwrap_or_default();
@@ -564,7 +565,7 @@ mod tests {
                 let _ = started_tx.send(());
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 flag.store(true, Ordering::SeqCst);
-                Ok(Response::new(Full::new(Bytes::new())))
+                Ok(Response::new(response::Body::empty()))
             };
             let caller = tokio::spawn(run_handler(inline, handler));
             let _ = started.await;
@@ -581,7 +582,7 @@ mod tests {
             if true {
                 panic!("routing bug");
             }
-            Ok::<Resp, Infallible>(Response::new(Full::new(Bytes::new())))
+            Ok::<Resp, Infallible>(Response::new(response::Body::empty()))
         });
         let svc = ServiceBuilder::new()
             .layer(CatchPanicLayer::custom(PanicAnswer))

@@ -33,6 +33,8 @@ struct Inner {
     server_id: String,
     /// Whether this server holds the `jobs` lease (runs the time-driven jobs).
     leader: std::sync::atomic::AtomicBool,
+    /// Open event streams (`GET /events/stream`).
+    event_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// `host:pid:random`: readable in logs and metrics, unique even for two servers with
@@ -86,6 +88,7 @@ impl AppState {
                 stopping,
                 server_id,
                 leader: std::sync::atomic::AtomicBool::new(false),
+                event_streams: Arc::default(),
             }),
         })
     }
@@ -109,6 +112,11 @@ impl AppState {
         if was != leader {
             tracing::info!(server = %self.server_id(), leader, "jobs leadership changed");
         }
+    }
+
+    /// How many event streams are open (`GET /events/stream`).
+    pub fn event_streams(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
+        &self.inner.event_streams
     }
 
     /// The store.

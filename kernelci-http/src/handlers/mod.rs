@@ -8,6 +8,7 @@ use crate::routes::Endpoint;
 use crate::state::AppState;
 
 pub mod backup;
+pub mod event_stream;
 pub mod events;
 pub mod groups;
 pub mod kv;
@@ -70,6 +71,7 @@ pub async fn dispatch(state: AppState, endpoint: Endpoint, req: Req) -> ApiResul
         SubmitHierarchy => nodes::submit_hierarchy(st, &req).await,
 
         ListEvents => events::list_events(st, &req).await,
+        EventStream => event_stream::stream_events(st, &req).await,
 
         PostTelemetry => telemetry::post_telemetry(st, &req).await,
         GetTelemetry => telemetry::get_telemetry(st, &req).await,

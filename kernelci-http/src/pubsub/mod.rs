@@ -56,7 +56,7 @@ pub mod shared;
 pub mod subscription;
 pub mod wire;
 
-pub use broker::{Broker, Delivery};
+pub use broker::{Broker, Delivery, LOG_RECHECK};
 pub use envelope::Envelope;
 pub use subscription::SubscriptionInfo;
 

@@ -189,7 +189,7 @@ impl Broker {
             }
             let until = deadline.min(Instant::now() + LOG_RECHECK);
             if !self
-                .wait_shared(seen, until, &mut local, &mut stopping)
+                .wait_for_events(seen, until, &mut local, &mut stopping)
                 .await
                 && (Instant::now() >= deadline || *stopping.borrow())
             {
@@ -207,10 +207,18 @@ impl Broker {
         Ok(Delivery { channel, text })
     }
 
+    /// A receiver of this server's newest broadcast sequence id, for
+    /// [`Broker::wait_for_events`]: take it before reading the log, so that an
+    /// event appended meanwhile wakes the wait.
+    pub fn watch_events(&self) -> watch::Receiver<u64> {
+        self.high.subscribe()
+    }
+
     /// Waits for a wake-up: a broadcast of this server, a notification of an event
-    /// above `seen` from the store, `until`, or the server stopping. `true` when
-    /// woken by an event.
-    async fn wait_shared(
+    /// above `seen` from the store (by any server sharing it), `until`, or the
+    /// server stopping. `true` when woken by an event. Works on any store: one
+    /// without notifications waits for this server's broadcasts.
+    pub async fn wait_for_events(
         &self,
         seen: u64,
         until: Instant,

@@ -252,6 +252,14 @@ pub struct Settings {
         help_heading = "Pub/sub and retention"
     )]
     pub max_subscriptions_per_user: Option<String>,
+    /// Most event streams open at once (GET /events/stream; 503 beyond) [default: 256].
+    #[arg(
+        long,
+        env = "KCI_MAX_EVENT_STREAMS",
+        value_name = "N",
+        help_heading = "Pub/sub and retention"
+    )]
+    pub max_event_streams: Option<String>,
     /// Subscriptions not polled for this long are dropped [default: 900].
     #[arg(
         long,

@@ -130,6 +130,7 @@ pub const NAMES: &[&str] = &[
     "housekeeping_period_seconds",
     "subscription_idle_seconds",
     "max_subscriptions_per_user",
+    "max_event_streams",
     "fast_query_timeout_seconds",
     "password_memory_kib",
     "password_iterations",
@@ -346,6 +347,7 @@ impl ServerConfig {
                     "housekeeping_period_seconds" => h.housekeeping_period_seconds.to_string(),
                     "subscription_idle_seconds" => h.subscription_idle_seconds.to_string(),
                     "max_subscriptions_per_user" => h.max_subscriptions_per_user.to_string(),
+                    "max_event_streams" => h.max_event_streams.to_string(),
                     "fast_query_timeout_seconds" => h.fast_query_timeout_seconds.to_string(),
                     "password_memory_kib" => h.password_cost.memory_kib.to_string(),
                     "password_iterations" => h.password_cost.iterations.to_string(),
@@ -524,6 +526,9 @@ pub fn resolve(layers: &[&Layer]) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(v) = get("max_subscriptions_per_user") {
         http.max_subscriptions_per_user = parse("max_subscriptions_per_user", v)?;
+    }
+    if let Some(v) = get("max_event_streams") {
+        http.max_event_streams = parse("max_event_streams", v)?;
     }
     for (name, field) in [
         ("password_memory_kib", &mut http.password_cost.memory_kib),
