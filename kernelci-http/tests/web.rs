@@ -679,3 +679,220 @@ async fn manage_invites_a_user_who_accepts_and_logs_in() {
         })
         .await;
 }
+
+/// A checkout of mainline/master at `commit` with a running kbuild, a passing
+/// kbuild, its test suite (a job) and tests of every result, and a regression of
+/// the failing test; returns (checkout id, running kbuild, job, failing test).
+async fn seed_checkout(s: &TestServer, token: &str, commit: &str) -> [Value; 4] {
+    let rev = json!({"tree": "mainline", "branch": "master", "commit": commit,
+                     "url": "https://git.example.org/linux.git", "describe": "v6.99-rc1"});
+    let post = |body: Value| async move {
+        let r = s.post("/node", Some(token), &body).await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+        r.json()
+    };
+    let checkout = post(
+        json!({"kind": "checkout", "name": "checkout", "path": ["checkout"],
+        "data": {"kernel_revision": rev}}),
+    )
+    .await;
+    let running = post(json!({"kind": "kbuild", "name": "kbuild-clang-17-arm64",
+        "parent": checkout["id"], "path": ["checkout", "kbuild-clang-17-arm64"],
+        "data": {"arch": "arm64", "compiler": "clang-17", "defconfig": "defconfig",
+                 "kernel_revision": rev}}))
+    .await;
+    let built = post(
+        json!({"kind": "kbuild", "name": "kbuild-gcc-12-x86", "parent": checkout["id"],
+        "path": ["checkout", "kbuild-gcc-12-x86"], "state": "done", "result": "pass",
+        "data": {"arch": "x86_64", "compiler": "gcc-12", "defconfig": "x86_64_defconfig",
+                 "kernel_revision": rev}}),
+    )
+    .await;
+    let job = post(json!({"kind": "job", "name": "baseline-x86", "parent": built["id"],
+        "path": ["checkout", "kbuild-gcc-12-x86", "baseline-x86"], "state": "done", "result": "fail",
+        "data": {"platform": "qemu-x86", "runtime": "lava-collabora", "kernel_revision": rev}}))
+    .await;
+    let mut failing = Value::Null;
+    for result in ["pass", "pass", "fail", "skip", "incomplete"] {
+        let n = failing.is_null() as usize;
+        let t = post(json!({"kind": "test", "name": format!("baseline.{result}{n}"),
+            "parent": job["id"], "state": "done", "result": result,
+            "path": ["checkout", "kbuild-gcc-12-x86", "baseline-x86", format!("baseline.{result}{n}")],
+            "data": {"platform": "qemu-x86", "kernel_revision": rev}}))
+        .await;
+        if result == "fail" {
+            failing = t;
+        }
+    }
+    post(
+        json!({"kind": "regression", "name": "baseline.fail1", "path": ["checkout", "regression"],
+        "state": "done", "result": "fail",
+        "data": {"fail_node": failing["id"], "platform": "qemu-x86",
+                 "failed_kernel_revision": rev}}),
+    )
+    .await;
+    [checkout, running, job, failing]
+}
+
+/// Waits until `css` shows the API's `/count?{query}`.
+async fn shows_count(c: &Client, s: &TestServer, css: &str, query: &str) {
+    let want = s.get(&format!("/count?{query}"), None).await.json();
+    text_is(c, css, &want.to_string()).await;
+}
+
+/// The text of every `css` element, in order.
+async fn texts(c: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css(css)).await.unwrap() {
+        out.push(e.text().await.unwrap_or_default());
+    }
+    out
+}
+
+/// The dashboard: trees, a branch's commits, a checkout's builds, suites and
+/// tests counted as the API counts them, the regression highlighted, filters and
+/// drill-down in the URL, and a node's state change shown live, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_counts_filters_and_updates_live() {
+    Backend::Sled
+        .run(async {
+            let Some((b, s, _, _)) = seeded().await else {
+                return;
+            };
+            let c = &b.client;
+            let base = format!("http://{}", s.addr);
+            let (_, token) = s.user("lab", false, true, &[]).await;
+            let commit = "d".repeat(40);
+            let [checkout, running, job, failing] = seed_checkout(&s, &token, &commit).await;
+
+            // Start view: one row per tree/branch with checkouts in the window.
+            c.goto(&format!("{base}/dashboard")).await.unwrap();
+            text_of(c, "#trees tbody tr").await;
+            let trees = texts(c, "#trees tbody tr td:first-child").await;
+            assert_eq!(trees, ["mainline", "next"]);
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // A branch: its checkouts newest first, each counted.
+            click(c, "#trees tr[data-tree='mainline'] a").await;
+            text_is(c, "#commits-total", "4 newest of 4 checkouts").await;
+            let scope = format!(
+                "data.kernel_revision.tree=mainline&data.kernel_revision.branch=master\
+                 &data.kernel_revision.commit={commit}"
+            );
+            let row = format!(
+                "#commits tr[data-id='{}']",
+                checkout["id"].as_str().unwrap()
+            );
+            for (kind, result) in [
+                ("kbuild", "pass"),
+                ("kbuild", "fail"),
+                ("test", "pass"),
+                ("test", "fail"),
+            ] {
+                let css = format!("{row} td[data-figure='{kind}-{result}']");
+                shows_count(c, &s, &css, &format!("{scope}&kind={kind}&result={result}")).await;
+            }
+            screenshot(c, "dashboard-branch").await;
+
+            // The checkout: every figure of the summary is the API's count.
+            click(c, &format!("{row} td.mono a")).await;
+            text_of(c, "#summary-table").await;
+            let url = c.current_url().await.unwrap();
+            assert_eq!(
+                url.query(),
+                Some(format!("tree=mainline&branch=master&commit={commit}").as_str())
+            );
+            for kind in ["kbuild", "job", "test"] {
+                for (col, extra) in [
+                    ("total", ""),
+                    ("pass", "&result=pass"),
+                    ("fail", "&result=fail"),
+                    ("incomplete", "&result=incomplete"),
+                    ("skip", "&result=skip"),
+                    ("not done", "&state__ne=done"),
+                ] {
+                    let css = format!("tr[data-kind='{kind}'] td[data-col='{col}']");
+                    shows_count(c, &s, &css, &format!("{scope}&kind={kind}{extra}")).await;
+                }
+            }
+            text_is(c, "tr[data-kind='test'] td[data-col='total']", "5").await;
+            // The regression: listed, counted, and its failing test highlighted.
+            text_is(c, "#regressions-total", "1 regression").await;
+            let failing_row = format!(
+                "#tests-table tr[data-id='{}']",
+                failing["id"].as_str().unwrap()
+            );
+            let class = c
+                .find(Locator::Css(&failing_row))
+                .await
+                .unwrap()
+                .attr("class")
+                .await
+                .unwrap();
+            assert_eq!(class.as_deref(), Some("regression"));
+            text_is(c, &format!("{failing_row} .badge"), "regression").await;
+            text_is(c, "#tests-total", "1–5 of 5 tests").await;
+            screenshot(c, "dashboard").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // Filters: failed nodes only, in the URL; the suite's tests.
+            c.execute("document.getElementById('result').value = 'fail';", vec![])
+                .await
+                .unwrap();
+            click(c, "#apply").await;
+            text_is(c, "#tests-total", "1–1 of 1 tests").await;
+            text_is(c, "#builds h2", "Builds (0)").await;
+            text_is(c, "#suites h2", "Test suites (1)").await;
+            let url = c.current_url().await.unwrap();
+            assert!(url.query().unwrap().ends_with("&result=fail"), "{url}");
+            c.back().await.unwrap();
+            text_is(c, "#tests-total", "1–5 of 5 tests").await;
+            click(c, "#suites-table a.suite-tests").await;
+            text_is(c, "#tests h2", "Tests of suite baseline-x86").await;
+            let url = c.current_url().await.unwrap();
+            assert!(
+                url.query()
+                    .unwrap()
+                    .ends_with(&format!("&suite={}", job["id"].as_str().unwrap())),
+                "{url}"
+            );
+
+            // Live: the running kbuild fails; the page shows it without a reload.
+            c.goto(&format!(
+                "{base}/dashboard?checkout={}",
+                checkout["id"].as_str().unwrap()
+            ))
+            .await
+            .unwrap();
+            text_is(c, "tr[data-kind='kbuild'] td[data-col='not done']", "1").await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.find(Locator::Css("#live.on")).await.is_err() {
+                assert!(Instant::now() < deadline, "the event stream did not open");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            c.execute("window.kciMark = 'same page';", vec![])
+                .await
+                .unwrap();
+            let mut done = running.clone();
+            done["state"] = json!("done");
+            done["result"] = json!("fail");
+            let id = running["id"].as_str().unwrap();
+            let r = s.put(&format!("/node/{id}"), Some(&token), &done).await;
+            assert_eq!(r.code(), 200, "{}", r.text());
+            text_is(c, "tr[data-kind='kbuild'] td[data-col='fail']", "1").await;
+            text_is(c, "tr[data-kind='kbuild'] td[data-col='not done']", "0").await;
+            text_is(
+                c,
+                &format!("#builds-table tr[data-id='{id}'] td:nth-child(6)"),
+                "fail",
+            )
+            .await;
+            let live = text_of(c, "#live").await;
+            assert!(live.starts_with("live · 1 update · last "), "{live}");
+            let mark = c.execute("return window.kciMark;", vec![]).await.unwrap();
+            assert_eq!(mark, json!("same page"));
+            screenshot(c, "dashboard-live").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+        })
+        .await;
+}

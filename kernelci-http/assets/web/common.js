@@ -80,6 +80,36 @@ export async function api(path, options = {}) {
   return { json, text };
 }
 
+/** Nodes per page when a page reads every node of a query. */
+const ALL_PAGE = 1000;
+/** At most this many pages (so a page never loads more than 20,000 nodes). */
+const ALL_MAX_PAGES = 20;
+
+/** Every node of an API query (pairs or URLSearchParams), paged, at most 20,000. */
+export async function allNodes(params) {
+  const out = [];
+  for (let page = 0; page < ALL_MAX_PAGES; page++) {
+    const q = new URLSearchParams(params);
+    q.set("limit", String(ALL_PAGE));
+    q.set("offset", String(page * ALL_PAGE));
+    const { json } = await api("/nodes?" + q.toString());
+    out.push(...json.items);
+    if (json.items.length < ALL_PAGE || out.length >= json.total) break;
+  }
+  return out;
+}
+
+/** `days` days ago as the API's naive UTC timestamp. */
+export function since(days) {
+  return new Date(Date.now() - days * 86400e3).toISOString().slice(0, 19);
+}
+
+/** `/count` of API filter pairs. */
+export async function count(pairs) {
+  const { json } = await api("/count?" + new URLSearchParams(pairs).toString());
+  return json;
+}
+
 /** Creates an element: `el("a", {href: "/x"}, "text", child, ...)`. */
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

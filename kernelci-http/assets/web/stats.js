@@ -4,7 +4,7 @@
 // URL parameters (ours; the reference's page kept no state in its URL):
 // `window=24h|7d|30d|all` (default 7d), `kind=K` to restrict the state and result
 // charts to one kind. Every figure is one `/count` of the JSON API.
-import { api, convertCondition, el, header, pageUrl, say } from "./common.js";
+import { api, convertCondition, el, header, pageUrl, say, since } from "./common.js";
 
 const WINDOWS = { "24h": 1, "7d": 7, "30d": 30, all: 0 };
 const KINDS = ["checkout", "kbuild", "job", "test", "process", "regression"];
@@ -39,10 +39,6 @@ function barChart(id, title, rows) {
     chart.append(link);
   });
   return el("figure", { class: "stat" }, el("figcaption", {}, title), chart);
-}
-
-function since(days) {
-  return new Date(Date.now() - days * 86400e3).toISOString().slice(0, 19);
 }
 
 async function counts(base, field, values) {

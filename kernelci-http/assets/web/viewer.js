@@ -8,7 +8,8 @@
 // `view=trees` shows the tree selector and the kbuild matrix of a tree/branch
 // (ours adds `tree=` and `branch=`, so a matrix can be linked).
 import {
-  api, apiBase, convertCondition, el, header, nodeLink, nodesTable, OPERATORS, pageUrl, safeHref, say,
+  allNodes, api, apiBase, convertCondition, el, header, nodeLink, nodesTable, OPERATORS, pageUrl, safeHref,
+  say, since,
 } from "./common.js";
 
 /** Results per page. */
@@ -147,27 +148,6 @@ async function showNode(main, id, stale) {
 /** How far back the trees view looks (the reference's four weeks). */
 const TREES_DAYS = 28;
 /** Nodes per request when the trees view pages through a set, and most pages. */
-const TREES_PAGE = 1000;
-const TREES_MAX_PAGES = 20;
-
-/** Every node of an API query, paged (at most TREES_MAX_PAGES pages). */
-async function allNodes(params) {
-  const out = [];
-  for (let page = 0; page < TREES_MAX_PAGES; page++) {
-    const q = new URLSearchParams(params);
-    q.set("limit", String(TREES_PAGE));
-    q.set("offset", String(page * TREES_PAGE));
-    const { json } = await api("/nodes?" + q.toString());
-    out.push(...json.items);
-    if (json.items.length < TREES_PAGE || out.length >= json.total) break;
-  }
-  return out;
-}
-
-function since(days) {
-  return new Date(Date.now() - days * 86400e3).toISOString().slice(0, 19);
-}
-
 /** A kbuild's cell: its label and class, by result, then state. */
 function cellOf(n) {
   if (!n) return ["-", "cell-none"];

@@ -5,8 +5,8 @@
 //! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
 //! (CLIENT.md §2). The web pages are API clients served from assets compiled into
 //! the binary (`assets/web/`): an HTML shell per page and its script module. The
-//! viewer, stats and manage pages are built; the dashboard and analytics pages
-//! answer a small page linking the JSON API until they land.
+//! viewer, dashboard, stats and manage pages are built; the analytics page
+//! answers a small page linking the JSON API until it lands.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
@@ -32,6 +32,8 @@ pub const COMMON_JS: &str = include_str!("../../assets/web/common.js");
 pub const VIEWER_JS: &str = include_str!("../../assets/web/viewer.js");
 /// The stats page (`/static/js/stats.js`).
 pub const STATS_JS: &str = include_str!("../../assets/web/stats.js");
+/// The dashboard page (`/static/js/dashboard.js`).
+pub const DASHBOARD_JS: &str = include_str!("../../assets/web/dashboard.js");
 /// The manage page and its login form (`/static/js/manage.js`).
 pub const MANAGE_JS: &str = include_str!("../../assets/web/manage.js");
 
@@ -99,11 +101,11 @@ fn app_page(name: &str) -> String {
 }
 
 /// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`, with the
-/// reference's no-cache headers: the viewer, stats and manage pages (the
-/// dashboard and analytics point to the JSON API until they land).
+/// reference's no-cache headers: the viewer, dashboard, stats and manage pages
+/// (analytics points to the JSON API until it lands).
 pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
     let name = req.path.rsplit('/').next().unwrap_or("page");
-    if matches!(name, "viewer" | "stats" | "manage") {
+    if matches!(name, "viewer" | "dashboard" | "stats" | "manage") {
         return Ok(no_cache(response::html(app_page(name))));
     }
     let body = format!(
@@ -169,6 +171,7 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
         ("js", "common.js") => (COMMON_JS, JS, true),
         ("js", "viewer.js") => (VIEWER_JS, JS, true),
         ("js", "stats.js") => (STATS_JS, JS, true),
+        ("js", "dashboard.js") => (DASHBOARD_JS, JS, true),
         ("js", "manage.js") => (MANAGE_JS, JS, true),
         _ => return Err(ApiError::not_found("File not found")),
     };
