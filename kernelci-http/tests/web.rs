@@ -740,6 +740,12 @@ async fn shows_count(c: &Client, s: &TestServer, css: &str, query: &str) {
     text_is(c, css, &want.to_string()).await;
 }
 
+/// Fails when the page shows a bare "null" line (a missing part drawn as text).
+async fn no_stray_null(c: &Client) {
+    let main = text_of(c, "#main").await;
+    assert!(!main.lines().any(|l| l.trim() == "null"), "{main}");
+}
+
 /// The text of every `css` element, in order.
 async fn texts(c: &Client, css: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -832,6 +838,7 @@ async fn dashboard_counts_filters_and_updates_live() {
             assert_eq!(class.as_deref(), Some("regression"));
             text_is(c, &format!("{failing_row} .badge"), "regression").await;
             text_is(c, "#tests-total", "1–5 of 5 tests").await;
+            no_stray_null(c).await;
             screenshot(c, "dashboard").await;
             assert_eq!(console_errors(c).await, Vec::<String>::new());
 
@@ -892,6 +899,165 @@ async fn dashboard_counts_filters_and_updates_live() {
             let mark = c.execute("return window.kciMark;", vec![]).await.unwrap();
             assert_eq!(mark, json!("same page"));
             screenshot(c, "dashboard-live").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+        })
+        .await;
+}
+
+/// Telemetry of two labs, all of it now: lab-a 8 results (6 pass, 2 fail) on
+/// qemu, lab-b 5 results on rpi (1 pass, 2 fail, 2 incomplete infrastructure
+/// errors) and 3 runtime errors.
+async fn seed_telemetry(s: &TestServer, token: &str) {
+    let mut events = Vec::new();
+    for (i, result) in [
+        "pass", "pass", "pass", "fail", "pass", "pass", "fail", "pass",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        events.push(
+            json!({"kind": if i % 2 == 0 { "job_result" } else { "test_result" },
+            "runtime": "lab-a", "device_type": "qemu", "tree": "mainline", "result": result,
+            "job_name": format!("baseline-{i}")}),
+        );
+    }
+    for (i, result) in ["pass", "fail", "fail", "incomplete", "incomplete"]
+        .into_iter()
+        .enumerate()
+    {
+        events.push(
+            json!({"kind": "job_result", "runtime": "lab-b", "device_type": "rpi",
+            "tree": "next", "result": result, "is_infra_error": result == "incomplete",
+            "error_type": if result == "incomplete" { Some("timeout") } else { None },
+            "job_name": format!("kselftest-{i}")}),
+        );
+    }
+    for _ in 0..3 {
+        events.push(
+            json!({"kind": "runtime_error", "runtime": "lab-b", "error_type": "lava-down",
+            "error_msg": "scheduler unreachable"}),
+        );
+    }
+    let r = s
+        .post("/telemetry", Some(token), &Value::Array(events))
+        .await;
+    assert_eq!(r.json(), json!({"inserted": 16}));
+}
+
+/// The analytics page: totals, per-runtime health, anomalies and infrastructure
+/// errors as the telemetry API reports them; a runtime filter in the URL; a
+/// row's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_shows_the_telemetry_api() {
+    Backend::Sled
+        .run(async {
+            let Some(b) = browser().await else {
+                return;
+            };
+            let s = TestServer::start().await;
+            let c = &b.client;
+            let base = format!("http://{}", s.addr);
+            let (_, token) = s.user("lab", false, true, &[]).await;
+            seed_telemetry(&s, &token).await;
+            let stats = |query: &'static str| {
+                let s = &s;
+                async move {
+                    s.get(&format!("/telemetry/stats?{query}"), None)
+                        .await
+                        .json()
+                }
+            };
+            let sum = |rows: &Value, field: &str| -> u64 {
+                rows.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r[field].as_u64().unwrap())
+                    .sum()
+            };
+
+            c.goto(&format!("{base}/analytics")).await.unwrap();
+            let by_kind = stats("group_by=kind").await;
+            for f in ["total", "pass", "fail", "incomplete", "infra_error"] {
+                text_is(
+                    c,
+                    &format!("#totals [data-figure='{f}'] .value"),
+                    &sum(&by_kind, f).to_string(),
+                )
+                .await;
+            }
+            text_is(c, "#totals [data-figure='total'] .value", "16").await;
+            // Per runtime: the API's figures and the health band of the pass rate.
+            for row in stats("group_by=runtime").await.as_array().unwrap() {
+                let runtime = row["runtime"].as_str().unwrap();
+                let tr = format!("#by-runtime tr[data-key='{runtime}']");
+                for f in ["total", "pass", "fail", "infra_error"] {
+                    text_is(
+                        c,
+                        &format!("{tr} td[data-figure='{f}']"),
+                        &row[f].to_string(),
+                    )
+                    .await;
+                }
+                let rate = row["pass"].as_f64().unwrap() / row["total"].as_f64().unwrap();
+                let band = if rate >= 0.8 {
+                    "good"
+                } else if rate >= 0.5 {
+                    "fair"
+                } else {
+                    "poor"
+                };
+                text_is(c, &format!("{tr} td.health"), band).await;
+            }
+            text_is(c, "#by-runtime tr[data-key='lab-a'] td.health", "fair").await;
+            // Anomalies at the default threshold: lab-b's rpi fails 4 of 5 (and
+            // its scheduler errors), lab-a's qemu 2 of 8 is under it.
+            let report = s.get("/telemetry/anomalies", None).await.json();
+            assert_eq!(report["result_anomalies"].as_array().unwrap().len(), 1);
+            text_of(c, "#anomalies tr[data-key='lab-b/rpi']").await;
+            assert!(c
+                .find(Locator::Css("#anomalies tr[data-key='lab-a/qemu']"))
+                .await
+                .is_err());
+            text_is(c, "#error-anomalies tbody tr td:nth-child(3)", "3").await;
+            text_is(c, "#infra-total", "2 newest of 2").await;
+            no_stray_null(c).await;
+            screenshot(c, "analytics").await;
+            assert_eq!(console_errors(c).await, Vec::<String>::new());
+
+            // One runtime: the figures are its own; the URL says so.
+            c.execute(
+                "const r = document.getElementById('runtime'); r.value = 'lab-a';\
+                 r.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+            let lab_a = stats("group_by=kind&runtime=lab-a").await;
+            text_is(
+                c,
+                "#totals [data-figure='total'] .value",
+                &sum(&lab_a, "total").to_string(),
+            )
+            .await;
+            text_is(c, "#infra-total", "0 newest of 0").await;
+            let url = c.current_url().await.unwrap();
+            assert_eq!(url.query(), Some("runtime=lab-a"));
+            // A device type's events, under the runtime filter.
+            click(c, "#by-device tr[data-key='qemu'] a.detail-link").await;
+            let want = s
+                .get("/telemetry?runtime=lab-a&device_type=qemu&limit=1", None)
+                .await
+                .json();
+            let n = want["total"].as_u64().unwrap();
+            assert_eq!(n, 8);
+            text_is(c, "#detail-total", &format!("{n} newest of {n}")).await;
+            assert_eq!(
+                c.find_all(Locator::Css("#detail-events tbody tr"))
+                    .await
+                    .unwrap()
+                    .len() as u64,
+                n
+            );
             assert_eq!(console_errors(c).await, Vec::<String>::new());
         })
         .await;

@@ -110,6 +110,20 @@ export async function count(pairs) {
   return json;
 }
 
+/**
+ * A page's render counter: each call of the returned function starts a render
+ * and returns its `stale()`, true once a newer render has started (a back or
+ * forward, a new search), so that answers arriving late are dropped, not drawn
+ * over the newer page.
+ */
+export function renderCounter() {
+  let generation = 0;
+  return () => {
+    const mine = ++generation;
+    return () => mine !== generation;
+  };
+}
+
 /** Creates an element: `el("a", {href: "/x"}, "text", child, ...)`. */
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -124,6 +138,21 @@ export function el(tag, attrs = {}, ...children) {
     e.append(c instanceof Node ? c : String(c));
   }
   return e;
+}
+
+/**
+ * A select of `[value, label]` options kept in the URL parameter `name` of
+ * `page` (an empty value removes it); a change pushes the URL and calls `render`.
+ */
+export function urlSelect(page, name, options, current, render) {
+  return el("select", { id: name, "aria-label": name, onchange: () => {
+    const next = new URLSearchParams(window.location.search);
+    const v = document.getElementById(name).value;
+    if (v) next.set(name, v);
+    else next.delete(name);
+    window.history.pushState(null, "", pageUrl(page, next));
+    render();
+  } }, options.map(([v, label]) => el("option", { value: v, selected: v === current }, label)));
 }
 
 /** Shows `message` in the page's message area (an error unless `kind` says so). */

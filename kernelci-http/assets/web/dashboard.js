@@ -9,7 +9,8 @@
 // checkout; `result`, `name` (a regex), `suite` (a job id) and `offset` filter
 // and page its lists.
 import {
-  allNodes, api, apiBase, convertCondition, count, el, header, nodeLink, pageUrl, say, since, when,
+  allNodes, api, apiBase, convertCondition, count, el, header, nodeLink, pageUrl, renderCounter, say, since,
+  when,
 } from "./common.js";
 
 const TIMEFRAMES = { "24h": 1, "7d": 7, "30d": 30, "90d": 90, all: 0 };
@@ -356,12 +357,11 @@ function table(id, head, items, cells, highlight) {
 
 // ---- the page -----------------------------------------------------------------------
 
-/** Counts renders: an answer that arrives after the page moved on is dropped. */
-let generation = 0;
+/** Starts a render; answers that arrive after the page moved on are dropped. */
+const startRender = renderCounter();
 
 async function render() {
-  const mine = ++generation;
-  const stale = () => mine !== generation;
+  const stale = startRender();
   closeLive();
   say("");
   const main = document.getElementById("main");

@@ -9,7 +9,7 @@
 // (ours adds `tree=` and `branch=`, so a matrix can be linked).
 import {
   allNodes, api, apiBase, convertCondition, el, header, nodeLink, nodesTable, OPERATORS, pageUrl, safeHref,
-  say, since,
+  renderCounter, say, since,
 } from "./common.js";
 
 /** Results per page. */
@@ -226,13 +226,11 @@ async function showTrees(main, tree, branch, stale) {
     el("div", { class: "scroll" }, el("table", { id: "matrix", class: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
 }
 
-/** Counts renders: an answer that arrives after the page moved on is dropped. */
-let generation = 0;
+/** Starts a render; answers that arrive after the page moved on are dropped. */
+const startRender = renderCounter();
 
 async function render() {
-  const mine = ++generation;
-  /** Whether a newer render started since this one (its answers are not drawn). */
-  const stale = () => mine !== generation;
+  const stale = startRender();
   say("");
   const main = document.getElementById("main");
   const params = new URLSearchParams(window.location.search);

@@ -5,8 +5,8 @@
 //! kernelci-core's `hello()` (python-requests sends `Accept: */*`) works again
 //! (CLIENT.md §2). The web pages are API clients served from assets compiled into
 //! the binary (`assets/web/`): an HTML shell per page and its script module. The
-//! viewer, dashboard, stats and manage pages are built; the analytics page
-//! answers a small page linking the JSON API until it lands.
+//! pages are `/viewer`, `/dashboard`, `/stats`, `/analytics` and `/manage`
+//! (docs/spec/PAGES.md).
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
@@ -34,6 +34,10 @@ pub const VIEWER_JS: &str = include_str!("../../assets/web/viewer.js");
 pub const STATS_JS: &str = include_str!("../../assets/web/stats.js");
 /// The dashboard page (`/static/js/dashboard.js`).
 pub const DASHBOARD_JS: &str = include_str!("../../assets/web/dashboard.js");
+/// The analytics page (`/static/js/analytics.js`).
+pub const ANALYTICS_JS: &str = include_str!("../../assets/web/analytics.js");
+/// The bar charts the stats and analytics pages draw (`/static/js/charts.js`).
+pub const CHARTS_JS: &str = include_str!("../../assets/web/charts.js");
 /// The manage page and its login form (`/static/js/manage.js`).
 pub const MANAGE_JS: &str = include_str!("../../assets/web/manage.js");
 
@@ -101,25 +105,15 @@ fn app_page(name: &str) -> String {
 }
 
 /// `/viewer`, `/dashboard`, `/manage`, `/stats`, `/analytics`, with the
-/// reference's no-cache headers: the viewer, dashboard, stats and manage pages
-/// (analytics points to the JSON API until it lands).
+/// reference's no-cache headers.
 pub async fn html_page(_state: &AppState, req: &Req) -> ApiResult<Resp> {
-    let name = req.path.rsplit('/').next().unwrap_or("page");
-    if matches!(name, "viewer" | "dashboard" | "stats" | "manage") {
-        return Ok(no_cache(response::html(app_page(name))));
+    const PAGES: [&str; 5] = ["viewer", "dashboard", "stats", "analytics", "manage"];
+    let name = req.path.rsplit('/').next().unwrap_or_default();
+    match PAGES.iter().find(|p| **p == name) {
+        Some(page) => Ok(no_cache(response::html(app_page(page)))),
+        // The routes send only these five paths here.
+        None => Err(ApiError::not_found("Not Found")),
     }
-    let body = format!(
-        "<h1>KernelCI {name}</h1><p>This page is not part of this server yet. \
-         The same data is available from the JSON API: \
-         <a href=\"/latest/nodes?limit=10\">/latest/nodes</a>, \
-         <a href=\"/latest/events?limit=10\">/latest/events</a>, \
-         <a href=\"/latest/openapi.json\">/latest/openapi.json</a>.</p>\
-         <p><a href=\"/\">Back to the start page</a></p>"
-    );
-    Ok(no_cache(response::html(page(
-        &format!("KernelCI {name}"),
-        &body,
-    ))))
 }
 
 /// Adds the reference's no-cache headers of its pages.
@@ -172,6 +166,8 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
         ("js", "viewer.js") => (VIEWER_JS, JS, true),
         ("js", "stats.js") => (STATS_JS, JS, true),
         ("js", "dashboard.js") => (DASHBOARD_JS, JS, true),
+        ("js", "analytics.js") => (ANALYTICS_JS, JS, true),
+        ("js", "charts.js") => (CHARTS_JS, JS, true),
         ("js", "manage.js") => (MANAGE_JS, JS, true),
         _ => return Err(ApiError::not_found("File not found")),
     };
