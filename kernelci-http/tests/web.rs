@@ -1062,3 +1062,68 @@ async fn analytics_shows_the_telemetry_api() {
         })
         .await;
 }
+
+/// Every page fits a phone's width (390 CSS pixels): nothing but the tables'
+/// own scroll areas is wider than the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_fit_a_phone_screen() {
+    Backend::Sled
+        .run(async {
+            let Some((b, s, checkouts, _)) = seeded().await else {
+                return;
+            };
+            let c = &b.client;
+            let base = format!("http://{}", s.addr);
+            c.set_window_size(390, 844).await.unwrap();
+            let checkout = &checkouts[0];
+            for (path, ready) in [
+                ("/viewer?search=kind%3Dtest".to_owned(), "#total"),
+                (format!("/viewer?node_id={checkout}"), "table.fields"),
+                (
+                    "/viewer?view=trees&tree=mainline&branch=master".to_owned(),
+                    "#matrix",
+                ),
+                ("/dashboard".to_owned(), "#trees"),
+                (
+                    "/dashboard?tree=mainline&branch=master".to_owned(),
+                    "#commits",
+                ),
+                (format!("/dashboard?checkout={checkout}"), "#summary-table"),
+                ("/stats".to_owned(), "#stats-total"),
+                ("/analytics".to_owned(), "#totals"),
+                ("/manage".to_owned(), "#login"),
+            ] {
+                c.goto(&format!("{base}{path}")).await.unwrap();
+                text_of(c, ready).await;
+                let widths = c
+                    .execute(
+                        "return [document.documentElement.scrollWidth, window.innerWidth];",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+                // What sticks out (outside the tables' scroll areas), to say why.
+                let wide = c
+                    .execute(
+                        "return [...document.querySelectorAll('body *')]\
+                         .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1\
+                                 && !e.closest('.scroll'))\
+                         .map((e) => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)\
+                         .slice(0, 8);",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    scroll <= inner,
+                    "{path}: {scroll} px wide on a {inner} px screen: {wide}"
+                );
+                assert_eq!(console_errors(c).await, Vec::<String>::new(), "{path}");
+                if path.starts_with("/dashboard?checkout") {
+                    screenshot(c, "dashboard-phone").await;
+                }
+            }
+        })
+        .await;
+}
