@@ -43,7 +43,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use tokio::net::TcpStream;
 
+use kernelci_benches::server::start_server;
 use kernelci_store::{SledConfig, SledStore};
 
 /// A request maker: the i-th request of a connection.
@@ -183,62 +184,6 @@ fn json_req(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap()
-}
-
-/// A running release server and what it printed.
-struct Server {
-    child: Child,
-    addr: String,
-    password: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn server_bin() -> PathBuf {
-    std::env::var_os("KCI_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kernelci-server"),
-        PathBuf::from,
-    )
-}
-
-fn start_server(data: &Path) -> Server {
-    let mut child = Command::new(server_bin())
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the release server (cargo build --release -p kernelci-server)");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let (mut addr, mut password) = (String::new(), String::new());
-    let mut line = String::new();
-    while out.read_line(&mut line).unwrap() > 0 {
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("kernelci-server listening on http://")
-        {
-            addr = a.to_owned();
-        }
-        if let Some(p) = line.split("password=").nth(1) {
-            password = p.split_whitespace().next().unwrap().to_owned();
-            break;
-        }
-        line.clear();
-    }
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    Server {
-        child,
-        addr,
-        password,
-    }
 }
 
 /// The server's CPU seconds so far (user + system).

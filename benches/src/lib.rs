@@ -7,6 +7,8 @@
 //! This library holds the workload plumbing shared by the bench targets: generating
 //! (and caching) node sets and query lists, and loading them into a store.
 
+pub mod server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -255,6 +255,11 @@ async fn bad_requests_and_the_bound_on_streams() {
     let a = Stream::open(&s, "", &[]).await;
     let b = Stream::open(&s, "", &[]).await;
     assert_eq!((a.status, b.status), (200, 200));
+    let metrics = s.get("/metrics", None).await.text();
+    assert!(
+        metrics.lines().any(|l| l == "kci_event_streams 2"),
+        "{metrics}"
+    );
     let c = Stream::open(&s, "", &[]).await;
     assert_eq!(c.status, 503);
     assert_eq!(c.headers["retry-after"].to_str().unwrap(), "5");

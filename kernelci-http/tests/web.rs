@@ -675,6 +675,30 @@ async fn manage_invites_a_user_who_accepts_and_logs_in() {
             text_is(c, "#users tr[data-user='bob'] td.active", "no").await;
             let users = s.get("/users?username=bob", Some(&root)).await.json();
             assert_eq!(users["items"][0]["is_active"], false);
+
+            // Users page by page (two a page here), and one found by name.
+            let total = s.get("/users?limit=1", Some(&root)).await.json()["total"]
+                .as_u64()
+                .unwrap();
+            assert!(total >= 3, "{total}");
+            c.goto(&format!("{base}/manage?users_limit=2"))
+                .await
+                .unwrap();
+            text_is(c, "#users-range", &format!("1–2 of {total}")).await;
+            let first = texts(c, "#users tbody tr td:first-child").await;
+            click(c, "#users-next").await;
+            text_is(c, "#users-range", &format!("3–{} of {total}", total.min(4))).await;
+            let second = texts(c, "#users tbody tr td:first-child").await;
+            assert!(
+                first.iter().all(|u| !second.contains(u)),
+                "{first:?} {second:?}"
+            );
+            c.back().await.unwrap();
+            text_is(c, "#users-range", &format!("1–2 of {total}")).await;
+            fill(c, "#find-user", "bob").await;
+            click(c, "#find-go").await;
+            text_is(c, "#users-range", "1–1 of 1").await;
+            assert_eq!(texts(c, "#users tbody tr td:first-child").await, ["bob"]);
             assert_eq!(console_errors(c).await, Vec::<String>::new());
         })
         .await;
@@ -799,6 +823,55 @@ async fn dashboard_counts_filters_and_updates_live() {
                 shows_count(c, &s, &css, &format!("{scope}&kind={kind}&result={result}")).await;
             }
             screenshot(c, "dashboard-branch").await;
+            // The reference's mode flags: the heatmaps of builds and suites, a
+            // cell per name and commit (oldest first), coloured by result/state.
+            click(c, "#mode-builds").await;
+            text_of(c, "#heatmap").await;
+            let url = c.current_url().await.unwrap();
+            assert!(
+                url.query().unwrap().starts_with("builds=&tree=mainline"),
+                "{url}"
+            );
+            let mut classes = Vec::new();
+            for td in c
+                .find_all(Locator::Css(
+                    "#heatmap tr[data-name='kbuild-gcc-12-x86'] td",
+                ))
+                .await
+                .unwrap()
+            {
+                classes.push(td.attr("class").await.unwrap().unwrap_or_default());
+            }
+            // Seeded commits 0, 2, 4 (the first failed), then commit d.
+            assert_eq!(
+                classes,
+                [
+                    "cell cell-fail",
+                    "cell cell-pass",
+                    "cell cell-pass",
+                    "cell cell-pass"
+                ]
+            );
+            text_is(
+                c,
+                &format!(
+                    "#heatmap tr[data-name='kbuild-clang-17-arm64'] td[data-commit='{commit}']"
+                ),
+                "RUN",
+            )
+            .await;
+            c.goto(&format!(
+                "{base}/dashboard?testsuites&tree=mainline&branch=master"
+            ))
+            .await
+            .unwrap();
+            text_is(
+                c,
+                &format!("#heatmap tr[data-name='baseline-x86'] td[data-commit='{commit}']"),
+                "FAIL",
+            )
+            .await;
+            c.back().await.unwrap();
 
             // The checkout: every figure of the summary is the API's count.
             click(c, &format!("{row} td.mono a")).await;
@@ -1020,6 +1093,47 @@ async fn analytics_shows_the_telemetry_api() {
                 .is_err());
             text_is(c, "#error-anomalies tbody tr td:nth-child(3)", "3").await;
             text_is(c, "#infra-total", "2 newest of 2").await;
+            // The heatmap: a cell per runtime and device type the API groups.
+            for row in stats("group_by=runtime,device_type")
+                .await
+                .as_array()
+                .unwrap()
+            {
+                let Some(device) = row["device_type"].as_str() else {
+                    continue;
+                };
+                let cell = format!(
+                    "#heatmap tr[data-key='{}'] td[data-device='{device}']",
+                    row["runtime"].as_str().unwrap()
+                );
+                text_is(c, &cell, &format!("{}/{}", row["pass"], row["total"])).await;
+            }
+            let class = |css: &'static str| async move {
+                c.find(Locator::Css(css))
+                    .await
+                    .unwrap()
+                    .attr("class")
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(
+                class("#heatmap tr[data-key='lab-a'] td[data-device='qemu']")
+                    .await
+                    .as_deref(),
+                Some("cell heat-fair")
+            );
+            assert_eq!(
+                class("#heatmap tr[data-key='lab-b'] td[data-device='rpi']")
+                    .await
+                    .as_deref(),
+                Some("cell heat-poor")
+            );
+            text_is(
+                c,
+                "#heatmap tr[data-key='lab-a'] td[data-device='rpi']",
+                "–",
+            )
+            .await;
             no_stray_null(c).await;
             screenshot(c, "analytics").await;
             assert_eq!(console_errors(c).await, Vec::<String>::new());

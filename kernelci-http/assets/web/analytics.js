@@ -105,6 +105,28 @@ function anomaliesTables(report) {
   ];
 }
 
+/**
+ * The heatmap of `runtime,device_type` stats rows: a row per runtime, a column
+ * per device type, each cell coloured by its pass rate's health band and saying
+ * pass / total (rows with no device type are left out: runtime errors).
+ */
+function heatmap(rows) {
+  const cells = rows.filter((r) => r.device_type);
+  if (!cells.length) return el("p", { class: "muted", id: "heatmap" }, "No result on a device.");
+  const runtimes = [...new Set(cells.map((r) => r.runtime))].sort();
+  const devices = [...new Set(cells.map((r) => r.device_type))].sort();
+  const at = new Map(cells.map((r) => [r.runtime + "\n" + r.device_type, r]));
+  return el("div", { class: "scroll" }, el("table", { id: "heatmap", class: "matrix" },
+    el("thead", {}, el("tr", {}, el("th", {}, "runtime"), devices.map((d) => el("th", {}, d)))),
+    el("tbody", {}, runtimes.map((rt) => el("tr", { "data-key": rt }, el("th", {}, rt), devices.map((d) => {
+      const r = at.get(rt + "\n" + d);
+      if (!r) return el("td", { class: "cell cell-none", "data-device": d }, "–");
+      const [rate, band] = health(r);
+      return el("td", { class: "cell heat-" + band, "data-device": d, title: `${rt} on ${d}: ${pct(rate)} pass` },
+        `${r.pass}/${r.total}`);
+    }))))));
+}
+
 /** Starts a render; answers that arrive after the page moved on are dropped. */
 const startRender = renderCounter();
 
@@ -131,8 +153,9 @@ async function render() {
   main.replaceChildren(el("h1", {}, "Lab telemetry, last " + win), controls,
     el("p", { class: "muted", id: "loading" }, "Loading…"));
   try {
-    const [byKind, byRuntime, byTree, byDevice, allRuntimes, allTrees, anomalies, infra, events] = await Promise.all([
+    const [byKind, byRuntime, byTree, byDevice, byPair, allRuntimes, allTrees, anomalies, infra, events] = await Promise.all([
       stats("kind", filters), stats("runtime", filters), stats("tree", filters), stats("device_type", filters),
+      stats("runtime,device_type", filters),
       stats("runtime", [["since", since]]), stats("tree", [["since", since]]),
       api("/telemetry/anomalies?" + new URLSearchParams([["window", win], ["threshold", threshold]])).then((r) => r.json),
       api("/telemetry?" + new URLSearchParams([["is_infra_error", "true"], ["limit", String(EVENTS)], ...filters]))
@@ -164,6 +187,7 @@ async function render() {
         el("p", { class: "muted", id: "detail-total" }, `${events.items.length} newest of ${events.total}`),
         eventsTable("detail-events", events.items)) : null,
       el("h2", {}, "Runtimes"), statsTable("by-runtime", "runtime", byRuntime, true),
+      el("h2", {}, "Pass rate by runtime and device type"), heatmap(byPair),
       el("h2", {}, "Anomalies"), ...anomaliesTables(anomalies),
       el("h2", {}, "Trees"), statsTable("by-tree", "tree", byTree, false),
       el("h2", {}, "Device types"), statsTable("by-device", "device_type", byDevice, false),

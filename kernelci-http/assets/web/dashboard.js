@@ -3,15 +3,16 @@
 // regressions highlighted, and live updates while its nodes run.
 //
 // URL parameters (docs/spec/PAGES.md): the reference's `tree`, `branch` and
-// `timeframe` (24h, 7d, 30d default, 90d, all); its mode flags `builds`,
-// `testsuites`, `tests` are accepted (the tree view shows builds and tests side
-// by side). Ours: `commit` (with tree and branch) or `checkout=ID` opens a
-// checkout; `result`, `name` (a regex), `suite` (a job id) and `offset` filter
-// and page its lists.
+// `timeframe` (24h, 7d, 30d default, 90d, all), and its mode flags: `builds`
+// adds the heatmap of the branch's kbuilds to the branch view, `testsuites` (or
+// `tests`) that of its test suites (jobs). Ours: `commit` (with tree and
+// branch) or `checkout=ID` opens a checkout; `result`, `name` (a regex),
+// `suite` (a job id) and `offset` filter and page its lists.
 import {
   allNodes, api, apiBase, convertCondition, count, el, header, nodeLink, pageUrl, renderCounter, say, since,
   when,
 } from "./common.js";
+import { resultMatrix } from "./matrix.js";
 
 const TIMEFRAMES = { "24h": 1, "7d": 7, "30d": 30, "90d": 90, all: 0 };
 /** Checkouts the tree view lists. */
@@ -104,15 +105,24 @@ function timeframePicker(tf, keep) {
 
 // ---- tree view: the commits of a tree and branch ------------------------------
 
-async function showBranch(main, rev, tf, stale) {
+/** The reference's mode flags and what each heatmap shows: [kind, corner, title]. */
+const MODES = {
+  builds: ["kbuild", "kbuild", "Builds"],
+  testsuites: ["job", "suite", "Test suites"],
+  tests: ["job", "suite", "Test suites"],
+};
+
+async function showBranch(main, rev, tf, mode, stale) {
   const keep = [["tree", rev.tree], ["branch", rev.branch]];
+  const modeLink = (flag, label) => el("a", { id: "mode-" + flag, class: flag === mode ? "current" : null,
+    href: pageUrl("dashboard", [[flag, ""], ...keep, ["timeframe", tf]]) }, label);
   main.replaceChildren(
     el("h1", {}, `${rev.tree} / ${rev.branch}`),
-    el("p", { class: "crumbs" }, el("a", { href: pageUrl("dashboard", [["timeframe", tf]]) }, "All trees"), " · ",
-      el("a", { href: pageUrl("viewer", [["view", "trees"], ["tree", rev.tree], ["branch", rev.branch]]) },
-        "kbuild matrix")),
-    timeframePicker(tf, keep),
-    el("p", { class: "muted", id: "loading" }, "Loading commits…"));
+    el("p", { class: "crumbs" }, el("a", { href: pageUrl("dashboard", [["timeframe", tf]]) }, "All trees"),
+      " · heatmap of ", modeLink("builds", "builds"), " · ", modeLink("testsuites", "test suites")),
+    timeframePicker(tf, mode ? [[mode, ""], ...keep] : keep),
+    el("p", { class: "muted", id: "loading" }, "Loading commits…"),
+    el("section", { id: "heatmap-area" }));
   const q = [["kind", "checkout"], ...pairs([...scopeConds(rev), ...windowConds(tf)]),
     ["sort", "-created"], ["limit", String(COMMITS)]];
   const { json } = await api("/nodes?" + new URLSearchParams(q).toString());
@@ -142,6 +152,15 @@ async function showBranch(main, rev, tf, stale) {
           resultCell(c, false),
           figures.map(cell));
       })))));
+  if (!mode) return;
+  const [kind, corner, title] = MODES[mode];
+  const area = document.getElementById("heatmap-area");
+  area.replaceChildren(el("p", { class: "muted" }, "Loading the heatmap…"));
+  const nodes = await allNodes([["kind", kind], ...pairs([...scopeConds(rev), ...windowConds(tf)])]);
+  if (stale()) return;
+  const { table, commits, names } = resultMatrix("heatmap", corner, nodes);
+  area.replaceChildren(el("h2", {}, `${title}: ${names} across ${commits} commits`),
+    nodes.length ? table : el("p", { class: "muted" }, "None in this time frame."));
 }
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -373,7 +392,8 @@ async function render() {
       await showCheckout(main, params, stale);
     } else if (params.get("tree")) {
       document.title = "KernelCI dashboard: " + params.get("tree");
-      await showBranch(main, { tree: params.get("tree"), branch: params.get("branch") || "" }, tf, stale);
+      const mode = Object.keys(MODES).find((f) => params.has(f)) || "";
+      await showBranch(main, { tree: params.get("tree"), branch: params.get("branch") || "" }, tf, mode, stale);
     } else {
       document.title = "KernelCI dashboard";
       await showTrees(main, tf, stale);

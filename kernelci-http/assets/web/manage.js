@@ -2,7 +2,7 @@
 // administrator, users (invite, groups, activate/deactivate) and groups, all
 // through the existing JSON endpoints. The token stays in this tab's
 // sessionStorage only.
-import { api, el, header, login, logout, nodesTable, say, token } from "./common.js";
+import { api, el, header, login, logout, nodesTable, pageUrl, say, token } from "./common.js";
 
 function loginForm(main) {
   const user = el("input", { id: "login-user", autocomplete: "username", required: true });
@@ -29,8 +29,32 @@ function yesNo(v) {
   return v ? "yes" : "no";
 }
 
+/** Users a page of the users card lists unless the URL says `users_limit` (1-500). */
+const USERS_PAGE = 100;
+
+/** Moves the users card to `changes` (URL parameters; an empty value removes one). */
+function usersAt(changes) {
+  const next = new URLSearchParams(window.location.search);
+  for (const [k, v] of Object.entries(changes)) {
+    if (v) next.set(k, v);
+    else next.delete(k);
+  }
+  window.history.pushState(null, "", pageUrl("manage", next));
+  render();
+}
+
+/**
+ * The users card: a page of users (`users_offset`, `users_limit` in the URL),
+ * or the one named `user`, each with its groups and activation editable.
+ */
 async function usersCard() {
-  const { json } = await api("/users?limit=500");
+  const params = new URLSearchParams(window.location.search);
+  const limit = Math.min(500, Math.max(1, parseInt(params.get("users_limit") || "", 10) || USERS_PAGE));
+  const offset = Math.max(0, parseInt(params.get("users_offset") || "0", 10) || 0);
+  const only = (params.get("user") || "").trim();
+  const q = new URLSearchParams([["limit", String(limit)], ["offset", String(offset)]]);
+  if (only) q.set("username", only);
+  const { json } = await api("/users?" + q.toString());
   const rows = json.items.map((u) => {
     const groups = el("input", { value: groupNames(u).join(", "), "aria-label": "Groups of " + u.username, size: 16 });
     const save = el("button", { type: "button", class: "set-groups", onclick: () => patch(u, {
@@ -42,7 +66,20 @@ async function usersCard() {
       el("td", { class: "active" }, yesNo(u.is_active)), el("td", {}, yesNo(u.is_verified)),
       el("td", {}, yesNo(u.is_superuser)), el("td", {}, toggle));
   });
+  const last = Math.min(offset + json.items.length, json.total);
+  const find = el("input", { id: "find-user", value: only, placeholder: "username", "aria-label": "Find a user" });
   return el("section", { class: "card", id: "users" }, el("h2", {}, "Users ", el("small", { class: "muted" }, String(json.total))),
+    el("form", { class: "builder", id: "find", onsubmit: (ev) => {
+      ev.preventDefault();
+      usersAt({ user: find.value.trim(), users_offset: "" });
+    } }, find, el("button", { type: "submit", id: "find-go" }, "Find"),
+    only ? el("button", { type: "button", id: "all-users", onclick: () => usersAt({ user: "" }) }, "All users") : null),
+    el("div", { class: "pager" },
+      el("span", { id: "users-range" }, json.total ? `${offset + 1}–${last} of ${json.total}` : "No user."),
+      offset > 0 ? el("button", { type: "button", id: "users-prev",
+        onclick: () => usersAt({ users_offset: String(Math.max(0, offset - limit)) }) }, "Previous") : null,
+      last < json.total ? el("button", { type: "button", id: "users-next",
+        onclick: () => usersAt({ users_offset: String(offset + limit) }) }, "Next") : null),
     el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {},
       ["user", "e-mail", "groups", "active", "verified", "admin", ""].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows))));
@@ -96,8 +133,9 @@ function inviteCard() {
 async function groupsCard() {
   const { json } = await api("/user-groups?limit=500");
   const name = el("input", { id: "group-name", "aria-label": "New group", required: true });
-  return el("section", { class: "card", id: "groups" }, el("h2", {}, "Groups"),
+  return el("section", { class: "card", id: "groups" }, el("h2", {}, "Groups ", el("small", { class: "muted" }, String(json.total))),
     el("ul", {}, json.items.map((g) => el("li", {}, g.name))),
+    json.total > json.items.length ? el("p", { class: "muted" }, `The first ${json.items.length} of ${json.total}.`) : null,
     el("form", { class: "builder", onsubmit: async (ev) => {
       ev.preventDefault();
       try {
@@ -151,4 +189,5 @@ async function render(keep = false, carry = null) {
 
 header("manage");
 document.title = "KernelCI manage";
+window.addEventListener("popstate", () => render());
 render();

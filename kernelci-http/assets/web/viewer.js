@@ -11,6 +11,7 @@ import {
   allNodes, api, apiBase, convertCondition, el, header, nodeLink, nodesTable, OPERATORS, pageUrl, safeHref,
   renderCounter, say, since,
 } from "./common.js";
+import { resultMatrix } from "./matrix.js";
 
 /** Results per page. */
 const PAGE = 50;
@@ -147,15 +148,6 @@ async function showNode(main, id, stale) {
 
 /** How far back the trees view looks (the reference's four weeks). */
 const TREES_DAYS = 28;
-/** Nodes per request when the trees view pages through a set, and most pages. */
-/** A kbuild's cell: its label and class, by result, then state. */
-function cellOf(n) {
-  if (!n) return ["-", "cell-none"];
-  if (n.result === "pass") return ["PASS", "cell-pass"];
-  if (n.result === "fail") return ["FAIL", "cell-fail"];
-  if (n.state === "running") return ["RUN", "cell-run"];
-  return ["?", "cell-other"];
-}
 
 async function showTrees(main, tree, branch, stale) {
   const pick = el("select", { id: "tree-branch", "aria-label": "Tree and branch" });
@@ -197,33 +189,11 @@ async function showTrees(main, tree, branch, stale) {
     out.replaceChildren(el("p", {}, `No kbuild of ${tree}/${branch} in the last ${TREES_DAYS} days.`));
     return;
   }
-  // Columns: commits, oldest first (by their first kbuild); rows: kbuild names;
-  // a cell: the most recently updated kbuild of that name and commit (retries).
-  const firstSeen = new Map();
-  const cells = new Map();
-  for (const n of kbuilds) {
-    const commit = n.data.kernel_revision.commit || "";
-    if (!firstSeen.has(commit) || n.created < firstSeen.get(commit).created) firstSeen.set(commit, n);
-    const key = n.name + "\n" + commit;
-    const prev = cells.get(key);
-    if (!prev || n.updated > prev.updated) cells.set(key, n);
-  }
-  const commits = [...firstSeen.keys()].sort((a, b) => firstSeen.get(a).created < firstSeen.get(b).created ? -1 : 1);
-  const names = [...new Set(kbuilds.map((n) => n.name))].sort();
-  const head = el("tr", {}, el("th", {}, "kbuild"), commits.map((c) => {
-    const rev = firstSeen.get(c).data.kernel_revision;
-    return el("th", { class: "commit", title: rev.describe || c }, c.slice(0, 12));
-  }));
-  const rows = names.map((name) => el("tr", {}, el("th", {}, name), commits.map((c) => {
-    const n = cells.get(name + "\n" + c);
-    const [label, cls] = cellOf(n);
-    return el("td", { class: "cell " + cls, "data-commit": c, title: n ? "retry " + (n.retry_counter || 0) : "" },
-      n ? el("a", { href: pageUrl("viewer", [["node_id", n.id]]) }, label) : label);
-  })));
+  const { table, commits, names } = resultMatrix("matrix", "kbuild", kbuilds);
   out.replaceChildren(
     el("h2", {}, `kbuilds of ${tree}/${branch}`),
-    el("p", { class: "muted" }, `${commits.length} commits, ${names.length} configurations, last ${TREES_DAYS} days`),
-    el("div", { class: "scroll" }, el("table", { id: "matrix", class: "matrix" }, el("thead", {}, head), el("tbody", {}, rows))));
+    el("p", { class: "muted" }, `${commits} commits, ${names} configurations, last ${TREES_DAYS} days`),
+    table);
 }
 
 /** Starts a render; answers that arrive after the page moved on are dropped. */

@@ -38,6 +38,8 @@ pub const DASHBOARD_JS: &str = include_str!("../../assets/web/dashboard.js");
 pub const ANALYTICS_JS: &str = include_str!("../../assets/web/analytics.js");
 /// The bar charts the stats and analytics pages draw (`/static/js/charts.js`).
 pub const CHARTS_JS: &str = include_str!("../../assets/web/charts.js");
+/// The result matrices of the viewer and the dashboard (`/static/js/matrix.js`).
+pub const MATRIX_JS: &str = include_str!("../../assets/web/matrix.js");
 /// The manage page and its login form (`/static/js/manage.js`).
 pub const MANAGE_JS: &str = include_str!("../../assets/web/manage.js");
 
@@ -168,6 +170,7 @@ pub async fn static_file(_state: &AppState, req: &Req, ext: &str) -> ApiResult<R
         ("js", "dashboard.js") => (DASHBOARD_JS, JS, true),
         ("js", "analytics.js") => (ANALYTICS_JS, JS, true),
         ("js", "charts.js") => (CHARTS_JS, JS, true),
+        ("js", "matrix.js") => (MATRIX_JS, JS, true),
         ("js", "manage.js") => (MANAGE_JS, JS, true),
         _ => return Err(ApiError::not_found("File not found")),
     };
@@ -220,6 +223,11 @@ pub async fn metrics(state: &AppState, _req: &Req) -> ApiResult<Resp> {
         m.observe_pubsub(live, sequence, &subscribers);
     }
     m.set_leader(state.is_leader());
+    m.set_event_streams(
+        state
+            .event_streams()
+            .load(std::sync::atomic::Ordering::Acquire),
+    );
     Ok(response::with_body(
         StatusCode::OK,
         prometheus_client::encoding::prometheus_text::CONTENT_TYPE,

@@ -21,6 +21,7 @@
 //! | `kci_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `kci_emails_total` | counter | `result` (`sent`, `failed`) |
 //! | `kci_jobs_leader`, `kci_server_info` | gauge | `server` on the info |
+//! | `kci_event_streams` | gauge | | open `GET /events/stream` answers |
 //!
 //! The subscription and lag gauges are read from the broker and the store when
 //! `/metrics` is scraped ([`Metrics::observe_pubsub`]); the rest are updated as
@@ -131,6 +132,7 @@ pub struct Metrics {
     max_behind: Gauge,
     max_idle: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    event_streams: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,6 +227,12 @@ impl Metrics {
             "1 when this server runs the time-driven jobs",
             leader.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "kci_event_streams",
+            "Open event streams (GET /events/stream)",
+            event_streams.clone(),
+        );
         let info = Family::<ServerLabel, Gauge>::default();
         info.get_or_create(&ServerLabel {
             server: server_id.to_owned(),
@@ -255,6 +263,7 @@ impl Metrics {
             max_behind,
             max_idle,
             leader,
+            event_streams,
         }
     }
 
@@ -365,6 +374,12 @@ impl Metrics {
     /// Whether this server holds the jobs lease.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    /// Sets `kci_event_streams`, the open event streams (read when scraped).
+    pub fn set_event_streams(&self, open: usize) {
+        self.event_streams
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// The exposition: the reference's lines, then ours (Prometheus text 0.0.4).
