@@ -202,7 +202,8 @@ impl GroupCommit {
         }
     }
 
-    /// Stops the flusher after a last flush.
+    /// Stops the flusher after a last flush covering every write applied before
+    /// the call (also one applied while an earlier flush was running).
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Ok(mut pending) = self.shared.wake.lock() {
@@ -270,7 +271,10 @@ fn flusher(
                 f.error = Some(e.to_string());
             }),
         }
-        if s.stop.load(Ordering::SeqCst) {
+        // Stopping: done once a flush covered every write applied so far. A write
+        // applied while this flush ran (after its ticket was read) needs one more
+        // flush, or a store dropped without `close` would lose it.
+        if s.stop.load(Ordering::SeqCst) && s.applied.load(Ordering::SeqCst) <= ticket {
             return;
         }
     }
