@@ -24,6 +24,8 @@ struct Stream {
     headers: hyper::HeaderMap,
     body: Incoming,
     buffer: String,
+    /// The last `id:` seen in any frame (what a browser sends when it reconnects).
+    last_id: Option<u64>,
 }
 
 /// One server-sent event: its `id:` and its `data:` as JSON.
@@ -31,6 +33,17 @@ struct Stream {
 struct Sse {
     id: Option<u64>,
     data: Value,
+}
+
+/// What reading a stream for a while gave.
+#[derive(Debug)]
+enum Next {
+    /// An event with data.
+    Event(Sse),
+    /// The server ended the stream.
+    End,
+    /// Nothing within the wait (the stream is still open).
+    Quiet,
 }
 
 impl Stream {
@@ -59,6 +72,7 @@ impl Stream {
             headers,
             body: resp.into_body(),
             buffer: String::new(),
+            last_id: None,
         }
     }
 
@@ -72,9 +86,9 @@ impl Stream {
         self.buffer
     }
 
-    /// The next event with data (comments and `retry:` skipped), `None` when the
-    /// stream ends or nothing comes within `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<Sse> {
+    /// The next event with data (comments, `retry:` and id-only frames skipped),
+    /// the end of the stream, or nothing within `wait`.
+    async fn next(&mut self, wait: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
@@ -84,20 +98,40 @@ impl Stream {
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
                         id = Some(v.parse().unwrap());
+                        self.last_id = id;
                     } else if let Some(v) = line.strip_prefix("data: ") {
                         data = Some(serde_json::from_str(v).unwrap());
                     }
                 }
                 if let Some(data) = data {
-                    return Some(Sse { id, data });
+                    return Next::Event(Sse { id, data });
                 }
             }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .ok()??;
-            if let Ok(d) = frame.unwrap().into_data() {
-                self.buffer.push_str(&String::from_utf8_lossy(&d));
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return Next::Quiet,
+                Ok(None) => return Next::End,
+                Ok(Some(frame)) => {
+                    if let Ok(d) = frame.unwrap().into_data() {
+                        self.buffer.push_str(&String::from_utf8_lossy(&d));
+                    }
+                }
             }
+        }
+    }
+
+    /// The next event, which must come within [`WAIT`].
+    async fn event(&mut self, what: &str) -> Sse {
+        match self.next(WAIT).await {
+            Next::Event(e) => e,
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+
+    /// Nothing more for a while, the stream still open.
+    async fn quiet(&mut self, what: &str) {
+        match self.next(QUIET).await {
+            Next::Quiet => {}
+            other => panic!("{what}: {other:?}"),
         }
     }
 }
@@ -128,6 +162,7 @@ every_backend!(
     new_events_arrive_filtered_with_their_sequence_ids,
     a_reconnect_resumes_after_the_last_event_id,
     bad_requests_and_the_bound_on_streams,
+    a_filtered_stream_reads_past_other_events_once,
 );
 
 /// A stream opened with a filter gets the matching events appended after it
@@ -149,7 +184,7 @@ async fn new_events_arrive_filtered_with_their_sequence_ids() {
     );
     node(&s, &token, "checkout", "c1").await;
     let k = node(&s, &token, "kbuild", "k1").await;
-    let got = stream.next(WAIT).await.expect("the kbuild's event");
+    let got = stream.event("the kbuild's event").await;
     let want = events(&s, &format!("node_id={}", k["id"].as_str().unwrap())).await;
     assert_eq!(got.data, want[0]);
     assert_eq!(got.id, want[0]["sequence_id"].as_u64());
@@ -166,12 +201,12 @@ async fn new_events_arrive_filtered_with_their_sequence_ids() {
         )
         .await;
     assert_eq!(r.code(), 200, "{}", r.text());
-    let got = stream.next(WAIT).await.expect("the update's event");
+    let got = stream.event("the update's event").await;
     assert_eq!(
         (&got.data["data"]["op"], &got.data["data"]["result"]),
         (&json!("updated"), &json!("fail"))
     );
-    assert!(stream.next(QUIET).await.is_none());
+    stream.quiet("nothing else").await;
     s.stop().await;
 }
 
@@ -200,16 +235,19 @@ async fn a_reconnect_resumes_after_the_last_event_id() {
         let mut stream = Stream::open(&s, &query, &headers).await;
         assert_eq!(stream.status, 200);
         for want in &all[1..] {
-            let got = stream.next(WAIT).await.expect("a logged event");
+            let got = stream.event("a logged event").await;
             assert_eq!(&got.data, want, "{query}");
         }
-        assert!(stream.next(QUIET).await.is_none(), "{query}");
+        stream.quiet(&query).await;
     }
-    // Without either, only what comes later.
+    // Without either, only what comes later; the first frame says where the
+    // stream starts, so a browser reconnecting before any event resumes there.
     let mut stream = Stream::open(&s, "", &[]).await;
-    assert!(stream.next(QUIET).await.is_none());
+    stream.quiet("nothing else").await;
+    let end = events(&s, "").await.last().unwrap()["sequence_id"].as_u64();
+    assert_eq!(stream.last_id, end);
     let d = node(&s, &token, "checkout", "d").await;
-    let got = stream.next(WAIT).await.unwrap();
+    let got = stream.event("the new checkout").await;
     assert_eq!(got.data["data"]["id"], d["id"]);
     s.stop().await;
 }
@@ -299,7 +337,7 @@ async fn a_stop_ends_the_streams() {
             let mut stream = Stream::open(&s, "", &[]).await;
             assert_eq!(stream.status, 200);
             let stop = tokio::spawn(s.stop());
-            assert!(stream.next(WAIT).await.is_none());
+            assert!(matches!(stream.next(WAIT).await, Next::End));
             tokio::time::timeout(WAIT, stop)
                 .await
                 .expect("the stop finished")
@@ -324,11 +362,55 @@ async fn a_stream_gets_the_events_of_another_server() {
             let mut stream = Stream::open(&one, "?kind=job", &[]).await;
             assert_eq!(stream.status, 200);
             let j = node(&two, &token, "job", "through-two").await;
-            let got = stream.next(WAIT).await.expect("the other server's event");
+            let got = stream.event("the other server's event").await;
             assert_eq!(got.data["data"]["id"], j["id"]);
             drop(stream);
             two.stop().await;
             one.stop().await;
         })
         .await;
+}
+
+/// `kci_store_operation_duration_seconds_count` of `operation`.
+async fn store_reads(s: &TestServer, operation: &str) -> f64 {
+    let text = s.get("/metrics", None).await.text();
+    let series =
+        format!("kci_store_operation_duration_seconds_count{{operation=\"{operation}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// A stream of one channel reads the log past other channels' events once: its
+/// position moves over them, so their wake-ups (on PostgreSQL, their
+/// notifications) do not make it read them again, or in a loop until an event of
+/// its channel comes.
+async fn a_filtered_stream_reads_past_other_events_once() {
+    let s = TestServer::start().await;
+    let (_, token) = s.user("alice", false, true, &[]).await;
+    let mut stream = Stream::open(&s, "?channel=node", &[]).await;
+    assert_eq!(stream.status, 200);
+    for i in 0..5 {
+        let r = s
+            .post(
+                "/latest/publish/other",
+                Some(&token),
+                &json!({"data": {"i": i}}),
+            )
+            .await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+    }
+    stream.quiet("no node event").await;
+    // Settled: about one look at the log a second from now on.
+    let before = store_reads(&s, "events_after").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reads = store_reads(&s, "events_after").await - before;
+    assert!(reads <= 8.0, "{reads} reads of the log in 2 s while idle");
+    // And the stream still gets its own channel's events.
+    let c = node(&s, &token, "checkout", "after-others").await;
+    assert_eq!(
+        stream.event("the node event").await.data["data"]["id"],
+        c["id"]
+    );
+    s.stop().await;
 }

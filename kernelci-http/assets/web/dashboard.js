@@ -169,10 +169,14 @@ const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 /** The live event stream of the open checkout view (closed when the page moves). */
 let source = null;
+/** The refresh scheduled after a burst of events (cancelled with the stream). */
+let timer = null;
 
 function closeLive() {
   if (source) source.close();
   source = null;
+  clearTimeout(timer);
+  timer = null;
 }
 
 /**
@@ -184,18 +188,27 @@ function followLive(rev, changed) {
   closeLive();
   const badge = document.getElementById("live");
   const q = new URLSearchParams([["channel", "node"], ["data.data.kernel_revision.commit", rev.commit]]);
-  source = new EventSource(apiBase() + "/events/stream?" + q.toString());
+  const mine = new EventSource(apiBase() + "/events/stream?" + q.toString());
+  source = mine;
   let updates = 0;
-  let timer = null;
-  source.onopen = () => {
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(changed, 300);
+  };
+  mine.onopen = () => {
     badge.className = "live on";
     badge.textContent = "live" + (updates ? " · " + plural(updates, "update") : "");
+    // What changed between the page's reads and the stream's start (or while
+    // it was reconnecting) came before the stream's first event: read again.
+    soon();
   };
-  source.onerror = () => {
+  mine.onerror = () => {
     badge.className = "live off";
-    badge.textContent = "live updates paused, reconnecting…";
+    // A refused stream (too many, or an error answer) is not retried.
+    badge.textContent = mine.readyState === EventSource.CLOSED
+      ? "live updates unavailable: reload to try again" : "live updates paused, reconnecting…";
   };
-  source.onmessage = (ev) => {
+  mine.onmessage = (ev) => {
     let e;
     try {
       e = JSON.parse(ev.data);
@@ -206,8 +219,7 @@ function followLive(rev, changed) {
     if ((rev.tree && r.tree !== rev.tree) || (rev.branch && r.branch !== rev.branch)) return;
     updates += 1;
     badge.textContent = `live · ${plural(updates, "update")} · last ${when(e.timestamp)}`;
-    clearTimeout(timer);
-    timer = setTimeout(changed, 300);
+    soon();
   };
 }
 
@@ -235,7 +247,7 @@ async function showCheckout(main, params, stale) {
   const suite = params.get("suite") || "";
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   const here = checkout && params.get("checkout") ? [["checkout", checkout.id]]
-    : [["tree", rev.tree], ["branch", rev.branch], ["commit", rev.commit]];
+    : [["tree", rev.tree || ""], ["branch", rev.branch || ""], ["commit", rev.commit]];
   const go = (changes) => {
     const next = new URLSearchParams(here);
     for (const [k, v] of Object.entries(Object.assign({ result, name, suite }, changes))) {
@@ -320,11 +332,28 @@ async function showCheckout(main, params, stale) {
   };
   await fill();
   if (stale()) return;
-  if (rev.commit) {
-    followLive(rev, () => fill().catch((e) => {
+  // One refresh at a time: a burst during a refresh runs one more after it, so
+  // an older read never lands over a newer one.
+  let running = false;
+  let again = false;
+  const refresh = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        await fill();
+      } while (again && !stale());
+    } catch (e) {
       if (!stale()) say(e.message);
-    }));
-  }
+    } finally {
+      running = false;
+    }
+  };
+  if (rev.commit) followLive(rev, refresh);
 }
 
 function withOffset(offset) {

@@ -2,7 +2,7 @@
 // administrator, users (invite, groups, activate/deactivate) and groups, all
 // through the existing JSON endpoints. The token stays in this tab's
 // sessionStorage only.
-import { api, el, header, login, logout, nodesTable, pageUrl, say, token } from "./common.js";
+import { api, el, header, login, logout, nodesTable, pageUrl, renderCounter, say, token } from "./common.js";
 
 function loginForm(main) {
   const user = el("input", { id: "login-user", autocomplete: "username", required: true });
@@ -148,8 +148,12 @@ async function groupsCard() {
     } }, name, el("button", { type: "submit", id: "group-add" }, "Add group")));
 }
 
+/** Starts a render; answers that arrive after the page moved on are dropped. */
+const startRender = renderCounter();
+
 /** Draws the page; `keep` keeps the message shown, `carry` is an element kept in place. */
 async function render(keep = false, carry = null) {
+  const stale = startRender();
   if (!keep) say("");
   const main = document.getElementById("main");
   if (!token()) {
@@ -174,8 +178,10 @@ async function render(keep = false, carry = null) {
       if (carry) invite.querySelector("#invite-result").replaceWith(carry);
       cards.push(invite, await usersCard(), await groupsCard());
     }
+    if (stale()) return;
     main.replaceChildren(el("h1", {}, "Manage"), el("div", { class: "cards" }, cards));
   } catch (e) {
+    if (stale()) return;
     if (e.status === 401) {
       logout();
       header("manage");

@@ -7,7 +7,8 @@
 //!   `node_id`, `path`, exact matches); paging (`limit`, `offset`), `recursive`,
 //!   `id`/`ids` and `from` are refused, since a stream has no end to page to.
 //! - **Position**: each event is sent as `id: <sequence id>` and `data: <the
-//!   /events document>`; the stream starts after the `Last-Event-ID` header (a
+//!   /events document>`, the first frame and each keep-alive carry the position
+//!   as an `id:` of their own; the stream starts after the `Last-Event-ID` header (a
 //!   browser's `EventSource` sends it when it reconnects, so nothing is missed
 //!   across a dropped connection), else after `after=<sequence id>`, else at the
 //!   current end of the log. Events are read from the log, not from memory: an
@@ -122,7 +123,9 @@ pub async fn stream_events(state: &AppState, req: &Req) -> ApiResult<Resp> {
         None => state.store().last_event_sequence().await?,
     };
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    let first = format!("retry: {RETRY_MS}\n: from {position}\n\n");
+    // The position as the browser's last event id from the start: a reconnect
+    // before any matching event resumes here, not at the end of the log then.
+    let first = format!("retry: {RETRY_MS}\nid: {position}\n\n");
     // Cannot fail: the channel is new and has room.
     let _ = tx.try_send(Bytes::from(first));
     tokio::spawn(pump(state.clone(), query, position, tx, slot));
@@ -155,18 +158,17 @@ async fn pump(
     let broker = state.broker();
     let mut local = broker.watch_events();
     let mut stopping = state.stopping();
-    let channel = query.channel.clone();
     let mut quiet_since = Instant::now();
     loop {
         if *stopping.borrow() {
             return;
         }
         local.borrow_and_update();
-        let batch = match state
-            .store()
-            .events_after(position, channel.as_deref(), BATCH)
-            .await
-        {
+        // Every channel's events, filtered here (the query checks the channel):
+        // the position moves over the others too, so neither a wake-up for
+        // another channel's event nor the store's notification of it makes the
+        // stream read the same events again.
+        let batch = match state.store().events_after(position, None, BATCH).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "event stream: reading the log failed; stream ended");
@@ -177,7 +179,7 @@ async fn pump(
         for event in batch {
             position = event.sequence_id;
             if query.matches(&event) {
-                if tx.send(frame(&event)).await.is_err() {
+                if !send(&tx, frame(&event), &mut stopping).await {
                     return;
                 }
                 quiet_since = Instant::now();
@@ -193,15 +195,27 @@ async fn pump(
             _ = tx.closed() => return,
         }
         if Instant::now() >= keep_alive_at {
-            if tx
-                .send(Bytes::from_static(b": keep-alive\n\n"))
-                .await
-                .is_err()
-            {
+            // With the position: a reconnect resumes after the events passed over.
+            let beat = Bytes::from(format!(": keep-alive\nid: {position}\n\n"));
+            if !send(&tx, beat, &mut stopping).await {
                 return;
             }
             quiet_since = Instant::now();
         }
+    }
+}
+
+/// Sends `frame`, waiting while the client reads slowly; `false` when the client
+/// went away or the server started to stop meanwhile (a client that stopped
+/// reading does not hold its stream past the stop).
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    frame: Bytes,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(frame) => sent.is_ok(),
+        _ = crate::state::stopped(stopping) => false,
     }
 }
 
