@@ -197,7 +197,9 @@ fn rss_mib(pid: u32) -> u64 {
 /// Large telemetry inserts leave the server's memory bounded: 150,000 events in
 /// three requests (24 MB of JSON) took the server to over a gigabyte of RSS, kept
 /// after the requests (sled kept every tree node a batch replaced until later
-/// requests moved its epoch on, and glibc's malloc kept what was freed).
+/// requests moved its epoch on, and glibc's malloc kept what was freed). What is
+/// freed goes back to the system within jemalloc's decay (10 s) also when no
+/// request follows: RSS is read until it is under the bound, for 30 s at most.
 #[test]
 fn large_telemetry_inserts_leave_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,10 +231,22 @@ fn large_telemetry_inserts_leave_memory_bounded() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let after = rss_mib(s.child.id());
-    eprintln!("server RSS: {before} MiB before, {after} MiB after 150,000 events");
-    // Generous: the events take about 40 MB as stored, sled's cache is 256 MiB.
-    assert!(after < 400, "server RSS {after} MiB after 150,000 events");
+    let peak = rss_mib(s.child.id());
+    // Generous: the events take about 40 MB as stored, sled's cache is 256 MiB;
+    // about 215 MiB is what stays once the freed pages are purged.
+    let bound = 300;
+    let waited = std::time::Instant::now();
+    let mut after = peak;
+    while after >= bound && waited.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        after = rss_mib(s.child.id());
+    }
+    eprintln!(
+        "server RSS: {before} MiB before, {peak} MiB after 150,000 events, \
+         {after} MiB {:.1} s later",
+        waited.elapsed().as_secs_f64()
+    );
+    assert!(after < bound, "server RSS {after} MiB after 150,000 events");
     s.stop();
 }
 
