@@ -55,6 +55,18 @@ impl ObjectId {
         Ok(Self(out))
     }
 
+    /// The 24 lowercase hex characters, in a buffer of their own (no allocation;
+    /// what `Display` and `Serialize` write).
+    pub fn to_hex(&self) -> IdText {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 24];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        IdText(text)
+    }
+
     /// The creation time in Unix seconds, from the first four bytes.
     pub fn timestamp_secs(&self) -> u32 {
         u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
@@ -82,12 +94,21 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
+/// An id's hex form ([`ObjectId::to_hex`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdText([u8; 24]);
+
+impl IdText {
+    /// The 24 characters.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.pad(self.to_hex().as_str())
     }
 }
 
@@ -106,7 +127,7 @@ impl FromStr for ObjectId {
 
 impl Serialize for ObjectId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.to_hex().as_str())
     }
 }
 
@@ -213,6 +234,21 @@ mod tests {
         assert_eq!(id.to_string(), "65a1355ee98651d0fe81e412");
         assert_eq!(ObjectId::parse(&id.to_string()).unwrap(), id);
         assert_eq!(id.timestamp_secs(), 0x65a1355e);
+        assert_eq!(
+            serde_json::to_string(&id).unwrap_or_default(),
+            "\"65a1355ee98651d0fe81e412\""
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hex_is_each_byte_in_two_lowercase_digits(bytes in proptest::array::uniform12(0u8..)) {
+            let id = ObjectId::from_bytes(bytes);
+            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = id.to_hex();
+            proptest::prop_assert_eq!(hex.as_str(), want.as_str());
+            proptest::prop_assert_eq!(id.to_string(), want);
+        }
     }
 
     #[test]
