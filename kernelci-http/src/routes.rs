@@ -172,26 +172,38 @@ pub enum RouteMatch {
     NotFound,
 }
 
-fn match_pattern(pattern: &str, path: &str) -> Option<Vec<String>> {
-    let mut params = Vec::new();
+/// Whether `path` has `pattern`'s segments (a `{param}` segment matching any one
+/// non-empty segment). Allocates nothing: most routes are tried and refused.
+fn matches(pattern: &str, path: &str) -> bool {
     let mut p = pattern.split('/');
     let mut s = path.split('/');
     loop {
         match (p.next(), s.next()) {
-            (None, None) => return Some(params),
+            (None, None) => return true,
             (Some(ps), Some(ss)) => {
-                if ps.starts_with('{') {
-                    if ss.is_empty() {
-                        return None;
-                    }
-                    params.push(percent_decode(ss));
-                } else if ps != ss {
-                    return None;
+                let fits = if ps.starts_with('{') {
+                    !ss.is_empty()
+                } else {
+                    ps == ss
+                };
+                if !fits {
+                    return false;
                 }
             }
-            _ => return None,
+            _ => return false,
         }
     }
+}
+
+/// The percent-decoded segments of `path` at `pattern`'s `{param}` places (for a
+/// path that [`matches`] it).
+fn params(pattern: &str, path: &str) -> Vec<String> {
+    pattern
+        .split('/')
+        .zip(path.split('/'))
+        .filter(|(ps, _)| ps.starts_with('{'))
+        .map(|(_, ss)| percent_decode(ss))
+        .collect()
 }
 
 /// Decodes `%XX` escapes (invalid escapes stay as they are; invalid UTF-8 is
@@ -218,15 +230,16 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 fn lookup(method: &Method, path: &str) -> Option<RouteMatch> {
+    if let Some((_, pattern, endpoint)) = ROUTES
+        .iter()
+        .find(|(m, pattern, _)| m == method && matches(pattern, path))
+    {
+        return Some(RouteMatch::Found(*endpoint, params(pattern, path)));
+    }
     let mut allowed = Vec::new();
-    for (m, pattern, endpoint) in ROUTES {
-        if let Some(params) = match_pattern(pattern, path) {
-            if m == method {
-                return Some(RouteMatch::Found(*endpoint, params));
-            }
-            if !allowed.contains(m) {
-                allowed.push(m.clone());
-            }
+    for (m, pattern, _) in ROUTES {
+        if matches(pattern, path) && !allowed.contains(m) {
+            allowed.push(m.clone());
         }
     }
     (!allowed.is_empty()).then_some(RouteMatch::MethodNotAllowed(allowed))

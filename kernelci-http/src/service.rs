@@ -48,7 +48,8 @@ use tower_http::compression::predicate::{And, NotForContentType, Predicate, Size
 use tower_http::compression::{Compression, CompressionLayer};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
 
 use kernelci_core::validation::value::too_long;
@@ -135,6 +136,21 @@ where
     }
 }
 
+/// The id [`api`] gives a request that came without one: a random (version 4)
+/// UUID, written into the header without the formatting machinery (tower-http's
+/// `MakeRequestUuid` formats it through `Display` and parses the text back).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated();
+        let value = HeaderValue::from_bytes(id.encode_lower(&mut text).as_bytes()).ok()?;
+        Some(RequestId::new(value))
+    }
+}
+
 /// When [`api`] compresses an answer: at least [`COMPRESS_MIN_BYTES`], and not an
 /// event stream.
 pub type Compressible = And<SizeAbove, NotForContentType>;
@@ -169,7 +185,7 @@ pub type Api = SetRequestId<
     PropagateRequestId<
         Compression<CatchPanic<Either<Cors<ApiService>, ApiService>, PanicAnswer>, Compressible>,
     >,
-    MakeRequestUuid,
+    NewRequestId,
 >;
 
 /// The CORS rules of `config.cors_origins` (`None`: CORS off, the default): the
@@ -213,7 +229,7 @@ pub fn cors(config: &crate::HttpConfig) -> Option<CorsLayer> {
 pub fn api(state: AppState) -> Api {
     let header = hyper::header::HeaderName::from_static(REQUEST_ID_HEADER);
     ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(header.clone(), NewRequestId))
         .layer(PropagateRequestIdLayer::new(header))
         .layer(
             CompressionLayer::new()

@@ -287,7 +287,11 @@ async fn every_answer_carries_a_request_id() {
             let a = s.get("/latest/count", None).await;
             let b = s.get("/latest/nope", None).await;
             let (a, b) = (a.header("x-request-id"), b.header("x-request-id"));
-            assert!(a.as_deref().is_some_and(|v| v.len() >= 32), "{a:?}");
+            for id in [&a, &b] {
+                let parsed = id.as_deref().and_then(|v| uuid::Uuid::parse_str(v).ok());
+                assert_eq!(parsed.map(|u| u.get_version_num()), Some(4), "{id:?}");
+                assert_eq!(id.as_deref().map(str::len), Some(36), "hyphenated: {id:?}");
+            }
             assert_ne!(a, b);
             let r = s
                 .request(
