@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::codec::packed::{self, Dictionaries, Kind, PackStats};
 use crate::error::StoreError;
 use crate::index::{combine, entry_key, field_values, FieldValues, Flags, IndexDef, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
@@ -34,8 +35,13 @@ use crate::kv::{Kv, Write};
 ///
 /// - 1: index entries and counters in sled;
 /// - 2: index entries and counters in memory (the snapshot), dropped from sled;
-/// - 3: node documents in the binary encoding of [`codec`] instead of JSON.
-pub const SCHEMA_VERSION: u64 = 3;
+/// - 3: node documents in the binary encoding of [`codec`] instead of JSON;
+/// - 4: node documents and events may be packed with the store's dictionaries
+///   ([`codec::packed`]); an older server would not read them.
+pub const SCHEMA_VERSION: u64 = 4;
+
+/// The first layout with binary node documents (older ones are rewritten on open).
+const BINARY_LAYOUT: u64 = 3;
 
 /// Documents rewritten per batch by the layout 2 → 3 migration.
 const MIGRATE_BATCH: usize = 1000;
@@ -55,15 +61,17 @@ pub struct Engine<K: Kv> {
     pub(crate) paths: Vec<Vec<FieldPath>>,
     /// The distinct fields of all indexes, each resolved once per node write.
     fields: Fields,
+    /// The dictionaries node documents and events are packed with.
+    dicts: Dictionaries,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// The stored form of an event: binary ([`crate::codec::encode_event`]), or JSON for
-/// the rare event the binary form refuses (data nested past the codec's bound).
-pub(crate) fn encode_event_value(e: &Event) -> Vec<u8> {
+/// The binary form of an event ([`crate::codec::encode_event`]), or JSON for the
+/// rare event the binary form refuses (data nested past the codec's bound).
+fn event_record(e: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     match crate::codec::encode_event(e, &mut out) {
         Ok(()) => out,
@@ -71,9 +79,9 @@ pub(crate) fn encode_event_value(e: &Event) -> Vec<u8> {
     }
 }
 
-/// Reads a stored event: binary, or JSON as earlier versions (and
-/// [`encode_event_value`]'s fallback) wrote it.
-pub(crate) fn decode_event_value(key: &[u8], b: &[u8]) -> Result<Event, StoreError> {
+/// Reads an unpacked event: binary, or JSON as earlier versions (and
+/// [`event_record`]'s fallback) wrote it.
+fn read_event_record(key: &[u8], b: &[u8]) -> Result<Event, StoreError> {
     if b.first() == Some(&crate::codec::FORMAT_EVENT) {
         crate::codec::decode_event(b).map_err(|e| StoreError::corrupt("event", key, e))
     } else {
@@ -93,25 +101,21 @@ pub(crate) fn node_key(id: ObjectId) -> Vec<u8> {
     key(keys::NODE, &[&id.bytes()])
 }
 
-/// Decodes a stored node value: its version, then the document in the binary layout
-/// ([`codec`]) or, written before layout 3, JSON.
-pub(crate) fn decode_doc(key: &[u8], b: &[u8]) -> Result<(Node, Version), StoreError> {
-    let version = read_u64(b)
-        .ok_or_else(|| StoreError::corrupt("node", key, "value shorter than its version"))?;
-    let doc = &b[8..];
-    let node = if doc.first() == Some(&b'{') {
-        from_json("node", key, doc)?
-    } else {
-        codec::decode_node(doc).map_err(|e| StoreError::corrupt("node", key, e))?
-    };
-    Ok((node, Version(version)))
+/// The version at the head of a stored node value.
+fn doc_version(key: &[u8], b: &[u8]) -> Result<Version, StoreError> {
+    read_u64(b)
+        .map(Version)
+        .ok_or_else(|| StoreError::corrupt("node", key, "value shorter than its version"))
 }
 
-fn encode_doc(node: &Node, version: Version) -> Result<Vec<u8>, StoreError> {
-    let mut v = Vec::with_capacity(1024);
-    v.extend_from_slice(&version.0.to_be_bytes());
-    codec::encode_node(node, &mut v).map_err(|e| StoreError::Unencodable(e.to_string()))?;
-    Ok(v)
+/// Decodes an unpacked node document: the binary layout ([`codec`]) or, written
+/// before layout 3, JSON.
+pub(crate) fn read_doc(key: &[u8], doc: &[u8]) -> Result<Node, StoreError> {
+    if doc.first() == Some(&b'{') {
+        from_json("node", key, doc)
+    } else {
+        codec::decode_node(doc).map_err(|e| StoreError::corrupt("node", key, e))
+    }
 }
 
 /// Counter changes accumulated for one batch, keyed by full counter key.
@@ -146,6 +150,7 @@ impl<K: Kv> Engine<K> {
             write_lock: Mutex::new(()),
             paths: INDEXES.iter().map(IndexDef::paths).collect(),
             fields: Fields::new(),
+            dicts: Dictionaries::default(),
         }
     }
 
@@ -158,15 +163,76 @@ impl<K: Kv> Engine<K> {
     /// [`Engine::migrate_documents`] once the indexes are loaded.
     pub(crate) fn open_checks(&self) -> Result<u64, StoreError> {
         let k = key(keys::META, &[META_SCHEMA]);
-        match self.kv.get(&k)? {
+        let found = self.check_layout(&k)?;
+        self.load_dictionaries()?;
+        let nodes = self.read_counter(&Self::node_count_key())?;
+        if self.dicts.opened(Kind::Node, nodes) {
+            let samples = self.newest_records(keys::NODE, |k, v| {
+                self.with_doc(k, v, |doc, _| Ok(doc.to_vec()))
+            })?;
+            self.dicts.train_from(Kind::Node, samples);
+        }
+        let events = self.read_counter(&key(keys::META, &[META_EVENT_SEQ]))?;
+        if self.dicts.opened(Kind::Event, events) {
+            let samples = self.newest_records(keys::EVENT, |k, v| {
+                self.dicts
+                    .unpack(Kind::Event, v, <[u8]>::to_vec)
+                    .map_err(|e| StoreError::corrupt("event", k, e))
+            })?;
+            self.dicts.train_from(Kind::Event, samples);
+        }
+        Ok(found)
+    }
+
+    /// Up to [`packed::SAMPLE_RECORDS`] of the newest records under `prefix` (node
+    /// ids and event sequence numbers grow with time), unpacked by `unpack`; damaged
+    /// and very large ones left out.
+    fn newest_records(
+        &self,
+        prefix: u8,
+        unpack: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.kv.scan(&[prefix], &prefix_end(&[prefix]), true) {
+            let (k, v) = item?;
+            if let Ok(record) = unpack(k.as_ref(), v.as_ref()) {
+                if record.len() <= packed::SAMPLE_MAX_RECORD {
+                    out.push(record);
+                }
+            }
+            if out.len() >= packed::SAMPLE_RECORDS {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored dictionaries, in id order (their keys sort so).
+    fn load_dictionaries(&self) -> Result<(), StoreError> {
+        let lo = key(keys::META, &[b"dict"]);
+        let hi = prefix_end(&lo);
+        for item in self.kv.scan(&lo, &hi, false) {
+            let (k, v) = item?;
+            let name = &k.as_ref()[1..];
+            self.dicts
+                .load(name, v.as_ref())
+                .map_err(|e| StoreError::corrupt("dictionary", k.as_ref(), e))?;
+        }
+        Ok(())
+    }
+
+    fn check_layout(&self, k: &[u8]) -> Result<u64, StoreError> {
+        match self.kv.get(k)? {
             None => {
-                self.kv
-                    .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])?;
+                self.kv.apply(vec![(
+                    k.to_vec(),
+                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+                )])?;
                 Ok(SCHEMA_VERSION)
             }
             Some(v) => {
                 let found = read_u64(v.as_ref())
-                    .ok_or_else(|| StoreError::corrupt("schema version", &k, "short value"))?;
+                    .ok_or_else(|| StoreError::corrupt("schema version", k, "short value"))?;
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
@@ -178,14 +244,26 @@ impl<K: Kv> Engine<K> {
         }
     }
 
+    /// Brings a store of layout `found` to [`SCHEMA_VERSION`]: layout 2 → 3
+    /// rewrites its JSON node documents ([`Engine::migrate_documents`]); 3 → 4
+    /// changes nothing stored (documents and events are packed as they are written
+    /// from now on). Records the new layout.
+    pub(crate) fn upgrade(&self, found: u64) -> Result<(), StoreError> {
+        if found < BINARY_LAYOUT {
+            self.migrate_documents()?;
+        }
+        let k = key(keys::META, &[META_SCHEMA]);
+        self.kv
+            .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])
+    }
+
     /// Layout 2 → 3: rewrites every JSON node document in the binary encoding, in
-    /// batches under the writer lock, then records layout 3. Each document keeps its
-    /// version and index entries (its content is unchanged). Idempotent and safe to
-    /// interrupt: both encodings decode, so a crash midway leaves a readable store
-    /// that the next open finishes migrating. A document that does not decode is
-    /// left for [`crate::IndexedStore::verify`] to report. Returns the number
-    /// rewritten.
-    pub(crate) fn migrate_documents(&self) -> Result<u64, StoreError> {
+    /// batches under the writer lock. Each document keeps its version and index
+    /// entries (its content is unchanged). Idempotent and safe to interrupt: both
+    /// encodings decode, so a crash midway leaves a readable store that the next
+    /// open finishes migrating. A document that does not decode is left for
+    /// [`crate::IndexedStore::verify`] to report. Returns the number rewritten.
+    fn migrate_documents(&self) -> Result<u64, StoreError> {
         let mut rewritten = 0;
         let mut from = vec![keys::NODE];
         let end = prefix_end(&[keys::NODE]);
@@ -200,8 +278,8 @@ impl<K: Kv> Engine<K> {
                 // A damaged document is left as it is: `verify` reports it, and one
                 // bad value must not make the whole store unopenable.
                 if v.get(8) == Some(&b'{') {
-                    if let Ok((node, version)) = decode_doc(k, v) {
-                        writes.push((k.to_vec(), Some(encode_doc(&node, version)?)));
+                    if let Ok((node, version)) = self.decode_doc(k, v) {
+                        writes.push((k.to_vec(), Some(self.encode_doc(&node, version)?)));
                     }
                 }
             }
@@ -211,10 +289,76 @@ impl<K: Kv> Engine<K> {
             last.push(0);
             from = last;
         }
-        let k = key(keys::META, &[META_SCHEMA]);
-        self.kv
-            .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])?;
         Ok(rewritten)
+    }
+
+    // ---- packed records (codec::packed) --------------------------------------------
+
+    /// Stores the dictionary of `kind` trained since the last write, if any, and
+    /// packs with it from now on. Its own batch, applied before the caller's: no
+    /// record packed with it reaches the disk before it. Callers hold the writer
+    /// lock, so no other write packs with it first.
+    fn store_ready_dictionary(&self, kind: Kind) -> Result<(), StoreError> {
+        if let Some((id, name, value)) = self.dicts.take_ready(kind) {
+            self.kv
+                .apply(vec![(key(keys::META, &[&name]), Some(value.clone()))])?;
+            self.dicts
+                .stored(kind, id, &value)
+                .map_err(|e| StoreError::corrupt("dictionary", &name, e))?;
+        }
+        Ok(())
+    }
+
+    /// The stored value of a node document: its version, then the document packed
+    /// (or as it is until the store has a dictionary).
+    pub(crate) fn encode_doc(&self, node: &Node, version: Version) -> Result<Vec<u8>, StoreError> {
+        self.store_ready_dictionary(Kind::Node)?;
+        let mut raw = Vec::with_capacity(1024);
+        codec::encode_node(node, &mut raw).map_err(|e| StoreError::Unencodable(e.to_string()))?;
+        let mut v = Vec::with_capacity(8 + raw.len());
+        v.extend_from_slice(&version.0.to_be_bytes());
+        self.dicts.pack(Kind::Node, &raw, &mut v);
+        Ok(v)
+    }
+
+    /// Calls `f` with the node document of stored value `b` unpacked, and its
+    /// version.
+    pub(crate) fn with_doc<T>(
+        &self,
+        key: &[u8],
+        b: &[u8],
+        f: impl FnOnce(&[u8], Version) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let version = doc_version(key, b)?;
+        self.dicts
+            .unpack(Kind::Node, &b[8..], |doc| f(doc, version))
+            .map_err(|e| StoreError::corrupt("node", key, e))?
+    }
+
+    /// Decodes a stored node value: its version, then the document.
+    pub(crate) fn decode_doc(&self, key: &[u8], b: &[u8]) -> Result<(Node, Version), StoreError> {
+        self.with_doc(key, b, |doc, version| Ok((read_doc(key, doc)?, version)))
+    }
+
+    /// The stored value of an event, packed like node documents.
+    pub(crate) fn encode_event_value(&self, e: &Event) -> Result<Vec<u8>, StoreError> {
+        self.store_ready_dictionary(Kind::Event)?;
+        let raw = event_record(e);
+        let mut v = Vec::with_capacity(raw.len());
+        self.dicts.pack(Kind::Event, &raw, &mut v);
+        Ok(v)
+    }
+
+    /// Reads a stored event.
+    pub(crate) fn decode_event_value(&self, key: &[u8], b: &[u8]) -> Result<Event, StoreError> {
+        self.dicts
+            .unpack(Kind::Event, b, |raw| read_event_record(key, raw))
+            .map_err(|e| StoreError::corrupt("event", key, e))?
+    }
+
+    /// Figures of the node documents' and the events' dictionaries.
+    pub(crate) fn pack_stats(&self) -> (PackStats, PackStats) {
+        (self.dicts.stats(Kind::Node), self.dicts.stats(Kind::Event))
     }
 
     pub(crate) fn read_counter(&self, k: &[u8]) -> Result<u64, StoreError> {
@@ -354,7 +498,7 @@ impl<K: Kv> Engine<K> {
         let mut deltas = Deltas::default();
         let mut inserted = 0i64;
         for (((n, _), old), version) in nodes.iter().zip(&olds).zip(&versions) {
-            writes.push((node_key(n.id), Some(encode_doc(n, *version)?)));
+            writes.push((node_key(n.id), Some(self.encode_doc(n, *version)?)));
             self.index_changes(old.as_ref(), Some(n), &mut writes, &mut deltas);
             inserted += i64::from(old.is_none());
         }
@@ -371,7 +515,7 @@ impl<K: Kv> Engine<K> {
         let k = node_key(id);
         self.kv
             .get(&k)?
-            .map(|v| decode_doc(&k, v.as_ref()))
+            .map(|v| self.decode_doc(&k, v.as_ref()))
             .transpose()
     }
 
@@ -401,7 +545,7 @@ impl<K: Kv> Engine<K> {
             }
             let mut writes = vec![(
                 node_key(node.id),
-                Some(encode_doc(&node, Version(version.0 + 1))?),
+                Some(self.encode_doc(&node, Version(version.0 + 1))?),
             )];
             let mut deltas = Deltas::default();
             self.index_changes(Some(&old), Some(&node), &mut writes, &mut deltas);
@@ -545,7 +689,7 @@ impl<K: Kv> Engine<K> {
         let e = event.with_sequence(seq);
         writes.push((
             key(keys::EVENT, &[&seq.to_be_bytes()]),
-            Some(encode_event_value(&e)),
+            Some(self.encode_event_value(&e)?),
         ));
         writes.push((seq_key, Some(seq.to_be_bytes().to_vec())));
         Ok(e)
@@ -556,7 +700,7 @@ impl<K: Kv> Engine<K> {
         let hi = prefix_end(&[keys::EVENT]);
         self.kv.scan(&lo, &hi, false).map(|item| {
             let (k, v) = item?;
-            decode_event_value(k.as_ref(), v.as_ref())
+            self.decode_event_value(k.as_ref(), v.as_ref())
         })
     }
 
@@ -616,7 +760,7 @@ impl<K: Kv> Engine<K> {
             .scan(&[keys::EVENT], &prefix_end(&[keys::EVENT]), false)
         {
             let (k, v) = item?;
-            let e = decode_event_value(k.as_ref(), v.as_ref())?;
+            let e = self.decode_event_value(k.as_ref(), v.as_ref())?;
             if e.timestamp < before {
                 doomed.push((k.as_ref().to_vec(), None));
             }

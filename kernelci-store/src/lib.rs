@@ -39,12 +39,13 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `N` | node id (12 bytes) | version (u64 BE) + node document ([`codec`]: binary since layout 3, JSON before) |
+//! | `N` | node id (12 bytes) | version (u64 BE) + node document ([`codec`]: binary since layout 3, JSON before; since layout 4 packed with the store's dictionary once it has one, [`codec::packed`]) |
 //! | `I` | index id (1) + encoded value tuple + node id | empty |
 //! | `K` | index id (1) + encoded value tuple | number of nodes with that tuple (u64 BE) |
 //! | `K` | index id (1) + `0xFF` | number of *irregular* nodes of that index |
 //! | `M` | `schema`, `nodes`, `event_seq`, `gen` | layout version, node count, last event sequence id, write generation |
-//! | `E` | sequence id (u64 BE) | event JSON |
+//! | `M` | `dict` + kind (1: node 0, event 1) + id (u32 BE) | records before its training (u64 BE) + a zstd dictionary ([`codec::packed`]) |
+//! | `E` | sequence id (u64 BE) | event ([`codec::decode_event`]; JSON before; packed like node documents) |
 //! | `S` | subscriber id | subscriber JSON |
 //! | `C` | counter name | u64 BE |
 //! | `U` / `u` | user id / `n`+username, `e`+e-mail | user JSON / user id |
@@ -73,7 +74,8 @@
 //! the layout version and a write generation; opening a store written by a newer
 //! layout fails with a clear error, an older one is migrated (1 → 2: the on-disk
 //! index keys are dropped; 2 → 3: JSON documents are rewritten in the binary
-//! encoding, in batches, after the indexes are loaded). `close` writes an index snapshot tagged with the
+//! encoding, in batches, after the indexes are loaded; 3 → 4 rewrites nothing:
+//! records are packed as they are written from then on). `close` writes an index snapshot tagged with the
 //! generation; `open` loads it when current and otherwise rebuilds the indexes from
 //! the documents.
 //!
@@ -135,6 +137,7 @@ use kernelci_core::time::Timestamp;
 use kernelci_core::Error as CoreError;
 use kernelci_core::Result;
 
+pub use codec::packed::PackStats;
 pub use commit::{Durability, DEFAULT_COMMIT_DELAY};
 pub use engine::SCHEMA_VERSION;
 pub use error::StoreError;
@@ -169,9 +172,11 @@ pub struct SledConfig {
     pub compression_level: u8,
 }
 
-/// The zstd level of a new store's log: the fastest. Levels 3 and 5 saved 1.5 and
-/// 6 % more disk on the workload and cost more CPU per write (docs/PERFORMANCE.md).
-pub const DEFAULT_COMPRESSION_LEVEL: u8 = 1;
+/// The zstd level of a new store's log: none. Node documents and events are packed
+/// one by one with dictionaries trained on the store's own records
+/// ([`codec::packed`]), which saves the disk sled's compression saved without its
+/// cost on every write (docs/PERFORMANCE.md, "Eighth change").
+pub const DEFAULT_COMPRESSION_LEVEL: u8 = 0;
 
 impl Default for SledConfig {
     fn default() -> Self {
@@ -265,7 +270,7 @@ impl SledStore {
             engine.rebuild_indexes()?;
         }
         if layout < SCHEMA_VERSION {
-            engine.migrate_documents()?;
+            engine.upgrade(layout)?;
         }
         engine.kv.flush()?;
         let sync = if config.sync_data {
@@ -339,6 +344,14 @@ impl SledStore {
     /// [`SledConfig::compression_level`]).
     pub fn is_compressed(&self) -> bool {
         self.compressed
+    }
+}
+
+impl<K: kv::Kv> IndexedStore<K> {
+    /// How the node documents and events written by this process were packed
+    /// ([`codec::packed`]): `(nodes, events)`.
+    pub fn packing(&self) -> (PackStats, PackStats) {
+        self.engine.pack_stats()
     }
 }
 

@@ -22,7 +22,7 @@ use kernelci_core::query::{matches, sort_nodes, Cond, FieldFilter, QValue, Query
 use kernelci_core::Error;
 
 use crate::codec;
-use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, node_key, Engine};
+use crate::engine::{count_key, irregular_key, lossy_key, node_key, read_doc, Engine};
 use crate::error::StoreError;
 use crate::index::{IndexDef, INDEXES};
 use crate::keys::{self, decode_one, encode_qvalue, key, prefix_end, Decoded};
@@ -805,7 +805,7 @@ impl<K: Kv> Engine<K> {
     fn load(&self, id: ObjectId) -> Result<Option<Node>, StoreError> {
         let k = node_key(id);
         Ok(match self.kv.get(&k)? {
-            Some(v) => Some(decode_doc(&k, v.as_ref())?.0),
+            Some(v) => Some(self.decode_doc(&k, v.as_ref())?.0),
             None => None,
         })
     }
@@ -825,15 +825,16 @@ impl<K: Kv> Engine<K> {
         let Some(v) = self.kv.get(&k)? else {
             return Ok(None);
         };
-        let v = v.as_ref();
-        if head && v.get(8) == Some(&codec::FORMAT_BINARY) {
-            let h = codec::decode_head(&v[8..]).map_err(|e| StoreError::corrupt("node", &k, e))?;
-            if !matches(&h, q) {
-                return Ok(None);
+        self.with_doc(&k, v.as_ref(), |doc, _| {
+            if head && doc.first() == Some(&codec::FORMAT_BINARY) {
+                let h = codec::decode_head(doc).map_err(|e| StoreError::corrupt("node", &k, e))?;
+                if !matches(&h, q) {
+                    return Ok(None);
+                }
             }
-        }
-        let node = decode_doc(&k, v)?.0;
-        Ok(matches(&node, q).then_some(node))
+            let node = read_doc(&k, doc)?;
+            Ok(matches(&node, q).then_some(node))
+        })
     }
 
     /// Decides the plan and runs it. `want_items`: collect the page; `want_total`:

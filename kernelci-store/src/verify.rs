@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kernelci_core::node::Node;
 use kernelci_core::telemetry::TelemetryEvent;
 
-use crate::engine::{count_key, decode_doc, irregular_key, lossy_key, Engine};
+use crate::engine::{count_key, irregular_key, lossy_key, Engine};
 use crate::error::StoreError;
 use crate::index::{entries, entry_key, INDEXES};
 use crate::keys::{self, key, prefix_end, read_u64};
@@ -40,7 +40,7 @@ impl<K: Kv> Engine<K> {
             .scan(&[keys::NODE], &prefix_end(&[keys::NODE]), false)
         {
             let (k, v) = item?;
-            match decode_doc(k.as_ref(), v.as_ref()) {
+            match self.decode_doc(k.as_ref(), v.as_ref()) {
                 Ok((n, _)) => nodes.push(n),
                 Err(e) => report.problems.push(e.to_string()),
             }

@@ -27,6 +27,23 @@ async fn child(dir: &str) {
     let store = SledStore::open(std::path::Path::new(dir), SledConfig::default()).unwrap();
     let mut out = std::io::stdout();
     let mut mine: Vec<ObjectId> = Vec::new();
+    // Enough nodes for a packing dictionary (codec::packed): the next openings
+    // train one and store it while being killed at random moments.
+    let filled = store.count_all_nodes().await.unwrap();
+    if filled < 2_500 {
+        for chunk in 0..(2_500 - filled).div_ceil(500) {
+            let filler: Vec<Node> = (0..500)
+                .map(|j| {
+                    let mut n = Node::new("test", &format!("filler-{chunk}-{j}"), Timestamp::now());
+                    n.data = serde_json::json!({"arch": "x86_64", "platform": format!("board-{}", j % 9)})
+                        .as_object()
+                        .cloned();
+                    n
+                })
+                .collect();
+            store.insert_nodes(&filler).await.unwrap();
+        }
+    }
     for i in 0u64.. {
         match i % 4 {
             0 | 1 => {
@@ -96,6 +113,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut nodes: HashMap<ObjectId, (u64, Node)> = HashMap::new();
     let mut last_event = 0u64;
     let mut total_acks = 0;
+    let mut packed_openings = 0u64;
     for iteration in 0..ITERATIONS {
         let mut child = Command::new(&exe)
             .args([
@@ -170,9 +188,14 @@ fn acknowledged_writes_survive_sigkill() {
             "iteration {iteration}: {:?}",
             report.problems
         );
+        packed_openings += u64::from(store.packing().0.dictionaries > 0);
         store.close().unwrap();
     }
-    eprintln!("{total_acks} acknowledged writes over {ITERATIONS} crashes");
+    eprintln!(
+        "{total_acks} acknowledged writes over {ITERATIONS} crashes, \
+         {packed_openings} openings with a packing dictionary"
+    );
+    assert!(packed_openings > 0, "no dictionary was ever stored");
     assert!(
         total_acks > 100,
         "the child made progress ({total_acks} acknowledged writes)"

@@ -25,6 +25,7 @@
 //! panic or an allocation larger than the input.
 
 mod event;
+pub mod packed;
 
 use std::collections::BTreeMap;
 

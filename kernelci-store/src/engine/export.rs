@@ -99,10 +99,10 @@ impl<K: Kv> Engine<K> {
                 let (k, v) = (k.as_ref(), v.as_ref());
                 let record = match section {
                     Section::Nodes => {
-                        let (node, version) = decode_doc(k, v)?;
+                        let (node, version) = self.decode_doc(k, v)?;
                         Record::Node { node, version }
                     }
-                    Section::Events => Record::Event(decode_event_value(k, v)?),
+                    Section::Events => Record::Event(self.decode_event_value(k, v)?),
                     Section::Subscribers => Record::Subscriber(from_json("subscriber", k, v)?),
                     Section::Users => Record::User(from_json("user", k, v)?),
                     Section::Groups => Record::Group(from_json("group", k, v)?),
@@ -202,7 +202,12 @@ impl<K: Kv> Engine<K> {
                     if exists(&written, &k)? {
                         false
                     } else {
-                        put(&mut written, &mut writes, k, encode_doc(node, *version)?);
+                        put(
+                            &mut written,
+                            &mut writes,
+                            k,
+                            self.encode_doc(node, *version)?,
+                        );
                         self.index_changes(None, Some(node), &mut writes, &mut deltas);
                         deltas.add(Self::node_count_key(), 1);
                         true
@@ -213,7 +218,7 @@ impl<K: Kv> Engine<K> {
                     if exists(&written, &k)? {
                         false
                     } else {
-                        put(&mut written, &mut writes, k, encode_event_value(e));
+                        put(&mut written, &mut writes, k, self.encode_event_value(e)?);
                         raise(&mut counters, seq_key.clone(), e.sequence_id)?;
                         true
                     }
