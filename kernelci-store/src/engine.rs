@@ -165,14 +165,18 @@ impl<K: Kv> Engine<K> {
         let k = key(keys::META, &[META_SCHEMA]);
         let found = self.check_layout(&k)?;
         self.load_dictionaries()?;
-        let nodes = self.read_counter(&Self::node_count_key())?;
+        // A damaged count only delays a training: `verify` reports and repairs it,
+        // and it must not make the store unopenable.
+        let nodes = self.read_counter(&Self::node_count_key()).unwrap_or(0);
         if self.dicts.opened(Kind::Node, nodes) {
             let samples = self.newest_records(keys::NODE, |k, v| {
                 self.with_doc(k, v, |doc, _| Ok(doc.to_vec()))
             })?;
             self.dicts.train_from(Kind::Node, samples);
         }
-        let events = self.read_counter(&key(keys::META, &[META_EVENT_SEQ]))?;
+        let events = self
+            .read_counter(&key(keys::META, &[META_EVENT_SEQ]))
+            .unwrap_or(0);
         if self.dicts.opened(Kind::Event, events) {
             let samples = self.newest_records(keys::EVENT, |k, v| {
                 self.dicts

@@ -334,7 +334,7 @@ impl Dictionaries {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(enc) = current {
+        if let Some(enc) = current.filter(|_| packable(record)) {
             if pack_with(&enc, record, out) {
                 let mut s = shelf.sampler.lock().unwrap_or_else(PoisonError::into_inner);
                 s.packed += 1;
@@ -470,6 +470,12 @@ fn start_training(shelf: &Arc<Shelf>) {
     if spawned.is_err() {
         shelf.training.store(false, Ordering::Release);
     }
+}
+
+/// Whether a record is packed at all: one larger than [`MAX_UNPACKED`] would not
+/// unpack, so it is stored as it is.
+fn packable(record: &[u8]) -> bool {
+    u64::try_from(record.len()).is_ok_and(|n| n <= MAX_UNPACKED)
 }
 
 /// Appends `record` packed with `enc` to `out`; false (and `out` unchanged) when
@@ -689,6 +695,21 @@ mod tests {
         frame.extend_from_slice(&[0; 8]);
         let e = d.unpack(Kind::Node, &frame, <[u8]>::to_vec).unwrap_err();
         assert!(e.to_string().contains("packed record size"), "{e}");
+    }
+
+    #[test]
+    fn records_too_large_to_unpack_are_stored_as_they_are() {
+        assert!(packable(&[0; 1000]));
+        // A view of the bound without allocating it: lengths around the limit.
+        let limit = usize::try_from(MAX_UNPACKED).unwrap();
+        let big = vec![b'x'; limit + 1];
+        assert!(!packable(&big));
+        assert!(packable(&big[..limit]));
+        let d = with_dictionary(&records(3000));
+        let mut out = Vec::new();
+        d.pack(Kind::Node, &big, &mut out);
+        assert_eq!(out.len(), big.len());
+        assert_eq!(out[0], b'x');
     }
 
     #[test]
