@@ -5,6 +5,7 @@
 //! they read the key space directly (index scans, document gets).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use kernelci_core::auth::{User, UserGroup};
@@ -37,7 +38,9 @@ use crate::kv::{Kv, Write};
 /// - 2: index entries and counters in memory (the snapshot), dropped from sled;
 /// - 3: node documents in the binary encoding of [`codec`] instead of JSON;
 /// - 4: node documents and events may be packed with the store's dictionaries
-///   ([`codec::packed`]); an older server would not read them.
+///   ([`codec::packed`]); an older server would not read them. A store records
+///   layout 4 in the batch that stores its first dictionary, so one without any
+///   stays at 3, readable by the servers before.
 pub const SCHEMA_VERSION: u64 = 4;
 
 /// The first layout with binary node documents (older ones are rewritten on open).
@@ -63,6 +66,8 @@ pub struct Engine<K: Kv> {
     fields: Fields,
     /// The dictionaries node documents and events are packed with.
     dicts: Dictionaries,
+    /// The layout the store's metadata records (4 once a dictionary is stored).
+    layout: AtomicU64,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -99,6 +104,14 @@ fn from_json<T: DeserializeOwned>(
 
 pub(crate) fn node_key(id: ObjectId) -> Vec<u8> {
     key(keys::NODE, &[&id.bytes()])
+}
+
+/// A node's stored value, not packed: its version, then the binary document.
+fn plain_doc(node: &Node, version: Version) -> Result<Vec<u8>, StoreError> {
+    let mut v = Vec::with_capacity(1024);
+    v.extend_from_slice(&version.0.to_be_bytes());
+    codec::encode_node(node, &mut v).map_err(|e| StoreError::Unencodable(e.to_string()))?;
+    Ok(v)
 }
 
 /// The version at the head of a stored node value.
@@ -151,6 +164,7 @@ impl<K: Kv> Engine<K> {
             paths: INDEXES.iter().map(IndexDef::paths).collect(),
             fields: Fields::new(),
             dicts: Dictionaries::default(),
+            layout: AtomicU64::new(0),
         }
     }
 
@@ -164,47 +178,69 @@ impl<K: Kv> Engine<K> {
     pub(crate) fn open_checks(&self) -> Result<u64, StoreError> {
         let k = key(keys::META, &[META_SCHEMA]);
         let found = self.check_layout(&k)?;
+        self.layout.store(found, Ordering::Release);
         self.load_dictionaries()?;
-        // A damaged count only delays a training: `verify` reports and repairs it,
-        // and it must not make the store unopenable.
-        let nodes = self.read_counter(&Self::node_count_key()).unwrap_or(0);
-        if self.dicts.opened(Kind::Node, nodes) {
+        Ok(found)
+    }
+
+    /// The store's count of `kind`'s records: its nodes, or its last event
+    /// sequence (what dictionary trainings are spaced by, across restarts). A
+    /// damaged count reads as 0: it only delays a training, and `verify` reports
+    /// and repairs it.
+    fn records_of(&self, kind: Kind) -> u64 {
+        let k = match kind {
+            Kind::Node => Self::node_count_key(),
+            Kind::Event => key(keys::META, &[META_EVENT_SEQ]),
+        };
+        self.read_counter(&k).unwrap_or(0)
+    }
+
+    /// Starts training a dictionary of each kind whose training is due when the
+    /// store opens (after any upgrade), on its newest stored records in the
+    /// current binary forms: a store written by an earlier version, or by
+    /// processes that each wrote too little to train one.
+    pub(crate) fn train_if_due(&self) -> Result<(), StoreError> {
+        if self.dicts.opened(Kind::Node, self.records_of(Kind::Node)) {
             let samples = self.newest_records(keys::NODE, |k, v| {
-                self.with_doc(k, v, |doc, _| Ok(doc.to_vec()))
+                self.with_doc(k, v, |doc, _| {
+                    Ok((doc.first() == Some(&codec::FORMAT_BINARY)).then(|| doc.to_vec()))
+                })
             })?;
             self.dicts.train_from(Kind::Node, samples);
         }
-        let events = self
-            .read_counter(&key(keys::META, &[META_EVENT_SEQ]))
-            .unwrap_or(0);
-        if self.dicts.opened(Kind::Event, events) {
+        if self.dicts.opened(Kind::Event, self.records_of(Kind::Event)) {
             let samples = self.newest_records(keys::EVENT, |k, v| {
                 self.dicts
-                    .unpack(Kind::Event, v, <[u8]>::to_vec)
+                    .unpack(Kind::Event, v, |e| {
+                        (e.first() == Some(&codec::FORMAT_EVENT)).then(|| e.to_vec())
+                    })
                     .map_err(|e| StoreError::corrupt("event", k, e))
             })?;
             self.dicts.train_from(Kind::Event, samples);
         }
-        Ok(found)
+        Ok(())
     }
 
-    /// Up to [`packed::SAMPLE_RECORDS`] of the newest records under `prefix` (node
-    /// ids and event sequence numbers grow with time), unpacked by `unpack`; damaged
-    /// and very large ones left out.
+    /// Up to [`packed::SAMPLE_RECORDS`] (and about [`packed::SAMPLE_BYTES`]) of the
+    /// newest records under `prefix` (node ids and event sequence numbers grow with
+    /// time), as `unpack` gives them; damaged, refused (`None`) and very large ones
+    /// left out.
     fn newest_records(
         &self,
         prefix: u8,
-        unpack: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
+        unpack: impl Fn(&[u8], &[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in self.kv.scan(&[prefix], &prefix_end(&[prefix]), true) {
             let (k, v) = item?;
-            if let Ok(record) = unpack(k.as_ref(), v.as_ref()) {
+            if let Ok(Some(record)) = unpack(k.as_ref(), v.as_ref()) {
                 if record.len() <= packed::SAMPLE_MAX_RECORD {
+                    bytes += record.len();
                     out.push(record);
                 }
             }
-            if out.len() >= packed::SAMPLE_RECORDS {
+            if out.len() >= packed::SAMPLE_RECORDS || bytes >= packed::SAMPLE_BYTES {
                 break;
             }
         }
@@ -227,12 +263,13 @@ impl<K: Kv> Engine<K> {
 
     fn check_layout(&self, k: &[u8]) -> Result<u64, StoreError> {
         match self.kv.get(k)? {
+            // A new store: layout 4 comes with its first dictionary.
             None => {
                 self.kv.apply(vec![(
                     k.to_vec(),
-                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+                    Some(BINARY_LAYOUT.to_be_bytes().to_vec()),
                 )])?;
-                Ok(SCHEMA_VERSION)
+                Ok(BINARY_LAYOUT)
             }
             Some(v) => {
                 let found = read_u64(v.as_ref())
@@ -248,21 +285,24 @@ impl<K: Kv> Engine<K> {
         }
     }
 
-    /// Brings a store of layout `found` to [`SCHEMA_VERSION`]: layout 2 → 3
-    /// rewrites its JSON node documents ([`Engine::migrate_documents`]); 3 → 4
-    /// changes nothing stored (documents and events are packed as they are written
-    /// from now on). Records the new layout.
+    /// Brings a store of layout `found` below 3 to layout 3: layout 2 → 3 rewrites
+    /// its JSON node documents ([`Engine::migrate_documents`]), then records the
+    /// layout. 3 → 4 happens with the first dictionary stored
+    /// ([`Engine::store_ready_dictionary`]), not here.
     pub(crate) fn upgrade(&self, found: u64) -> Result<(), StoreError> {
-        if found < BINARY_LAYOUT {
-            self.migrate_documents()?;
+        if found >= BINARY_LAYOUT {
+            return Ok(());
         }
+        self.migrate_documents()?;
         let k = key(keys::META, &[META_SCHEMA]);
         self.kv
-            .apply(vec![(k, Some(SCHEMA_VERSION.to_be_bytes().to_vec()))])
+            .apply(vec![(k, Some(BINARY_LAYOUT.to_be_bytes().to_vec()))])?;
+        self.layout.store(BINARY_LAYOUT, Ordering::Release);
+        Ok(())
     }
 
-    /// Layout 2 → 3: rewrites every JSON node document in the binary encoding, in
-    /// batches under the writer lock. Each document keeps its version and index
+    /// Layout 2 → 3: rewrites every JSON node document in the binary encoding (not
+    /// packed: the store is not at layout 4 yet), in batches under the writer lock. Each document keeps its version and index
     /// entries (its content is unchanged). Idempotent and safe to interrupt: both
     /// encodings decode, so a crash midway leaves a readable store that the next
     /// open finishes migrating. A document that does not decode is left for
@@ -283,7 +323,7 @@ impl<K: Kv> Engine<K> {
                 // bad value must not make the whole store unopenable.
                 if v.get(8) == Some(&b'{') {
                     if let Ok((node, version)) = self.decode_doc(k, v) {
-                        writes.push((k.to_vec(), Some(self.encode_doc(&node, version)?)));
+                        writes.push((k.to_vec(), Some(plain_doc(&node, version)?)));
                     }
                 }
             }
@@ -303,9 +343,18 @@ impl<K: Kv> Engine<K> {
     /// record packed with it reaches the disk before it. Callers hold the writer
     /// lock, so no other write packs with it first.
     fn store_ready_dictionary(&self, kind: Kind) -> Result<(), StoreError> {
-        if let Some((id, name, value)) = self.dicts.take_ready(kind) {
-            self.kv
-                .apply(vec![(key(keys::META, &[&name]), Some(value.clone()))])?;
+        if let Some((id, name, value)) = self.dicts.take_ready(kind, self.records_of(kind)) {
+            let mut writes = vec![(key(keys::META, &[&name]), Some(value.clone()))];
+            // The layout that reads packed records, recorded with the first
+            // dictionary: an older server then refuses the store, not misreads it.
+            if self.layout.load(Ordering::Acquire) < SCHEMA_VERSION {
+                writes.push((
+                    key(keys::META, &[META_SCHEMA]),
+                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+                ));
+            }
+            self.kv.apply(writes)?;
+            self.layout.store(SCHEMA_VERSION, Ordering::Release);
             self.dicts
                 .stored(kind, id, &value)
                 .map_err(|e| StoreError::corrupt("dictionary", &name, e))?;

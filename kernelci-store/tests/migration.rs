@@ -12,7 +12,7 @@ use kernelci_core::query::{Mode, Query};
 use kernelci_core::store::Store;
 use kernelci_core::time::Timestamp;
 use kernelci_store::codec::FORMAT_BINARY;
-use kernelci_store::{SledConfig, SledStore, SCHEMA_VERSION};
+use kernelci_store::{SledConfig, SledStore};
 
 fn nodes(n: usize) -> Vec<Node> {
     let t0 = Timestamp::now().truncate_to_millis();
@@ -121,9 +121,11 @@ async fn json_documents_are_migrated_to_the_binary_layout() {
     let json: Vec<_> = docs.iter().filter(|(_, v)| v[8] != FORMAT_BINARY).collect();
     assert_eq!(json.len(), 1, "only the damaged document is left as it was");
     assert_eq!(json[0].0, damaged_key);
+    // Layout 3: layout 4 (packed records) comes with a store's first dictionary,
+    // which a store this small has not trained.
     assert_eq!(
         db.get(b"Mschema").unwrap().unwrap().as_ref(),
-        SCHEMA_VERSION.to_be_bytes()
+        3u64.to_be_bytes()
     );
 }
 

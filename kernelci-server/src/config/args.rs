@@ -144,7 +144,7 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub sled_sync_data: Option<String>,
-    /// zstd level (1-22) sled compresses the log of a store it creates with; 0: no compression. An existing store keeps the choice it was created with. New stores pack node documents and events themselves with trained dictionaries [default: 0].
+    /// zstd level (1-22) sled compresses the log of a store it creates with; 0: no compression. An existing store keeps the choice it was created with. Either way, a store packs the node documents and events it writes with dictionaries trained on its own records [default: 0].
     #[arg(
         long,
         env = "KCI_SLED_COMPRESSION_LEVEL",

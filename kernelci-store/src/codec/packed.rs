@@ -18,12 +18,13 @@
 //! written since the last one (reservoir sampling), once [`FIRST_TRAINING`] records
 //! of a kind were written and then each time the records written since reach three
 //! times those before (2 k, 8 k, 32 k, ... records: about a dozen dictionaries for
-//! tens of millions of records). The count goes on across restarts (the store's
-//! node count and event sequence): a store that opens with a training due (one
-//! written by an earlier version, or by processes that each wrote little) trains
-//! on its newest stored records. A trained dictionary is stored (`M` `dict` kind id)
+//! tens of millions of records). Trainings are spaced by the store's node count
+//! and event sequence, so the count goes on across restarts: a store that opens
+//! with a training due (one written by an earlier version, or by processes that
+//! each wrote little) trains on its newest stored records in the current forms. A trained dictionary is stored (`M` `dict` kind id)
 //! by the first write after it is ready, in a batch applied before that write's own
-//! (the engine's writes hold its writer lock), and only then used: a record never
+//! (with layout 4, the first time; the engine's writes hold its writer lock), and
+//! only then used: a record never
 //! reaches the disk before the dictionary that reads it. Dictionaries are never
 //! deleted; old records keep the one they were packed with.
 
@@ -54,7 +55,7 @@ const MIN_SAMPLES: usize = 500;
 
 /// Most records a training sample holds, and most bytes.
 pub(crate) const SAMPLE_RECORDS: usize = 4_000;
-const SAMPLE_BYTES: usize = 8 << 20;
+pub(crate) const SAMPLE_BYTES: usize = 8 << 20;
 
 /// Records larger than this are packed but not sampled: one large log excerpt
 /// would crowd out the shapes every record shares.
@@ -135,7 +136,6 @@ struct Encoder {
 
 /// A trained dictionary waiting to be stored.
 struct Trained {
-    records_before: u64,
     dict: Vec<u8>,
 }
 
@@ -225,6 +225,12 @@ impl Shelf {
 
     /// Adds stored dictionary `id`; it packs new records if it is the newest.
     fn install(&self, id: u32, records_before: u64, dict: &[u8]) -> Result<(), CodecError> {
+        // Prepared outside the locks: reads of packed records never wait for it.
+        let ddict = Arc::new(DecoderDictionary::copy(dict));
+        let encoder = Arc::new(Encoder {
+            id,
+            cdict: EncoderDictionary::copy(dict, LEVEL),
+        });
         let mut decoders = self
             .decoders
             .write()
@@ -235,11 +241,8 @@ impl Shelf {
                 what: "dictionary id out of sequence",
             });
         }
-        decoders.push(Arc::new(DecoderDictionary::copy(dict)));
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Encoder {
-            id,
-            cdict: EncoderDictionary::copy(dict, LEVEL),
-        }));
+        decoders.push(ddict);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(encoder);
         drop(decoders);
         let mut s = self.sampler.lock().unwrap_or_else(PoisonError::into_inner);
         s.before = records_before;
@@ -286,9 +289,12 @@ impl Dictionaries {
         Ok(true)
     }
 
-    /// A trained dictionary of `kind` not yet stored, as its metadata key name and
-    /// value: the caller stores it, then calls [`Dictionaries::stored`].
-    pub(crate) fn take_ready(&self, kind: Kind) -> Option<(u32, Vec<u8>, Vec<u8>)> {
+    /// A trained dictionary of `kind` not yet stored, as its id, metadata key name
+    /// and value, with `records` (the store's count of that kind now: its nodes,
+    /// or its last event sequence) as the records before it, the measure
+    /// [`Dictionaries::opened`] compares with: the caller stores it, then calls
+    /// [`Dictionaries::stored`].
+    pub(crate) fn take_ready(&self, kind: Kind, records: u64) -> Option<(u32, Vec<u8>, Vec<u8>)> {
         let shelf = self.shelf(kind);
         let t = shelf
             .ready
@@ -304,11 +310,7 @@ impl Dictionaries {
                 + 1,
         )
         .ok()?;
-        Some((
-            id,
-            meta_name(kind, id),
-            meta_value(t.records_before, &t.dict),
-        ))
+        Some((id, meta_name(kind, id), meta_value(records, &t.dict)))
     }
 
     /// Uses dictionary `id` of `kind` (its stored `value`) from now on.
@@ -403,10 +405,11 @@ impl Dictionaries {
     }
 
     /// Starts training the next dictionary of `kind` on `samples` (unpacked
-    /// records), in the background.
+    /// records), in the background; too few samples (under [`MIN_SAMPLES`]) leave
+    /// the training to the writes.
     pub(crate) fn train_from(&self, kind: Kind, samples: Vec<Vec<u8>>) {
         let shelf = self.shelf(kind);
-        if shelf.training.swap(true, Ordering::AcqRel) {
+        if samples.len() < MIN_SAMPLES || shelf.training.swap(true, Ordering::AcqRel) {
             return;
         }
         {
@@ -441,17 +444,25 @@ impl Dictionaries {
     }
 }
 
+/// Clears a shelf's `training` flag when dropped.
+struct TrainingDone<'a>(&'a AtomicBool);
+
+impl Drop for TrainingDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Trains the next dictionary of `shelf` on its sample, on a thread of its own; the
 /// result waits in `ready` for the next write to store it.
 fn start_training(shelf: &Arc<Shelf>) {
-    let (samples, records_before) = {
+    let samples = {
         let mut s = shelf.sampler.lock().unwrap_or_else(PoisonError::into_inner);
         let samples = std::mem::take(&mut s.samples);
         s.bytes = 0;
-        let before = s.before + s.since;
-        s.before = before;
+        s.before += s.since;
         s.since = 0;
-        (samples, before)
+        samples
     };
     let worker = Arc::clone(shelf);
     let spawned = std::thread::Builder::new()
@@ -459,13 +470,12 @@ fn start_training(shelf: &Arc<Shelf>) {
         .spawn(move || {
             // A sample zstd cannot learn from (too few or too alike records) leaves
             // the current dictionary in use until the next training is due.
+            // Cleared however the training ends (a panic in zstd included).
+            let _done = TrainingDone(&worker.training);
             if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_BYTES) {
-                *worker.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(Trained {
-                    records_before,
-                    dict,
-                });
+                *worker.ready.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Trained { dict });
             }
-            worker.training.store(false, Ordering::Release);
         });
     if spawned.is_err() {
         shelf.training.store(false, Ordering::Release);
@@ -596,10 +606,7 @@ pub(crate) fn train_now(d: &Dictionaries, kind: Kind, samples: &[Vec<u8>]) -> bo
             *d.shelf(kind)
                 .ready
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Trained {
-                records_before: 0,
-                dict,
-            });
+                .unwrap_or_else(PoisonError::into_inner) = Some(Trained { dict });
             true
         }
         Err(_) => false,
@@ -625,7 +632,7 @@ mod tests {
     fn with_dictionary(recs: &[Vec<u8>]) -> Dictionaries {
         let d = Dictionaries::default();
         assert!(train_now(&d, Kind::Node, recs));
-        let (id, name, value) = d.take_ready(Kind::Node).unwrap();
+        let (id, name, value) = d.take_ready(Kind::Node, 0).unwrap();
         assert_eq!(id, 1);
         assert_eq!(parse_meta_name(&name), Some((Kind::Node, 1)));
         d.stored(Kind::Node, id, &value).unwrap();
@@ -726,27 +733,25 @@ mod tests {
         }
         let started = std::time::Instant::now();
         let ready = loop {
-            if let Some(r) = d.take_ready(Kind::Event) {
+            if let Some(r) = d.take_ready(Kind::Event, 1234) {
                 break r;
             }
             assert!(started.elapsed().as_secs() < 60, "no dictionary trained");
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         let (id, _, value) = ready;
-        assert_eq!(
-            u64::from_be_bytes(value[..8].try_into().unwrap()),
-            FIRST_TRAINING
-        );
+        assert_eq!(u64::from_be_bytes(value[..8].try_into().unwrap()), 1234);
         d.stored(Kind::Event, id, &value).unwrap();
         let s = d.stats(Kind::Event);
         assert_eq!((s.dictionaries, s.current, s.packed), (1, 1, 0));
         out.clear();
         d.pack(Kind::Event, &recs[0], &mut out);
         assert_eq!(out[0], FORMAT_PACKED);
-        // The next training waits for three times the records before the first.
+        // The next training waits for three times the records the store held when
+        // the first was stored.
         let sampler = d.shelf(Kind::Event).sampler.lock().unwrap();
         assert!(!sampler.due());
-        assert_eq!(sampler.before, FIRST_TRAINING);
+        assert_eq!(sampler.before, 1234);
     }
 
     #[test]
