@@ -597,6 +597,71 @@ fn unpack_into(
     }
 }
 
+/// The dictionaries of [`exercise_unpack`]: one node dictionary (id 1), trained
+/// once per process on 2,000 generated KernelCI-shaped documents.
+fn fuzz_dictionaries() -> &'static Dictionaries {
+    static D: std::sync::OnceLock<Dictionaries> = std::sync::OnceLock::new();
+    D.get_or_init(|| {
+        let d = Dictionaries::default();
+        let t0 = kernelci_core::time::Timestamp::from_micros(1_733_000_000_000_000)
+            .unwrap_or_else(kernelci_core::time::Timestamp::now);
+        let samples: Vec<Vec<u8>> = (0..2_000u32)
+            .filter_map(|i| {
+                let mut n = kernelci_core::node::Node::new(
+                    ["checkout", "kbuild", "job", "test"][i as usize % 4],
+                    &format!("baseline.login.{}", i % 53),
+                    t0.plus_seconds(i64::from(i)),
+                );
+                n.path = vec!["checkout".into(), format!("kbuild-gcc-12-{}", i % 7)];
+                n.data = serde_json::json!({
+                    "kernel_revision": {"tree": "mainline", "branch": "master",
+                        "url": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git",
+                        "commit": format!("{:040x}", i / 20)},
+                    "arch": "x86_64", "platform": format!("board-{}", i % 31),
+                })
+                .as_object()
+                .cloned();
+                let mut b = Vec::new();
+                super::encode_node(&n, &mut b).ok().map(|()| b)
+            })
+            .collect();
+        if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_BYTES) {
+            let _ = d.stored(Kind::Node, 1, &meta_value(0, &dict));
+        }
+        d
+    })
+}
+
+/// A node document packed with [`exercise_unpack`]'s dictionary, without the
+/// packed header: the form the `packed_decode` fuzz target takes.
+pub fn fuzz_frame(doc: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    fuzz_dictionaries().pack(Kind::Node, doc, &mut out);
+    match read_header(&out) {
+        Ok((_, frame)) if out.first() == Some(&FORMAT_PACKED) => frame.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The body of the `packed_decode` fuzz target (and of its replay test): any bytes,
+/// as the zstd frame of a packed node document, unpack to a document or an error,
+/// never a panic or an allocation past [`MAX_UNPACKED`]; a document that unpacks
+/// and decodes packs and unpacks back to the same bytes.
+pub fn exercise_unpack(data: &[u8]) {
+    let d = fuzz_dictionaries();
+    let mut record = vec![FORMAT_PACKED, 1];
+    record.extend_from_slice(data);
+    let Ok(Some(doc)) = d.unpack(Kind::Node, &record, |doc| {
+        super::decode_node(doc).is_ok().then(|| doc.to_vec())
+    }) else {
+        return;
+    };
+    let mut again = Vec::new();
+    d.pack(Kind::Node, &doc, &mut again);
+    let back = d.unpack(Kind::Node, &again, <[u8]>::to_vec);
+    assert_eq!(back.as_deref(), Ok(&doc[..]), "repacked document differs");
+}
+
 /// Trains a dictionary of `kind` on `samples` now, on this thread, and stores it as
 /// ready (tests: no waiting on the background training).
 #[cfg(test)]
