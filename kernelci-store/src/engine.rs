@@ -343,7 +343,7 @@ impl<K: Kv> Engine<K> {
     /// record packed with it reaches the disk before it. Callers hold the writer
     /// lock, so no other write packs with it first.
     fn store_ready_dictionary(&self, kind: Kind) -> Result<(), StoreError> {
-        if let Some((id, name, value)) = self.dicts.take_ready(kind, self.records_of(kind)) {
+        if let Some((id, name, value)) = self.dicts.take_ready(kind, || self.records_of(kind)) {
             let mut writes = vec![(key(keys::META, &[&name]), Some(value.clone()))];
             // The layout that reads packed records, recorded with the first
             // dictionary: an older server then refuses the store, not misreads it.

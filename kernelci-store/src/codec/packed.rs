@@ -290,11 +290,15 @@ impl Dictionaries {
     }
 
     /// A trained dictionary of `kind` not yet stored, as its id, metadata key name
-    /// and value, with `records` (the store's count of that kind now: its nodes,
-    /// or its last event sequence) as the records before it, the measure
-    /// [`Dictionaries::opened`] compares with: the caller stores it, then calls
-    /// [`Dictionaries::stored`].
-    pub(crate) fn take_ready(&self, kind: Kind, records: u64) -> Option<(u32, Vec<u8>, Vec<u8>)> {
+    /// and value, with `records()` (the store's count of that kind now: its nodes,
+    /// or its last event sequence; only read when a dictionary is ready) as the
+    /// records before it, the measure [`Dictionaries::opened`] compares with: the
+    /// caller stores it, then calls [`Dictionaries::stored`].
+    pub(crate) fn take_ready(
+        &self,
+        kind: Kind,
+        records: impl FnOnce() -> u64,
+    ) -> Option<(u32, Vec<u8>, Vec<u8>)> {
         let shelf = self.shelf(kind);
         let t = shelf
             .ready
@@ -310,7 +314,7 @@ impl Dictionaries {
                 + 1,
         )
         .ok()?;
-        Some((id, meta_name(kind, id), meta_value(records, &t.dict)))
+        Some((id, meta_name(kind, id), meta_value(records(), &t.dict)))
     }
 
     /// Uses dictionary `id` of `kind` (its stored `value`) from now on.
@@ -697,7 +701,7 @@ mod tests {
     fn with_dictionary(recs: &[Vec<u8>]) -> Dictionaries {
         let d = Dictionaries::default();
         assert!(train_now(&d, Kind::Node, recs));
-        let (id, name, value) = d.take_ready(Kind::Node, 0).unwrap();
+        let (id, name, value) = d.take_ready(Kind::Node, || 0).unwrap();
         assert_eq!(id, 1);
         assert_eq!(parse_meta_name(&name), Some((Kind::Node, 1)));
         d.stored(Kind::Node, id, &value).unwrap();
@@ -798,7 +802,7 @@ mod tests {
         }
         let started = std::time::Instant::now();
         let ready = loop {
-            if let Some(r) = d.take_ready(Kind::Event, 1234) {
+            if let Some(r) = d.take_ready(Kind::Event, || 1234) {
                 break r;
             }
             assert!(started.elapsed().as_secs() < 60, "no dictionary trained");
