@@ -142,9 +142,11 @@ struct Trained {
 /// Which records the next training learns from.
 #[derive(Default)]
 struct Sampler {
-    /// Records written since the last training (or the store's opening).
+    /// Records since the last training: written by this process, plus, from the
+    /// store's opening, its count beyond what the last dictionary recorded.
     since: u64,
-    /// Records before the last training (from its stored dictionary).
+    /// Records before the last training (the store's count its dictionary
+    /// recorded, or this count plus `since` when a training starts).
     before: u64,
     samples: Vec<Vec<u8>>,
     bytes: usize,
