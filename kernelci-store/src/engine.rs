@@ -172,9 +172,9 @@ impl<K: Kv> Engine<K> {
         self.write_lock.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    /// Checks (or writes, on a new store) the schema version and returns the version
-    /// found. The migration hook: an older layout is converted by
-    /// [`Engine::migrate_documents`] once the indexes are loaded.
+    /// Checks (or writes, on a new store: layout 3) the schema version, loads the
+    /// packing dictionaries, and returns the version found. The migration hook: an
+    /// older layout is converted by [`Engine::upgrade`] once the indexes are loaded.
     pub(crate) fn open_checks(&self) -> Result<u64, StoreError> {
         let k = key(keys::META, &[META_SCHEMA]);
         let found = self.check_layout(&k)?;

@@ -44,7 +44,7 @@
 //! | `K` | index id (1) + encoded value tuple | number of nodes with that tuple (u64 BE) |
 //! | `K` | index id (1) + `0xFF` | number of *irregular* nodes of that index |
 //! | `M` | `schema`, `nodes`, `event_seq`, `gen` | layout version, node count, last event sequence id, write generation |
-//! | `M` | `dict` + kind (1: node 0, event 1) + id (u32 BE) | records before its training (u64 BE) + a zstd dictionary ([`codec::packed`]) |
+//! | `M` | `dict` + kind (1 byte: node 0, event 1) + id (u32 BE) | the store's node count or last event sequence when it was stored (u64 BE) + a zstd dictionary ([`codec::packed`]) |
 //! | `E` | sequence id (u64 BE) | event ([`codec::decode_event`]; JSON before; packed like node documents) |
 //! | `S` | subscriber id | subscriber JSON |
 //! | `C` | counter name | u64 BE |
@@ -75,7 +75,8 @@
 //! layout fails with a clear error, an older one is migrated (1 → 2: the on-disk
 //! index keys are dropped; 2 → 3: JSON documents are rewritten in the binary
 //! encoding, in batches, after the indexes are loaded; 3 → 4 rewrites nothing:
-//! records are packed as they are written from then on). `close` writes an index snapshot tagged with the
+//! layout 4 is written with the store's first packing dictionary, and records are
+//! packed as they are written from then on; a new store starts at 3). `close` writes an index snapshot tagged with the
 //! generation; `open` loads it when current and otherwise rebuilds the indexes from
 //! the documents.
 //!
