@@ -1,4 +1,6 @@
-//! Cost of decoding stored node documents: JSON (layouts 1-2) and the binary layout 3.
+//! Cost of decoding stored node documents: JSON (layouts 1-2) and the binary layout 3;
+//! and of answering with one as JSON: decoded then serialised, or written straight
+//! from the binary document (`codec::write_node_json`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::Instant;
 
@@ -45,5 +47,30 @@ fn main() {
         }
         let per = t.elapsed().as_secs_f64() * 1e6 / bins.len() as f64;
         println!("decode Node (binary layout): {per:.2} us/doc (avg {avg_bin} bytes) {k}");
+        let t = Instant::now();
+        for b in &bins {
+            let n = kernelci_store::codec::decode_head(b).unwrap();
+            k += n.path.len();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / bins.len() as f64;
+        println!("decode head (binary layout): {per:.2} us/doc {k}");
+        let mut out = Vec::with_capacity(4096);
+        let t = Instant::now();
+        for b in &bins {
+            let n = kernelci_store::codec::decode_node(b).unwrap();
+            out.clear();
+            serde_json::to_writer(&mut out, &n).unwrap();
+            k += out.len();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / bins.len() as f64;
+        println!("binary -> Node -> JSON: {per:.2} us/doc {k}");
+        let t = Instant::now();
+        for b in &bins {
+            out.clear();
+            kernelci_store::codec::write_node_json(b, &mut out).unwrap();
+            k += out.len();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / bins.len() as f64;
+        println!("binary -> JSON (write_node_json): {per:.2} us/doc {k}");
     }
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! 1. **Query shapes**: every shape of the workload, first on the store itself
-//!    (`time_shape`, in this process), then, with the store closed, over HTTP from
+//!    (`time_shape_as_served`: the calls the server makes, nodes written as JSON
+//!    by the store, in this process), then, with the store closed, over HTTP from
 //!    the release server serving that same directory: median of ITERS sequential
 //!    requests on one keep-alive connection each (the body read whole). The same
 //!    data and the same answers, so the difference is what HTTP costs; the
@@ -295,7 +296,8 @@ fn main() {
             .unwrap();
         let store = SledStore::open(&dir, SledConfig::default()).unwrap();
         for s in &shapes {
-            let (times, len) = kernelci_benches::time_shape(&rt, &store, s, iters).unwrap();
+            let (times, len) =
+                kernelci_benches::time_shape_as_served(&rt, &store, s, iters).unwrap();
             store_ms.push((times[times.len() / 2], len));
         }
         store.close().unwrap();

@@ -150,12 +150,36 @@ pub fn shapes(n: usize, seed: u64) -> std::io::Result<Vec<Shape>> {
 /// Times `iters` API-equivalent calls of `shape` on `store` (`find_page` for
 /// `/nodes`, `find_nodes` for `/nodes/fast`, `count_nodes` for `/count`), each
 /// `block_on` of `rt`; returns the sorted times in milliseconds and the last
-/// call's total, item count or count.
+/// call's total, item count or count. The nodes are returned decoded
+/// ([`kernelci_core::node::Node`]): the store-level figures of
+/// docs/PERFORMANCE.md.
 pub fn time_shape(
     rt: &tokio::runtime::Runtime,
     store: &dyn kernelci_core::store::Store,
     shape: &Shape,
     iters: usize,
+) -> kernelci_core::Result<(Vec<f64>, usize)> {
+    time_calls(rt, store, shape, iters, false)
+}
+
+/// [`time_shape`] with the calls the server makes: `find_page_json` and
+/// `find_nodes_json`, each node returned as the API's JSON (what `http_bench`
+/// compares its HTTP times with).
+pub fn time_shape_as_served(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn kernelci_core::store::Store,
+    shape: &Shape,
+    iters: usize,
+) -> kernelci_core::Result<(Vec<f64>, usize)> {
+    time_calls(rt, store, shape, iters, true)
+}
+
+fn time_calls(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn kernelci_core::store::Store,
+    shape: &Shape,
+    iters: usize,
+    json: bool,
 ) -> kernelci_core::Result<(Vec<f64>, usize)> {
     let q = shape
         .parse()
@@ -164,9 +188,11 @@ pub fn time_shape(
     let mut len = 0;
     for _ in 0..iters.max(1) {
         let t = std::time::Instant::now();
-        len = match shape.endpoint.as_str() {
-            "nodes" => rt.block_on(store.find_page(&q))?.total as usize,
-            "fast" => rt.block_on(store.find_nodes(&q))?.len(),
+        len = match (shape.endpoint.as_str(), json) {
+            ("nodes", false) => rt.block_on(store.find_page(&q))?.total as usize,
+            ("nodes", true) => rt.block_on(store.find_page_json(&q))?.total as usize,
+            ("fast", false) => rt.block_on(store.find_nodes(&q))?.len(),
+            ("fast", true) => rt.block_on(store.find_nodes_json(&q))?.len(),
             _ => rt.block_on(store.count_nodes(&q))? as usize,
         };
         times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -324,6 +324,12 @@ pub enum FieldSet {
     ProcessedByKcidbBridge(bool),
 }
 
+/// A node as the API's JSON: what `serde_json` writes for it (its 23 keys in
+/// declaration order); the form the `*_json` methods of [`Store`] return.
+pub fn node_json(node: &Node) -> Result<Vec<u8>> {
+    serde_json::to_vec(node).map_err(|e| Error::Storage(format!("node {} as JSON: {e}", node.id)))
+}
+
 /// Persistent storage of nodes, events, subscribers, users, groups, tokens, telemetry,
 /// KV pairs and queues (see the module docs for the guarantees).
 #[async_trait]
@@ -339,6 +345,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The node with this id and its version, or `None`.
     async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>>;
+
+    /// The node with this id as the JSON the API answers with (what `serde_json`
+    /// writes for the [`Node`]: its 23 keys in declaration order), or `None`. This
+    /// default serialises [`Store::get_node`]'s node; a backend whose stored form
+    /// can be written as JSON without building a `Node` overrides it.
+    async fn get_node_json(&self, id: ObjectId) -> Result<Option<Vec<u8>>> {
+        let Some(v) = self.get_node(id).await? else {
+            return Ok(None);
+        };
+        node_json(&v.value).map(Some)
+    }
 
     /// Replaces the stored node with the same id, if its version is still `expected`
     /// (compare-and-swap). Returns the new version. `NotFound` if absent, `Conflict`
@@ -423,6 +440,28 @@ pub trait Store: Send + Sync + 'static {
         let items = self.find_nodes(query).await?;
         let total = self.count_nodes(query).await?;
         Ok(Page { items, total })
+    }
+
+    /// [`Store::find_nodes`] with each node as the API's JSON (see
+    /// [`Store::get_node_json`]). This default serialises the nodes of
+    /// [`Store::find_nodes`].
+    async fn find_nodes_json(&self, query: &Query) -> Result<Vec<Vec<u8>>> {
+        self.find_nodes(query)
+            .await?
+            .iter()
+            .map(node_json)
+            .collect()
+    }
+
+    /// [`Store::find_page`] with each node as the API's JSON (see
+    /// [`Store::get_node_json`]). This default serialises the nodes of
+    /// [`Store::find_page`].
+    async fn find_page_json(&self, query: &Query) -> Result<Page<Vec<u8>>> {
+        let page = self.find_page(query).await?;
+        Ok(Page {
+            items: page.items.iter().map(node_json).collect::<Result<_>>()?,
+            total: page.total,
+        })
     }
 
     /// The number of stored nodes.

@@ -131,6 +131,20 @@ pub(crate) fn read_doc(key: &[u8], doc: &[u8]) -> Result<Node, StoreError> {
     }
 }
 
+/// A stored document (after its version, unpacked) as the API's JSON: a binary
+/// one written straight as JSON ([`codec::write_node_json`]), a JSON one (layouts
+/// 1 and 2, not yet migrated) decoded and serialised.
+pub(crate) fn node_json(key: &[u8], doc: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(doc.len().saturating_mul(3));
+    if doc.first() == Some(&b'{') {
+        let node = read_doc(key, doc)?;
+        serde_json::to_writer(&mut out, &node).map_err(|e| StoreError::corrupt("node", key, e))?;
+    } else {
+        codec::write_node_json(doc, &mut out).map_err(|e| StoreError::corrupt("node", key, e))?;
+    }
+    Ok(out)
+}
+
 /// Counter changes accumulated for one batch, keyed by full counter key.
 #[derive(Default)]
 pub(crate) struct Deltas(BTreeMap<Vec<u8>, i64>);
@@ -570,6 +584,15 @@ impl<K: Kv> Engine<K> {
             .get(&k)?
             .map(|v| self.decode_doc(&k, v.as_ref()))
             .transpose()
+    }
+
+    /// The stored node as the API's JSON ([`node_json`]).
+    pub(crate) fn get_node_json(&self, id: ObjectId) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = node_key(id);
+        let Some(v) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        self.with_doc(&k, v.as_ref(), |doc, _| node_json(&k, doc).map(Some))
     }
 
     pub(crate) fn replace_node(&self, node: &Node, expected: Version) -> Res<Version> {

@@ -532,6 +532,11 @@ impl<K: Kv> Store for IndexedStore<K> {
         Ok(self.engine.get_node(id)?.map(versioned))
     }
 
+    async fn get_node_json(&self, id: ObjectId) -> Result<Option<Vec<u8>>> {
+        let _view = self.engine.kv.read_view()?;
+        Ok(self.engine.get_node_json(id)?)
+    }
+
     async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
         let v = self.engine.replace_node(node, expected)?;
         self.durable().await?;
@@ -556,6 +561,17 @@ impl<K: Kv> Store for IndexedStore<K> {
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         let _view = self.engine.kv.read_view()?;
         let (items, total) = self.engine.page(query)?;
+        Ok(Page { items, total })
+    }
+
+    async fn find_nodes_json(&self, query: &Query) -> Result<Vec<Vec<u8>>> {
+        let _view = self.engine.kv.read_view()?;
+        self.engine.find_json(query)
+    }
+
+    async fn find_page_json(&self, query: &Query) -> Result<Page<Vec<u8>>> {
+        let _view = self.engine.kv.read_view()?;
+        let (items, total) = self.engine.page_json(query)?;
         Ok(Page { items, total })
     }
 

@@ -22,7 +22,7 @@ use kernelci_core::query::{matches, sort_nodes, Cond, FieldFilter, QValue, Query
 use kernelci_core::Error;
 
 use crate::codec;
-use crate::engine::{count_key, irregular_key, lossy_key, node_key, read_doc, Engine};
+use crate::engine::{count_key, irregular_key, lossy_key, node_json, node_key, read_doc, Engine};
 use crate::error::StoreError;
 use crate::index::{IndexDef, INDEXES};
 use crate::keys::{self, decode_one, encode_qvalue, key, prefix_end, Decoded};
@@ -292,7 +292,42 @@ fn heads_suffice(q: &Query) -> bool {
 /// Collects one page (skipping `offset`, keeping `limit`) from candidate ids in
 /// order, counting every accepted candidate, and loading a document only when it is
 /// in the page or a residual check needs it.
-struct PageWalk<'q> {
+/// What a page collects for each node: the decoded [`Node`], or its JSON written
+/// straight from the stored document ([`NodeJson`]).
+trait PageItem: Send + Sync + Sized {
+    /// The item of a stored document (the document after its version, unpacked).
+    fn from_doc(key: &[u8], doc: &[u8]) -> Result<Self, StoreError>;
+    /// The item of a node already decoded (a whole-document residual check, an
+    /// in-memory sort).
+    fn from_node(node: Node, key: &[u8]) -> Result<Self, StoreError>;
+}
+
+impl PageItem for Node {
+    fn from_doc(key: &[u8], doc: &[u8]) -> Result<Self, StoreError> {
+        read_doc(key, doc)
+    }
+
+    fn from_node(node: Node, _key: &[u8]) -> Result<Self, StoreError> {
+        Ok(node)
+    }
+}
+
+/// A node as the API's JSON (what `serde_json` writes for it).
+struct NodeJson(Vec<u8>);
+
+impl PageItem for NodeJson {
+    fn from_doc(key: &[u8], doc: &[u8]) -> Result<Self, StoreError> {
+        node_json(key, doc).map(NodeJson)
+    }
+
+    fn from_node(node: Node, key: &[u8]) -> Result<Self, StoreError> {
+        serde_json::to_vec(&node)
+            .map(NodeJson)
+            .map_err(|e| StoreError::corrupt("node", key, e))
+    }
+}
+
+struct PageWalk<'q, T> {
     query: &'q Query,
     want_items: bool,
     offset: usize,
@@ -301,11 +336,11 @@ struct PageWalk<'q> {
     /// The residual check can run on a document's head ([`codec::decode_head`]).
     head_check: bool,
     skipped: usize,
-    items: Vec<Node>,
+    items: Vec<T>,
     total: u64,
 }
 
-impl<'q> PageWalk<'q> {
+impl<'q, T: PageItem> PageWalk<'q, T> {
     fn new(
         query: &'q Query,
         want_items: bool,
@@ -383,7 +418,7 @@ impl<'q> PageWalk<'q> {
 
     /// The document of `id` for this walk: with a residual check, only if it
     /// matches (`None` when vanished or rejected).
-    fn fetch<K: Kv>(&self, engine: &Engine<K>, id: ObjectId) -> Result<Option<Node>, StoreError> {
+    fn fetch<K: Kv>(&self, engine: &Engine<K>, id: ObjectId) -> Result<Option<T>, StoreError> {
         if self.check_docs {
             engine.load_matching(id, self.query, self.head_check)
         } else {
@@ -397,7 +432,7 @@ impl<'q> PageWalk<'q> {
         engine: &Engine<K>,
         id: ObjectId,
         walk_for_total: bool,
-        preloaded: Option<Option<Node>>,
+        preloaded: Option<Option<T>>,
     ) -> Result<bool, StoreError> {
         let collecting = self.want_items && self.items.len() < self.limit;
         if !collecting && !walk_for_total {
@@ -432,11 +467,11 @@ impl<'q> PageWalk<'q> {
 const PARALLEL_LOAD_MIN: usize = 64;
 
 /// `fetch` of each of `ids`, in order.
-fn load_many(
+fn load_many<T: PageItem>(
     ids: &[ObjectId],
-    fetch: impl Fn(ObjectId) -> Result<Option<Node>, StoreError> + Sync,
-) -> Result<Vec<Option<Node>>, StoreError> {
-    let load_all = |part: &[ObjectId]| -> Result<Vec<Option<Node>>, StoreError> {
+    fetch: impl Fn(ObjectId) -> Result<Option<T>, StoreError> + Sync,
+) -> Result<Vec<Option<T>>, StoreError> {
+    let load_all = |part: &[ObjectId]| -> Result<Vec<Option<T>>, StoreError> {
         part.iter().map(|id| fetch(*id)).collect()
     };
     if ids.len() < PARALLEL_LOAD_MIN {
@@ -802,12 +837,12 @@ impl<K: Kv> Engine<K> {
         Ok(ids)
     }
 
-    fn load(&self, id: ObjectId) -> Result<Option<Node>, StoreError> {
+    fn load<T: PageItem>(&self, id: ObjectId) -> Result<Option<T>, StoreError> {
         let k = node_key(id);
-        Ok(match self.kv.get(&k)? {
-            Some(v) => Some(self.decode_doc(&k, v.as_ref())?.0),
-            None => None,
-        })
+        let Some(v) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        self.with_doc(&k, v.as_ref(), |doc, _| T::from_doc(&k, doc).map(Some))
     }
 
     /// The document of `id` if it matches `q`. With `head` (no filter of `q` is on
@@ -815,12 +850,12 @@ impl<K: Kv> Engine<K> {
     /// and decoded whole only when it matches: a rejected candidate costs a fraction
     /// of a full decode. Such a candidate's tail is never read, so damage there
     /// surfaces only if the head matches (and always in `verify`).
-    fn load_matching(
+    fn load_matching<T: PageItem>(
         &self,
         id: ObjectId,
         q: &Query,
         head: bool,
-    ) -> Result<Option<Node>, StoreError> {
+    ) -> Result<Option<T>, StoreError> {
         let k = node_key(id);
         let Some(v) = self.kv.get(&k)? else {
             return Ok(None);
@@ -831,20 +866,25 @@ impl<K: Kv> Engine<K> {
                 if !matches(&h, q) {
                     return Ok(None);
                 }
+                // The head decides: the whole document is read once, into the item.
+                return T::from_doc(&k, doc).map(Some);
             }
             let node = read_doc(&k, doc)?;
-            Ok(matches(&node, q).then_some(node))
+            if !matches(&node, q) {
+                return Ok(None);
+            }
+            T::from_node(node, &k).map(Some)
         })
     }
 
     /// Decides the plan and runs it. `want_items`: collect the page; `want_total`:
     /// count every match.
-    fn execute(
+    fn execute<T: PageItem>(
         &self,
         q: &Query,
         want_items: bool,
         want_total: bool,
-    ) -> Res<(Vec<Node>, u64, Plan)> {
+    ) -> Res<(Vec<T>, u64, Plan)> {
         let p = self.prepare(q)?;
         let limit = q
             .limit
@@ -1022,7 +1062,7 @@ impl<K: Kv> Engine<K> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn execute_sorted(
+    fn execute_sorted<T: PageItem>(
         &self,
         q: &Query,
         p: &Prepared,
@@ -1034,7 +1074,7 @@ impl<K: Kv> Engine<K> {
         mut plan: Plan,
         limit: usize,
         offset: usize,
-    ) -> Res<(Vec<Node>, u64, Plan)> {
+    ) -> Res<(Vec<T>, u64, Plan)> {
         let driver_est = p.sources.first().map_or(u64::MAX, |(_, e)| *e);
         let sort_index = single_index(sort.field.as_str());
         let walk = match sort_index {
@@ -1059,7 +1099,7 @@ impl<K: Kv> Engine<K> {
                     ids
                 }
             };
-            let mut nodes = Vec::new();
+            let mut nodes: Vec<Node> = Vec::new();
             for id in ids
                 .into_iter()
                 .filter(|id| sets.iter().all(|s| s.binary_search(id).is_ok()))
@@ -1073,7 +1113,15 @@ impl<K: Kv> Engine<K> {
             }
             sort_nodes(&mut nodes, Some(sort));
             let total = nodes.len() as u64;
-            let items = nodes.into_iter().skip(offset).take(limit).collect();
+            let items = nodes
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(|n| {
+                    let k = node_key(n.id);
+                    T::from_node(n, &k)
+                })
+                .collect::<Result<_, _>>()?;
             return Ok((items, total, plan));
         };
         plan.order = OrderBy::IndexWalk(format!(
@@ -1131,7 +1179,7 @@ impl<K: Kv> Engine<K> {
 
     /// `count_nodes`.
     pub(crate) fn count(&self, q: &Query) -> Res<u64> {
-        Ok(self.execute(q, false, true)?.1)
+        Ok(self.execute::<Node>(q, false, true)?.1)
     }
 
     /// `count_nodes_from_counters`: the count when the counters give it, decided
@@ -1177,9 +1225,22 @@ impl<K: Kv> Engine<K> {
         Ok((items, total))
     }
 
+    /// `find_page_json`: [`Self::page`] with each node as the API's JSON, written
+    /// from its stored document ([`NodeJson`]).
+    pub(crate) fn page_json(&self, q: &Query) -> Res<(Vec<Vec<u8>>, u64)> {
+        let (items, total, _) = self.execute::<NodeJson>(q, true, true)?;
+        Ok((items.into_iter().map(|j| j.0).collect(), total))
+    }
+
+    /// `find_nodes_json`: [`Self::find`] with each node as the API's JSON.
+    pub(crate) fn find_json(&self, q: &Query) -> Res<Vec<Vec<u8>>> {
+        let (items, _, _) = self.execute::<NodeJson>(q, true, false)?;
+        Ok(items.into_iter().map(|j| j.0).collect())
+    }
+
     /// The plan of `q` (runs it with a zero limit to decide).
     pub(crate) fn explain(&self, q: &Query) -> Res<Plan> {
-        Ok(self.execute(q, false, true)?.2)
+        Ok(self.execute::<Node>(q, false, true)?.2)
     }
 }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use kernelci_core::query::{Mode, Query};
-use kernelci_core::store::Store;
+use kernelci_core::store::{node_json, Store};
 use kernelci_core::testing::conformance;
 use kernelci_store::{MemoryStore, SledConfig, SledStore};
 
@@ -386,6 +386,15 @@ async fn residual_checks_on_heads_agree_with_whole_documents() {
             let got = store.find_page(&q).await.unwrap();
             assert_eq!(got.total, expected.total, "{qs}");
             assert_eq!(got.items, expected.items, "{qs}");
+            // Checked on heads, then written as JSON straight from the document.
+            let json = store.find_page_json(&q).await.unwrap();
+            let want: Vec<Vec<u8>> = expected
+                .items
+                .iter()
+                .map(|n| node_json(n).unwrap())
+                .collect();
+            assert_eq!(json.total, expected.total, "{qs}");
+            assert!(json.items == want, "{qs}");
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Replays the committed seed corpus of the `doc_decode` fuzz target
 //! (`fuzz/corpus/doc_decode/`, stored documents of the workload) through its body, so
-//! CI covers what the fuzzer starts from and any crash input added there; and the
+//! CI covers what the fuzzer starts from and any crash input added there; the
+//! `doc_json` target's body over the same inputs and their damaged forms; and the
 //! `packed_decode` target's body over those documents packed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use kernelci_store::codec::{decode_node, exercise_decode, FORMAT_BINARY};
+use kernelci_store::codec::{decode_node, exercise_decode, exercise_json, FORMAT_BINARY};
 
 /// Every file of the doc_decode corpus, with whether it is a seed (a real
 /// document) rather than an input the fuzzer added.
@@ -39,6 +40,29 @@ fn doc_decode_corpus_replays_and_decodes() {
         }
     }
     assert!(seeds >= 8, "the seed corpus is committed");
+}
+
+/// The `doc_json` fuzz target's body (its seeds are doc_decode's) over the corpus,
+/// every truncation of the seeds and three changes of each of their bytes: JSON is
+/// written exactly when the document decodes, and it is serde_json's for the node.
+#[test]
+fn doc_json_corpus_and_damaged_seeds_agree_with_the_decoder() {
+    for (path, seed) in corpus() {
+        let bytes = std::fs::read(&path).unwrap();
+        exercise_json(&bytes);
+        if seed {
+            for cut in 0..bytes.len() {
+                exercise_json(&bytes[..cut]);
+            }
+            for i in 0..bytes.len() {
+                for flip in [0x01u8, 0x40, 0xFF] {
+                    let mut bad = bytes.clone();
+                    bad[i] ^= flip;
+                    exercise_json(&bad);
+                }
+            }
+        }
+    }
 }
 
 /// The `packed_decode` fuzz target's body over the doc_decode seeds packed with its

@@ -6,7 +6,7 @@
 use kernelci_core::id::IdGenerator;
 use kernelci_core::node::{Node, State};
 use kernelci_core::query::{Mode, Query};
-use kernelci_core::store::Store;
+use kernelci_core::store::{node_json, Store};
 use kernelci_core::testing::NaiveStore;
 use kernelci_core::time::Timestamp;
 use kernelci_store::MemoryStore;
@@ -68,6 +68,11 @@ async fn batched_pages_equal_the_naive_store() {
                     let got = s.find_page(&q).await.unwrap();
                     assert_eq!(got.total, want.total, "{name} total {qs}");
                     assert_eq!(got.items, want.items, "{name} items {qs}");
+                    let json = s.find_page_json(&q).await.unwrap();
+                    assert_eq!(json.total, want.total, "{name} JSON total {qs}");
+                    let expected: Vec<Vec<u8>> =
+                        want.items.iter().map(|n| node_json(n).unwrap()).collect();
+                    assert!(json.items == expected, "{name} JSON items {qs}");
                     let count = s.count_nodes(&q).await.unwrap();
                     assert_eq!(count, want.total, "{name} count {qs}");
                 }

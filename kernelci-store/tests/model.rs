@@ -13,7 +13,7 @@ use std::time::Duration;
 use kernelci_core::arbitrary::{mode, node, query_pairs};
 use kernelci_core::node::Node;
 use kernelci_core::query::{Mode, Query};
-use kernelci_core::store::{FieldSet, Store};
+use kernelci_core::store::{node_json, FieldSet, Store};
 use kernelci_core::testing::NaiveStore;
 use kernelci_core::time::parse_query_datetime;
 use kernelci_store::postgres::testing::TestCluster;
@@ -170,6 +170,16 @@ async fn run(ops: Vec<Op>, pg: Option<&TestCluster>) {
                         ids(&s.find_nodes(&q).await.unwrap()),
                         ids(&want.items),
                         "find of {q}"
+                    );
+                    // The same page as the API's JSON, written from the documents.
+                    let json: Vec<Vec<u8>> =
+                        want.items.iter().map(|n| node_json(n).unwrap()).collect();
+                    let got = s.find_page_json(&q).await.unwrap();
+                    assert_eq!(got.total, want.total, "JSON total of {q}");
+                    assert!(got.items == json, "JSON items of {q}");
+                    assert!(
+                        s.find_nodes_json(&q).await.unwrap() == json,
+                        "JSON find of {q}"
                     );
                 }
             }

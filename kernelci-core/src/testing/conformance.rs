@@ -120,6 +120,19 @@ pub async fn nodes(store: &dyn Store) {
         Err(Error::NotFound(_))
     ));
     assert!(store.get_node(ghost.id).await.unwrap().is_none());
+    // The JSON answer is serde_json's rendering of the stored node, byte for byte
+    // (key order included), for every node.
+    for n in &nodes {
+        let stored = store.get_node(n.id).await.unwrap().unwrap().value;
+        let json = store.get_node_json(n.id).await.unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            String::from_utf8_lossy(&serde_json::to_vec(&stored).unwrap()),
+            "node {}",
+            n.name
+        );
+    }
+    assert!(store.get_node_json(ghost.id).await.unwrap().is_none());
 }
 
 /// Queries: filters, order, sort, limit/offset, totals, children.

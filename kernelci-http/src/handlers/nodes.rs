@@ -123,8 +123,10 @@ fn noevent(req: &Req) -> ApiResult<bool> {
 /// `GET /node/{id}`: the node, or 200 `null` when it does not exist.
 pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let id = node_id(req)?;
-    let node = state.store().get_node(id).await?;
-    Ok(response::ok_typed(&node.map(|v| v.value)))
+    Ok(match state.store().get_node_json(id).await? {
+        Some(json) => response::ok_raw(json),
+        None => response::ok_typed(&()),
+    })
 }
 
 /// The body of `GET /nodes`, in the reference's key order.
@@ -159,15 +161,21 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
         }));
     }
     let page = offload(state, move |s| {
-        Box::pin(async move { s.find_page(&query).await })
+        Box::pin(async move { s.find_page_json(&query).await })
     })
     .await?;
-    Ok(response::ok_typed(&PageBody {
-        items: &page.items,
-        total: page.total,
-        limit,
-        offset,
-    }))
+    // `PageBody`'s keys, with the items as the store wrote them.
+    let mut body = Vec::with_capacity(json_list_len(&page.items) + 64);
+    body.extend_from_slice(b"{\"items\":");
+    push_json_list(&mut body, &page.items);
+    body.extend_from_slice(
+        format!(
+            ",\"total\":{},\"limit\":{limit},\"offset\":{offset}}}",
+            page.total
+        )
+        .as_bytes(),
+    );
+    Ok(response::ok_raw(body))
 }
 
 /// `GET /nodes/fast`: a plain array, 504 after the configured time.
@@ -178,7 +186,7 @@ pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
     }
     let limit = Duration::from_secs(state.config().fast_query_timeout_seconds);
     let work = offload(state, move |s| {
-        Box::pin(async move { s.find_nodes(&query).await })
+        Box::pin(async move { s.find_nodes_json(&query).await })
     });
     let nodes = tokio::time::timeout(limit, work).await.map_err(|_| {
         ApiError::detail(
@@ -186,7 +194,27 @@ pub async fn list_nodes_fast(state: &AppState, req: &Req) -> ApiResult<Resp> {
             "Timeout while fetching nodes: ",
         )
     })??;
-    Ok(response::ok_typed(&nodes))
+    let mut body = Vec::with_capacity(json_list_len(&nodes));
+    push_json_list(&mut body, &nodes);
+    Ok(response::ok_raw(body))
+}
+
+/// The length of the JSON array [`push_json_list`] writes.
+fn json_list_len(items: &[Vec<u8>]) -> usize {
+    items.iter().map(|i| i.len() + 1).sum::<usize>() + 2
+}
+
+/// Appends the JSON array of `items`, each already JSON (a node as the store
+/// wrote it).
+fn push_json_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
 }
 
 /// `GET /count`: a bare integer.

@@ -145,6 +145,11 @@ impl Store for MeteredStore {
         self.timed("get_node", self.inner.get_node(id)).await
     }
 
+    async fn get_node_json(&self, id: ObjectId) -> Result<Option<Vec<u8>>> {
+        self.timed("get_node_json", self.inner.get_node_json(id))
+            .await
+    }
+
     async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {
         self.timed("replace_node", self.inner.replace_node(node, expected))
             .await
@@ -202,6 +207,16 @@ impl Store for MeteredStore {
 
     async fn find_page(&self, query: &Query) -> Result<Page<Node>> {
         self.timed("find_page", self.inner.find_page(query)).await
+    }
+
+    async fn find_nodes_json(&self, query: &Query) -> Result<Vec<Vec<u8>>> {
+        self.timed("find_nodes_json", self.inner.find_nodes_json(query))
+            .await
+    }
+
+    async fn find_page_json(&self, query: &Query) -> Result<Page<Vec<u8>>> {
+        self.timed("find_page_json", self.inner.find_page_json(query))
+            .await
     }
 
     async fn count_all_nodes(&self) -> Result<u64> {

@@ -25,6 +25,7 @@
 //! panic or an allocation larger than the input.
 
 mod event;
+mod json;
 pub mod packed;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use kernelci_core::time::Timestamp;
 use serde_json::{Map, Number, Value};
 
 pub use event::{decode_event, encode_event, exercise_event_decode, FORMAT_EVENT};
+pub use json::{exercise_json, write_node_json};
 
 /// First byte of a binary document (after the version). JSON documents start with `{`.
 pub const FORMAT_BINARY: u8 = 0xB5;
@@ -256,47 +258,8 @@ pub fn head_suffices(path: &str) -> bool {
 
 fn decode(b: &[u8], full: bool) -> Result<Node, CodecError> {
     let mut r = Reader { b, at: 0 };
-    if r.byte()? != FORMAT_BINARY {
-        return Err(r.invalid("format byte"));
-    }
-    let bits = u16::from_le_bytes(r.array::<2>()?);
-    if bits & !ALL_BITS != 0 {
-        return Err(r.invalid("presence bits"));
-    }
-    let has = |bit: u16| bits & bit != 0;
-    let id = ObjectId::from_bytes(r.array()?);
-    let kind = r.string()?;
-    let name = r.string()?;
-    let path = r.strings()?;
-    let group = r.opt(has(HAS_GROUP), Reader::string)?;
-    let parent = r.opt(has(HAS_PARENT), |r| Ok(ObjectId::from_bytes(r.array()?)))?;
-    let state = match r.byte()? {
-        0 => State::Running,
-        1 => State::Available,
-        2 => State::Closing,
-        3 => State::Done,
-        _ => return Err(r.invalid("state")),
-    };
-    let result = match r.byte()? {
-        0 => None,
-        1 => Some(NodeResult::Pass),
-        2 => Some(NodeResult::Fail),
-        3 => Some(NodeResult::Skip),
-        4 => Some(NodeResult::Incomplete),
-        _ => return Err(r.invalid("result")),
-    };
-    let jobfilter = r.opt(has(HAS_JOBFILTER), Reader::strings)?;
-    let platform_filter = r.opt(has(HAS_PLATFORM_FILTER), Reader::strings)?;
-    let created_us = i64::from_le_bytes(r.array()?);
-    let created = r.time(created_us, 0)?;
-    let updated = r.delta_time(created_us)?;
-    let timeout = r.delta_time(created_us)?;
-    let holdoff = r.opt(has(HAS_HOLDOFF), |r| r.delta_time(created_us))?;
-    let owner = r.opt(has(HAS_OWNER), Reader::string)?;
-    let submitter = r.opt(has(HAS_SUBMITTER), Reader::string)?;
-    let treeid = r.opt(has(HAS_TREEID), Reader::string)?;
-    let user_groups = r.strings()?;
-    let retry_counter = r.int()?;
+    let h = Head::read(&mut r, Reader::strings)?;
+    let has = |bit: u16| h.bits & bit != 0;
     let (artifacts, data, debug) = if full {
         let artifacts = r.opt(has(HAS_ARTIFACTS), |r| {
             let n = r.count()?;
@@ -317,31 +280,124 @@ fn decode(b: &[u8], full: bool) -> Result<Node, CodecError> {
     } else {
         (None, None, None)
     };
+    let owned = |s: Option<&str>| s.map(str::to_owned);
     Ok(Node {
-        id,
-        kind,
-        name,
-        path,
-        group,
-        parent,
-        state,
-        result,
+        id: h.id,
+        kind: h.kind.to_owned(),
+        name: h.name.to_owned(),
+        path: h.path,
+        group: owned(h.group),
+        parent: h.parent,
+        state: h.state,
+        result: h.result,
         artifacts,
         data,
         debug,
-        jobfilter,
-        platform_filter,
-        created,
-        updated,
-        timeout,
-        holdoff,
-        owner,
-        submitter,
-        treeid,
-        user_groups,
+        jobfilter: h.jobfilter,
+        platform_filter: h.platform_filter,
+        created: h.created,
+        updated: h.updated,
+        timeout: h.timeout,
+        holdoff: h.holdoff,
+        owner: owned(h.owner),
+        submitter: owned(h.submitter),
+        treeid: owned(h.treeid),
+        user_groups: h.user_groups,
         processed_by_kcidb_bridge: has(PROCESSED),
-        retry_counter,
+        retry_counter: h.retry_counter,
     })
+}
+
+/// Where a list of strings of the head starts (its strings already checked by
+/// [`Reader::skip_strings`]), to be read again from there.
+#[derive(Clone, Copy)]
+struct Strs(usize);
+
+/// Every field of a binary document before its free-form tail, as stored: strings
+/// borrowed, each list of strings as `L` (owned `Vec<String>` for [`decode`],
+/// located [`Strs`] for [`json::write_node_json`]). Reading it checks the whole
+/// head.
+struct Head<'a, L> {
+    bits: u16,
+    id: ObjectId,
+    kind: &'a str,
+    name: &'a str,
+    path: L,
+    group: Option<&'a str>,
+    parent: Option<ObjectId>,
+    state: State,
+    result: Option<NodeResult>,
+    jobfilter: Option<L>,
+    platform_filter: Option<L>,
+    created: Timestamp,
+    updated: Timestamp,
+    timeout: Timestamp,
+    holdoff: Option<Timestamp>,
+    owner: Option<&'a str>,
+    submitter: Option<&'a str>,
+    treeid: Option<&'a str>,
+    user_groups: L,
+    retry_counter: i64,
+}
+
+impl<'a, L> Head<'a, L> {
+    /// Reads the head from the document's first byte, each list with `list`; `r`
+    /// is left at the tail.
+    fn read(
+        r: &mut Reader<'a>,
+        list: impl Fn(&mut Reader<'a>) -> Result<L, CodecError>,
+    ) -> Result<Self, CodecError> {
+        if r.byte()? != FORMAT_BINARY {
+            return Err(r.invalid("format byte"));
+        }
+        let bits = u16::from_le_bytes(r.array::<2>()?);
+        if bits & !ALL_BITS != 0 {
+            return Err(r.invalid("presence bits"));
+        }
+        let has = |bit: u16| bits & bit != 0;
+        let id = ObjectId::from_bytes(r.array()?);
+        let kind = r.str_ref()?;
+        let name = r.str_ref()?;
+        let path = list(r)?;
+        let group = r.opt(has(HAS_GROUP), Reader::str_ref)?;
+        let parent = r.opt(has(HAS_PARENT), |r| Ok(ObjectId::from_bytes(r.array()?)))?;
+        let state = r.state()?;
+        let result = r.result()?;
+        let jobfilter = r.opt(has(HAS_JOBFILTER), &list)?;
+        let platform_filter = r.opt(has(HAS_PLATFORM_FILTER), &list)?;
+        let created_us = i64::from_le_bytes(r.array()?);
+        let created = r.time(created_us, 0)?;
+        let updated = r.delta_time(created_us)?;
+        let timeout = r.delta_time(created_us)?;
+        let holdoff = r.opt(has(HAS_HOLDOFF), |r| r.delta_time(created_us))?;
+        let owner = r.opt(has(HAS_OWNER), Reader::str_ref)?;
+        let submitter = r.opt(has(HAS_SUBMITTER), Reader::str_ref)?;
+        let treeid = r.opt(has(HAS_TREEID), Reader::str_ref)?;
+        let user_groups = list(r)?;
+        let retry_counter = r.int()?;
+        Ok(Head {
+            bits,
+            id,
+            kind,
+            name,
+            path,
+            group,
+            parent,
+            state,
+            result,
+            jobfilter,
+            platform_filter,
+            created,
+            updated,
+            timeout,
+            holdoff,
+            owner,
+            submitter,
+            treeid,
+            user_groups,
+            retry_counter,
+        })
+    }
 }
 
 /// The body of the `doc_decode` fuzz target (and of its corpus replay test): any
@@ -538,18 +594,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn utf8(&mut self, n: usize) -> Result<String, CodecError> {
+    fn utf8(&mut self, n: usize) -> Result<&'a str, CodecError> {
         let at = self.at;
         let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| CodecError::Invalid { what: "UTF-8", at })
+        std::str::from_utf8(bytes).map_err(|_| CodecError::Invalid { what: "UTF-8", at })
     }
 
-    fn string(&mut self) -> Result<String, CodecError> {
+    /// A string, borrowed from the document.
+    fn str_ref(&mut self) -> Result<&'a str, CodecError> {
         let n = self.uint()?;
         let n = usize::try_from(n).map_err(|_| self.invalid("length"))?;
         self.utf8(n)
+    }
+
+    fn string(&mut self) -> Result<String, CodecError> {
+        self.str_ref().map(str::to_owned)
     }
 
     fn strings(&mut self) -> Result<Vec<String>, CodecError> {
@@ -561,13 +620,50 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    /// Skips a list of strings (checking each as [`Reader::str_ref`] does) and
+    /// says where it starts.
+    fn skip_strings(&mut self) -> Result<Strs, CodecError> {
+        let at = self.at;
+        let n = self.count()?;
+        for _ in 0..n {
+            self.str_ref()?;
+        }
+        Ok(Strs(at))
+    }
+
     fn key(&mut self) -> Result<String, CodecError> {
+        self.key_ref().map(str::to_owned)
+    }
+
+    /// An object key, borrowed from the dictionary or the document.
+    fn key_ref(&mut self) -> Result<&'a str, CodecError> {
         let k = self.uint()?;
         match usize::try_from(k) {
-            Ok(i) if i < KEYS.len() => Ok(KEYS[i].to_owned()),
+            Ok(i) if i < KEYS.len() => Ok(KEYS[i]),
             Ok(i) if i >= INLINE_KEY => self.utf8(i - INLINE_KEY),
             _ => Err(self.invalid("key")),
         }
+    }
+
+    fn state(&mut self) -> Result<State, CodecError> {
+        Ok(match self.byte()? {
+            0 => State::Running,
+            1 => State::Available,
+            2 => State::Closing,
+            3 => State::Done,
+            _ => return Err(self.invalid("state")),
+        })
+    }
+
+    fn result(&mut self) -> Result<Option<NodeResult>, CodecError> {
+        Ok(match self.byte()? {
+            0 => None,
+            1 => Some(NodeResult::Pass),
+            2 => Some(NodeResult::Fail),
+            3 => Some(NodeResult::Skip),
+            4 => Some(NodeResult::Incomplete),
+            _ => return Err(self.invalid("result")),
+        })
     }
 
     fn opt<T>(

@@ -328,6 +328,17 @@ impl PgStore {
         Ok(self.client_raw().await?)
     }
 
+    /// The row `sql` (a prepared statement on `kci_nodes` with the id as `$1`)
+    /// gives for `id`, if any.
+    async fn node_row(&self, sql: &str, id: ObjectId) -> Result<Option<Row>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(conv)?;
+        client
+            .query_opt(&stmt, &[&id.bytes().as_slice()])
+            .await
+            .map_err(conv)
+    }
+
     /// `replace_node`, with `event` committed (unsequenced) in the same transaction
     /// when given; returns the new version and the event's staging number.
     async fn replace(
@@ -528,15 +539,9 @@ impl Store for PgStore {
     }
 
     async fn get_node(&self, id: ObjectId) -> Result<Option<Versioned<Node>>> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT doc, version FROM kci_nodes WHERE id = $1")
-            .await
-            .map_err(conv)?;
-        let row = client
-            .query_opt(&stmt, &[&id.bytes().as_slice()])
-            .await
-            .map_err(conv)?;
+        let row = self
+            .node_row("SELECT doc, version FROM kci_nodes WHERE id = $1", id)
+            .await?;
         row.map(|r| {
             Ok(Versioned {
                 value: decode_doc(&r, 0)?,
@@ -544,6 +549,13 @@ impl Store for PgStore {
             })
         })
         .transpose()
+    }
+
+    async fn get_node_json(&self, id: ObjectId) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .node_row("SELECT doc FROM kci_nodes WHERE id = $1", id)
+            .await?;
+        row.map(|r| doc_json(&r, 0)).transpose()
     }
 
     async fn replace_node(&self, node: &Node, expected: Version) -> Result<Version> {

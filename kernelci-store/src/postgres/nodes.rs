@@ -258,6 +258,14 @@ pub(super) fn decode_doc(row: &Row, col: usize) -> Result<Node> {
     codec::decode_node(b).map_err(|e| corrupt("node", e))
 }
 
+/// The binary document in column `col` written straight as the API's JSON.
+pub(super) fn doc_json(row: &Row, col: usize) -> Result<Vec<u8>> {
+    let b: &[u8] = row.try_get(col).map_err(conv)?;
+    let mut out = Vec::with_capacity(b.len().saturating_mul(3));
+    codec::write_node_json(b, &mut out).map_err(|e| corrupt("node", e))?;
+    Ok(out)
+}
+
 pub(super) fn version_of(row: &Row, col: usize) -> Result<Version> {
     let v: i64 = row.try_get(col).map_err(conv)?;
     Ok(Version(u64::try_from(v).unwrap_or(0)))
