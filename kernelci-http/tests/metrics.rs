@@ -88,7 +88,7 @@ async fn requests_store_operations_and_subscribers_are_measured() {
     assert_eq!(sample(&text, "kci_http_requests_in_flight"), Some(1.0));
     // Store operations, by Store method: the three reads (the bad id never
     // reached the store) and the three writes of a node with its event.
-    let reads = "kci_store_operation_duration_seconds_count{operation=\"get_node\"}";
+    let reads = "kci_store_operation_duration_seconds_count{operation=\"get_node_json\"}";
     assert_eq!(sample(&text, reads), Some(3.0), "{text}");
     let writes = "kci_store_operation_duration_seconds_count{operation=\"insert_node_with_event\"}";
     assert_eq!(sample(&text, writes), Some(3.0), "{text}");
@@ -190,8 +190,8 @@ async fn answers_from_counters_skip_the_query() {
         (2.0, 1.0, 1.0)
     };
     assert_eq!(delta("count_nodes"), counts, "{text}");
-    assert_eq!(delta("find_page"), pages, "{text}");
-    assert_eq!(delta("find_nodes"), finds, "{text}");
+    assert_eq!(delta("find_page_json"), pages, "{text}");
+    assert_eq!(delta("find_nodes_json"), finds, "{text}");
 
     // What the counters cannot tell runs the query, with the same answers.
     let before = scrape(&s).await;
@@ -202,6 +202,6 @@ async fn answers_from_counters_skip_the_query() {
     let text = scrape(&s).await;
     let delta = |op: &str| ops(&text, op) - ops(&before, op);
     assert_eq!(delta("count_nodes"), 1.0, "{text}");
-    assert_eq!(delta("find_page"), 1.0, "{text}");
+    assert_eq!(delta("find_page_json"), 1.0, "{text}");
     s.stop().await;
 }
