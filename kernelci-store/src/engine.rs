@@ -475,14 +475,15 @@ impl<K: Kv> Engine<K> {
                     }
                 }
             }
-            deltas.add(
-                irregular_key(index),
-                i64::from(new_f.irregular) - i64::from(old_f.irregular),
-            );
-            deltas.add(
-                lossy_key(index),
-                i64::from(new_f.lossy) - i64::from(old_f.lossy),
-            );
+            // Most writes change neither flag: no key is built for them.
+            let irregular = i64::from(new_f.irregular) - i64::from(old_f.irregular);
+            if irregular != 0 {
+                deltas.add(irregular_key(index), irregular);
+            }
+            let lossy = i64::from(new_f.lossy) - i64::from(old_f.lossy);
+            if lossy != 0 {
+                deltas.add(lossy_key(index), lossy);
+            }
         }
     }
 
