@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +25,14 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Kills ChromeDriver's whole process group: killing the driver alone leaves
+    /// the Chromium processes it started running after the tests.
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -61,10 +69,13 @@ async fn browser() -> Option<Browser> {
         return None;
     };
     let port = free_port();
+    // In a process group of its own, which Chromium's processes join: Drop
+    // kills them all.
     let driver = Command::new(driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
