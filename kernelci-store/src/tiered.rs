@@ -19,6 +19,10 @@
 //! Consistency: a write applies the index changes and the base batch under one
 //! exclusive view lock, and every engine read holds the shared view lock for its
 //! duration, so a reader never sees a node without its index entries or the reverse.
+//!
+//! User records (`U` keys), read by every authenticated request, are also kept in
+//! memory once read (`records`): every write of one goes through [`Tiered::apply`],
+//! which forgets it around the base batch.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -34,9 +38,11 @@ use crate::kv::{Kv, Scan, ViewGuard, Write};
 
 mod packed;
 mod postings;
+mod records;
 mod snapshot;
 
 use postings::Postings;
+use records::RecordCache;
 
 use snapshot::SnapshotHeader;
 pub(crate) use snapshot::SNAPSHOT_FILE;
@@ -231,6 +237,8 @@ pub struct Tiered<B: Kv> {
     /// A random identity of this store, written in the base and in snapshots, so a
     /// snapshot is never loaded into another store that reached the same generation.
     store_id: [u8; 12],
+    /// User records read from the base, kept (see [`records`]).
+    records: RecordCache,
 }
 
 /// How many index keys a scan copies per lock acquisition: a small first chunk (a
@@ -292,6 +300,7 @@ impl<B: Kv> Tiered<B> {
             generation: AtomicU64::new(0),
             dirty: std::sync::atomic::AtomicBool::new(false),
             store_id: ObjectId::new().bytes(),
+            records: RecordCache::default(),
         }
     }
 
@@ -323,6 +332,7 @@ impl<B: Kv> Tiered<B> {
             generation: AtomicU64::new(generation),
             dirty: std::sync::atomic::AtomicBool::new(false),
             store_id,
+            records: RecordCache::default(),
         })
     }
 
@@ -418,7 +428,19 @@ impl<B: Kv> Kv for Tiered<B> {
             let space = self.index.read().map_err(|_| StoreError::Poisoned)?;
             return Ok(space.get(key).map(Arc::from));
         }
-        Ok(self.base.get(key)?.map(|v| Arc::from(v.as_ref())))
+        if !RecordCache::covers(key) {
+            return Ok(self.base.get(key)?.map(|v| Arc::from(v.as_ref())));
+        }
+        match self.records.get(key) {
+            Ok(v) => Ok(Some(v)),
+            Err(miss) => {
+                let v: Option<Arc<[u8]>> = self.base.get(key)?.map(|v| Arc::from(v.as_ref()));
+                if let (Some(miss), Some(v)) = (miss, v.as_ref()) {
+                    self.records.keep(miss, key, v);
+                }
+                Ok(v)
+            }
+        }
     }
 
     fn scan(&self, lo: &[u8], hi: &[u8], rev: bool) -> Scan<'_, Arc<[u8]>> {
@@ -474,7 +496,17 @@ impl<B: Kv> Kv for Tiered<B> {
         };
         let next = self.generation.load(Ordering::SeqCst) + 1;
         base.push((generation_key(), Some(next.to_be_bytes().to_vec())));
-        if let Err(e) = self.base.apply(base) {
+        // Kept user records this batch writes are forgotten before and after it
+        // (see `records`); the second time also when the batch fails.
+        let users: Vec<Vec<u8>> = base
+            .iter()
+            .filter(|(k, _)| RecordCache::covers(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.records.forget(users.iter().map(Vec::as_slice));
+        let applied = self.base.apply(base);
+        self.records.forget(users.iter().map(Vec::as_slice));
+        if let Err(e) = applied {
             // The base may or may not hold the batch: never trust a snapshot again.
             self.dirty.store(true, Ordering::SeqCst);
             return Err(e);

@@ -462,3 +462,62 @@ async fn export_import_between_memory_sled_and_the_model() {
     conformance::export_import(&NaiveStore::new(), &MemoryStore::new()).await;
     conformance::export_import(&MemoryStore::new(), &NaiveStore::new()).await;
 }
+
+/// User records are kept in memory in front of sled (`tiered::records`): a user
+/// read while it is being written is never answered stale once the write
+/// returned. A writer flips `is_active` many times while readers read; after each
+/// write returns, a read must see that write (or a later one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn user_reads_are_never_stale_after_a_write() {
+    use kernelci_core::auth::User;
+    use kernelci_core::id::ObjectId;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(sled_store(&dir));
+    let mut user = User {
+        id: ObjectId::new(),
+        username: "flip".into(),
+        email: "flip@example.org".into(),
+        hashed_password: "x".into(),
+        is_active: true,
+        is_superuser: false,
+        is_verified: true,
+        groups: Vec::new(),
+    };
+    store.insert_user(&user).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (store, done, id) = (Arc::clone(&store), Arc::clone(&done), user.id);
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                assert!(store.get_user(id).await.unwrap().is_some());
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    for i in 0..300 {
+        user.is_active = i % 2 == 0;
+        user.username = format!("flip-{i}");
+        store.update_user(&user).await.unwrap();
+        let read = store.get_user(user.id).await.unwrap().unwrap();
+        assert_eq!(read, user, "read after write {i}");
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    // Deleted: gone at once, and after a reopen the record is the last one written.
+    assert!(store.delete_user(user.id).await.unwrap());
+    assert!(store.get_user(user.id).await.unwrap().is_none());
+    store.insert_user(&user).await.unwrap();
+    assert_eq!(store.get_user(user.id).await.unwrap().as_ref(), Some(&user));
+    let store = Arc::try_unwrap(store).ok().unwrap();
+    store.close().unwrap();
+    let store = sled_store(&dir);
+    assert_eq!(store.get_user(user.id).await.unwrap(), Some(user));
+}
