@@ -289,9 +289,6 @@ fn heads_suffice(q: &Query) -> bool {
         .all(|f| codec::head_suffices(f.field.as_str()))
 }
 
-/// Collects one page (skipping `offset`, keeping `limit`) from candidate ids in
-/// order, counting every accepted candidate, and loading a document only when it is
-/// in the page or a residual check needs it.
 /// What a page collects for each node: the decoded [`Node`], or its JSON written
 /// straight from the stored document ([`NodeJson`]).
 trait PageItem: Send + Sync + Sized {
@@ -327,6 +324,9 @@ impl PageItem for NodeJson {
     }
 }
 
+/// Collects one page (skipping `offset`, keeping `limit`) from candidate ids in
+/// order, counting every accepted candidate, and loading a document only when it is
+/// in the page or a residual check needs it.
 struct PageWalk<'q, T> {
     query: &'q Query,
     want_items: bool,
