@@ -52,7 +52,7 @@ pub enum Durability {
 pub(crate) const COMMIT_SIBLINGS: u64 = 2;
 
 /// The default commit delay: chosen with `http_bench` (docs/PERFORMANCE.md).
-pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(300);
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(75);
 
 /// Makes what sled flushed survive a power loss (see the module docs).
 pub(crate) struct DataSync {

@@ -128,7 +128,7 @@ pub struct Settings {
         help_heading = "Storage"
     )]
     pub sled_flush_interval_ms: Option<String>,
-    /// Microseconds a flush that finds several writers waiting first waits for more to join it (fewer, fuller flushes under load; 0: never) [default: 300].
+    /// Microseconds a flush that finds several writers waiting first waits for more to join it (fewer, fuller flushes under load; 0: never) [default: 75].
     #[arg(
         long,
         env = "KCI_SLED_COMMIT_DELAY_US",
