@@ -135,13 +135,14 @@ pub(crate) fn read_doc(key: &[u8], doc: &[u8]) -> Result<Node, StoreError> {
 /// one written straight as JSON ([`codec::write_node_json`]), a JSON one (layouts
 /// 1 and 2, not yet migrated) decoded and serialised.
 pub(crate) fn node_json(key: &[u8], doc: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(doc.len().saturating_mul(3));
     if doc.first() == Some(&b'{') {
         let node = read_doc(key, doc)?;
-        serde_json::to_writer(&mut out, &node).map_err(|e| StoreError::corrupt("node", key, e))?;
-    } else {
-        codec::write_node_json(doc, &mut out).map_err(|e| StoreError::corrupt("node", key, e))?;
+        return kernelci_core::store::node_json(&node)
+            .map_err(|e| StoreError::corrupt("node", key, e));
     }
+    // A node's JSON is about twice its binary document.
+    let mut out = Vec::with_capacity(doc.len().saturating_mul(2).saturating_add(256));
+    codec::write_node_json(doc, &mut out).map_err(|e| StoreError::corrupt("node", key, e))?;
     Ok(out)
 }
 

@@ -318,7 +318,7 @@ impl PageItem for NodeJson {
     }
 
     fn from_node(node: Node, key: &[u8]) -> Result<Self, StoreError> {
-        serde_json::to_vec(&node)
+        kernelci_core::store::node_json(&node)
             .map(NodeJson)
             .map_err(|e| StoreError::corrupt("node", key, e))
     }

@@ -497,15 +497,10 @@ impl<B: Kv> Kv for Tiered<B> {
         let next = self.generation.load(Ordering::SeqCst) + 1;
         base.push((generation_key(), Some(next.to_be_bytes().to_vec())));
         // Kept user records this batch writes are forgotten before and after it
-        // (see `records`); the second time also when the batch fails.
-        let users: Vec<Vec<u8>> = base
-            .iter()
-            .filter(|(k, _)| RecordCache::covers(k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.records.forget(users.iter().map(Vec::as_slice));
+        // (see `records`); the second time also when the batch fails or panics.
+        let forget = self.records.around_write(&base);
         let applied = self.base.apply(base);
-        self.records.forget(users.iter().map(Vec::as_slice));
+        drop(forget);
         if let Err(e) = applied {
             // The base may or may not hold the batch: never trust a snapshot again.
             self.dirty.store(true, Ordering::SeqCst);

@@ -36,7 +36,7 @@ use kernelci_core::id::{IdGenerator, ObjectId};
 use kernelci_core::node::{Node, NodeBody, NodePatch};
 use kernelci_core::query::{Mode, Query};
 use kernelci_core::state::{self, HierarchyBody};
-use kernelci_core::store::{node_not_found, FieldSet, Store, Version};
+use kernelci_core::store::{node_not_found, FieldSet, Page, Store, Version};
 use kernelci_core::time::Timestamp;
 use kernelci_core::validation::value::string_list;
 use kernelci_core::validation::Fields;
@@ -129,15 +129,6 @@ pub async fn get_node(state: &AppState, req: &Req) -> ApiResult<Resp> {
     })
 }
 
-/// The body of `GET /nodes`, in the reference's key order.
-#[derive(serde::Serialize)]
-struct PageBody<'a> {
-    items: &'a [Node],
-    total: u64,
-    limit: u64,
-    offset: u64,
-}
-
 /// `GET /nodes`: one page and the total. `limit` and `offset` are validated first,
 /// both at once, as FastAPI does (422 listing each bad one; integers beyond 64 bits
 /// saturate, as on `/users`).
@@ -152,19 +143,18 @@ pub async fn list_nodes(state: &AppState, req: &Req) -> ApiResult<Resp> {
     let query = Query::parse(&filters, Mode::Page)
         .map_err(|e| ApiError::from_query(e, req))?
         .with_window(Some(limit), offset);
-    if state.store().count_nodes_from_counters(&query).await? == Some(0) {
-        return Ok(response::ok_typed(&PageBody {
-            items: &[],
+    let page = if state.store().count_nodes_from_counters(&query).await? == Some(0) {
+        Page {
+            items: Vec::new(),
             total: 0,
-            limit,
-            offset,
-        }));
-    }
-    let page = offload(state, move |s| {
-        Box::pin(async move { s.find_page_json(&query).await })
-    })
-    .await?;
-    // `PageBody`'s keys, with the items as the store wrote them.
+        }
+    } else {
+        offload(state, move |s| {
+            Box::pin(async move { s.find_page_json(&query).await })
+        })
+        .await?
+    };
+    // The reference's keys, in its order, with the items as the store wrote them.
     let mut body = Vec::with_capacity(json_list_len(&page.items) + 64);
     body.extend_from_slice(b"{\"items\":");
     push_json_list(&mut body, &page.items);

@@ -8,7 +8,10 @@
 //! `serde_json` writes for the decoded node (the 23 keys in `Node`'s declaration
 //! order, absent options as `null`, `data` keys in their stored order, strings
 //! escaped and numbers formatted by `serde_json` itself), which a property test
-//! checks over arbitrary nodes.
+//! checks over arbitrary nodes. That holds for every document [`super::encode_node`]
+//! writes; a damaged one that repeats a `data` key or lists `artifacts` out of
+//! order (which the encoder never writes) is written as stored, where decoding
+//! would keep one of each key.
 //!
 //! The stored order is not the JSON order (`artifacts`, `data` and `debug` are
 //! stored last so that a head decode can stop before them): the head is read

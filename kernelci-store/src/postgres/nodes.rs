@@ -261,7 +261,7 @@ pub(super) fn decode_doc(row: &Row, col: usize) -> Result<Node> {
 /// The binary document in column `col` written straight as the API's JSON.
 pub(super) fn doc_json(row: &Row, col: usize) -> Result<Vec<u8>> {
     let b: &[u8] = row.try_get(col).map_err(conv)?;
-    let mut out = Vec::with_capacity(b.len().saturating_mul(3));
+    let mut out = Vec::with_capacity(b.len().saturating_mul(2).saturating_add(256));
     codec::write_node_json(b, &mut out).map_err(|e| corrupt("node", e))?;
     Ok(out)
 }

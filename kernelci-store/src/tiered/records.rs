@@ -11,8 +11,9 @@
 //! generation, reads the base, and keeps what it read only if no write of a user
 //! came in between (the generation is unchanged). So a value read before a write
 //! is never kept after it; and during the write, readers go to the base, whose
-//! answers are already ordered. Bounded: at most [`RecordCache::MAX`] records of
-//! at most [`RecordCache::MAX_VALUE`] bytes; when full, nothing more is kept.
+//! answers are already ordered. Bounded: at most [`RecordCache::MAX_BYTES`] of
+//! records, each at most [`RecordCache::MAX_VALUE`] bytes; when full, nothing
+//! more is kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,8 @@ pub(crate) struct RecordCache {
 #[derive(Default)]
 struct Inner {
     records: HashMap<Vec<u8>, Arc<[u8]>>,
+    /// The bytes of the kept keys and records.
+    bytes: usize,
     generation: u64,
 }
 
@@ -35,8 +38,9 @@ struct Inner {
 pub(crate) struct Miss(u64);
 
 impl RecordCache {
-    /// Most records kept.
-    const MAX: usize = 65_536;
+    /// Most bytes of keys and records kept (a user record is a few hundred bytes
+    /// plus its groups).
+    const MAX_BYTES: usize = 16 << 20;
     /// Largest record kept.
     const MAX_VALUE: usize = 64 * 1024;
 
@@ -66,9 +70,26 @@ impl RecordCache {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        if inner.generation == miss.0 && inner.records.len() < Self::MAX {
-            inner.records.insert(key.to_vec(), Arc::clone(value));
+        let size = key.len() + value.len();
+        if inner.generation != miss.0 || inner.bytes + size > Self::MAX_BYTES {
+            return;
         }
+        if let Some(old) = inner.records.insert(key.to_vec(), Arc::clone(value)) {
+            inner.bytes -= key.len() + old.len();
+        }
+        inner.bytes += size;
+    }
+
+    /// Forgets the user records `writes` writes now and again when the returned
+    /// guard is dropped: after the base batch, also when it fails or panics.
+    pub(crate) fn around_write<'c>(&'c self, writes: &[crate::kv::Write]) -> Forget<'c> {
+        let keys: Vec<Vec<u8>> = writes
+            .iter()
+            .filter(|(k, _)| Self::covers(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.forget(keys.iter().map(Vec::as_slice));
+        Forget { cache: self, keys }
     }
 
     /// Forgets the records of the user keys among `keys` (called before and after
@@ -84,18 +105,33 @@ impl RecordCache {
             Err(poisoned) => {
                 let mut inner = poisoned.into_inner();
                 inner.records.clear();
+                inner.bytes = 0;
                 inner
             }
         };
         inner.generation += 1;
         for k in keys {
-            inner.records.remove(k);
+            if let Some(old) = inner.records.remove(k) {
+                inner.bytes -= k.len() + old.len();
+            }
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.inner.read().map_or(0, |i| i.records.len())
+    }
+}
+
+/// Forgets its user keys again when dropped (see [`RecordCache::around_write`]).
+pub(crate) struct Forget<'c> {
+    cache: &'c RecordCache,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.cache.forget(self.keys.iter().map(Vec::as_slice));
     }
 }
 
@@ -129,6 +165,32 @@ mod tests {
     }
 
     #[test]
+    fn a_write_forgets_before_and_after_even_when_it_panics() {
+        let c = RecordCache::default();
+        let keep = |c: &RecordCache| {
+            let Err(Some(miss)) = c.get(&user(1)) else {
+                panic!()
+            };
+            c.keep(miss, &user(1), &Arc::from(&b"old"[..]));
+        };
+        keep(&c);
+        let writes = vec![(user(1), Some(b"new".to_vec()))];
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _forget = c.around_write(&writes);
+            assert!(c.get(&user(1)).is_err(), "forgotten before the batch");
+            // A reader that missed before the batch...
+            let Err(Some(miss)) = c.get(&user(1)) else {
+                panic!()
+            };
+            // ...keeps its read before the batch panics.
+            c.keep(miss, &user(1), &Arc::from(&b"old"[..]));
+            panic!("the batch failed");
+        }));
+        assert!(result.is_err());
+        assert!(c.get(&user(1)).is_err(), "forgotten again on unwind");
+    }
+
+    #[test]
     fn only_user_keys_and_bounded() {
         assert!(RecordCache::covers(&user(0)));
         assert!(!RecordCache::covers(&[keys::NODE, 1]));
@@ -140,6 +202,32 @@ mod tests {
         };
         c.keep(miss, &user(1), &big);
         assert_eq!(c.len(), 0, "a record over the bound is not kept");
+        // The total is bounded too, and forgetting gives the room back.
+        let record: Arc<[u8]> = Arc::from(vec![1u8; RecordCache::MAX_VALUE]);
+        let fits = RecordCache::MAX_BYTES / (RecordCache::MAX_VALUE + 3);
+        for i in 0..fits + 10 {
+            let key = [keys::USER, (i >> 8) as u8, i as u8];
+            let Err(Some(miss)) = c.get(&key) else {
+                panic!()
+            };
+            c.keep(miss, &key, &record);
+        }
+        assert_eq!(c.len(), fits);
+        c.forget([&[keys::USER, 0, 0][..]].into_iter());
+        assert_eq!(c.len(), fits - 1);
+        let Err(Some(miss)) = c.get(&[keys::USER, 0, 0]) else {
+            panic!()
+        };
+        c.keep(miss, &[keys::USER, 0, 0], &record);
+        assert_eq!(c.len(), fits);
+        c.forget(
+            (0..fits)
+                .map(|i| vec![keys::USER, (i >> 8) as u8, i as u8])
+                .collect::<Vec<_>>()
+                .iter()
+                .map(Vec::as_slice),
+        );
+        assert_eq!(c.len(), 0);
         // A write of other keys leaves the generation alone.
         let Err(Some(miss)) = c.get(&user(1)) else {
             panic!()
