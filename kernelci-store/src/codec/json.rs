@@ -67,16 +67,11 @@ pub fn write_node_json(b: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     w.raw(",\"artifacts\":");
     if has(HAS_ARTIFACTS) {
         let n = r.count()?;
-        w.raw("{");
-        for i in 0..n {
-            if i > 0 {
-                w.raw(",");
-            }
+        w.seq(('{', '}'), n, |w| {
             w.str(r.key_ref()?)?;
             w.raw(":");
-            w.str(r.str_ref()?)?;
-        }
-        w.raw("}");
+            w.str(r.str_ref()?)
+        })?;
     } else {
         w.raw("null");
     }
@@ -161,6 +156,24 @@ impl JsonWriter<'_, '_> {
         self.out.extend_from_slice(s.as_bytes());
     }
 
+    /// `n` elements written by `each`, separated by commas, between `brackets`.
+    fn seq(
+        &mut self,
+        brackets: (char, char),
+        n: usize,
+        mut each: impl FnMut(&mut Self) -> Result<(), CodecError>,
+    ) -> Result<(), CodecError> {
+        self.out.push(brackets.0 as u8);
+        for i in 0..n {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            each(self)?;
+        }
+        self.out.push(brackets.1 as u8);
+        Ok(())
+    }
+
     /// A string, escaped by `serde_json`.
     fn str(&mut self, s: &str) -> Result<(), CodecError> {
         serde_json::to_writer(&mut *self.out, s).map_err(|_| CodecError::Invalid {
@@ -187,15 +200,7 @@ impl JsonWriter<'_, '_> {
             at: at.0,
         };
         let n = r.count()?;
-        self.raw("[");
-        for i in 0..n {
-            if i > 0 {
-                self.raw(",");
-            }
-            self.str(r.str_ref()?)?;
-        }
-        self.raw("]");
-        Ok(())
+        self.seq(('[', ']'), n, |w| w.str(r.str_ref()?))
     }
 
     fn opt_strings(&mut self, at: Option<Strs>) -> Result<(), CodecError> {
@@ -232,17 +237,11 @@ impl JsonWriter<'_, '_> {
     /// [`super::MAX_DEPTH`]).
     fn object(&mut self, r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
         let n = r.count()?;
-        self.raw("{");
-        for i in 0..n {
-            if i > 0 {
-                self.raw(",");
-            }
-            self.str(r.key_ref()?)?;
-            self.raw(":");
-            self.value(r, depth + 1)?;
-        }
-        self.raw("}");
-        Ok(())
+        self.seq(('{', '}'), n, |w| {
+            w.str(r.key_ref()?)?;
+            w.raw(":");
+            w.value(r, depth + 1)
+        })
     }
 
     fn value(&mut self, r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
@@ -267,14 +266,7 @@ impl JsonWriter<'_, '_> {
             T_STR => self.str(r.str_ref()?)?,
             T_ARRAY => {
                 let n = r.count()?;
-                self.raw("[");
-                for i in 0..n {
-                    if i > 0 {
-                        self.raw(",");
-                    }
-                    self.value(r, depth + 1)?;
-                }
-                self.raw("]");
+                self.seq(('[', ']'), n, |w| w.value(r, depth + 1))?;
             }
             T_OBJECT => self.object(r, depth)?,
             _ => return Err(r.invalid("value tag")),
